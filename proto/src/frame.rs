@@ -1,0 +1,168 @@
+//! Signaling frames: a u32 big-endian body length, then a MessagePack body (a map with named
+//! fields, so fields can be added without breaking older peers).
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use thiserror::Error;
+
+/// Largest body accepted or produced. Signaling messages are tiny; the cap bounds the memory a
+/// single peer can make the other side reserve.
+pub const MAX_FRAME_LEN: usize = 64 * 1024;
+
+/// Bytes of the length prefix.
+pub const LEN_PREFIX: usize = 4;
+
+/// What can be wrong with a frame or its body.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FrameError {
+    /// The length prefix announces more than [`MAX_FRAME_LEN`]; the stream cannot be resynchronised.
+    #[error("frame of {0} bytes is over the {MAX_FRAME_LEN}-byte limit")]
+    TooLarge(u32),
+    /// A zero-length body is never valid.
+    #[error("empty frame")]
+    Empty,
+    /// The body is not MessagePack, or not a map with a string `type` field.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// The body is well formed but its `type` is not one this side knows.
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    /// The `type` is known but its fields are missing or of the wrong kind.
+    #[error("invalid {kind:?} message: {detail}")]
+    InvalidFields { kind: String, detail: String },
+    /// Encoding failed (only possible for messages over the size limit).
+    #[error("cannot encode message: {0}")]
+    Encode(String),
+}
+
+/// Encodes one message as a complete frame (prefix + body).
+pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Bytes, FrameError> {
+    let mut out = BytesMut::with_capacity(64);
+    out.put_u32(0);
+    {
+        let mut writer = (&mut out).writer();
+        rmp_serde::encode::write_named(&mut writer, msg)
+            .map_err(|e| FrameError::Encode(e.to_string()))?;
+    }
+    let body_len = out.len() - LEN_PREFIX;
+    if body_len > MAX_FRAME_LEN {
+        return Err(FrameError::Encode(format!(
+            "{body_len} bytes is over the {MAX_FRAME_LEN}-byte limit"
+        )));
+    }
+    out[..LEN_PREFIX].copy_from_slice(&(body_len as u32).to_be_bytes());
+    Ok(out.freeze())
+}
+
+/// Takes one complete frame body off the front of `buf`, if a whole frame is there.
+///
+/// Returns `Ok(None)` when more bytes are needed. Checks the announced length before any body
+/// arrives, so an oversized frame is refused without buffering it.
+pub fn split_frame(buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+    if buf.len() < LEN_PREFIX {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if len as usize > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge(len));
+    }
+    if len == 0 {
+        buf.advance(LEN_PREFIX);
+        return Err(FrameError::Empty);
+    }
+    let total = LEN_PREFIX + len as usize;
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    buf.advance(LEN_PREFIX);
+    Ok(Some(buf.split_to(len as usize).freeze()))
+}
+
+/// Only the `type` field of a body, used to tell an unknown message from a malformed one.
+#[derive(Deserialize)]
+struct TypeTag {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// Decodes a frame body into a message of one of the enums in [`crate::signal`].
+///
+/// `known` lists the `type` values of `T`, so the error says whether the peer sent garbage,
+/// a message this side does not know (e.g. from a newer version), or a known one with bad fields.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8], known: &[&str]) -> Result<T, FrameError> {
+    match rmp_serde::from_slice::<T>(body) {
+        Ok(msg) => Ok(msg),
+        Err(err) => {
+            let tag: TypeTag =
+                rmp_serde::from_slice(body).map_err(|_| FrameError::Malformed(err.to_string()))?;
+            if known.contains(&tag.kind.as_str()) {
+                Err(FrameError::InvalidFields {
+                    kind: tag.kind,
+                    detail: err.to_string(),
+                })
+            } else {
+                Err(FrameError::UnknownType(tag.kind))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signal::{ClientMsg, CLIENT_MSG_TYPES};
+
+    #[test]
+    fn split_waits_for_whole_frame() {
+        let frame = encode_frame(&ClientMsg::List).unwrap();
+        let mut buf = BytesMut::new();
+        for (i, b) in frame.iter().enumerate() {
+            buf.put_u8(*b);
+            let got = split_frame(&mut buf).unwrap();
+            assert_eq!(got.is_some(), i + 1 == frame.len());
+        }
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn refuses_oversized_prefix_before_body() {
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
+        assert_eq!(split_frame(&mut buf), Err(FrameError::TooLarge(u32::MAX)));
+        let mut buf = BytesMut::from(&[0, 0, 0, 0][..]);
+        assert_eq!(split_frame(&mut buf), Err(FrameError::Empty));
+    }
+
+    #[test]
+    fn tells_malformed_from_unknown_from_invalid() {
+        let garbage = [0xc1u8, 0x00];
+        assert!(matches!(
+            decode_body::<ClientMsg>(&garbage, CLIENT_MSG_TYPES),
+            Err(FrameError::Malformed(_))
+        ));
+        #[derive(Serialize)]
+        struct Fake<'a> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            x: u8,
+        }
+        let unknown = rmp_serde::to_vec_named(&Fake {
+            kind: "teleport",
+            x: 1,
+        })
+        .unwrap();
+        assert_eq!(
+            decode_body::<ClientMsg>(&unknown, CLIENT_MSG_TYPES),
+            Err(FrameError::UnknownType("teleport".into()))
+        );
+        let invalid = rmp_serde::to_vec_named(&Fake {
+            kind: "lookup",
+            x: 1,
+        })
+        .unwrap();
+        assert!(matches!(
+            decode_body::<ClientMsg>(&invalid, CLIENT_MSG_TYPES),
+            Err(FrameError::InvalidFields { .. })
+        ));
+    }
+}

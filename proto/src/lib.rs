@@ -1,0 +1,12 @@
+//! Fala's wire formats, shared by the client and the server.
+//!
+//! This crate holds data and codecs only: no sockets, no async runtime and no clock, so every
+//! rule in it can be tested with plain bytes and fed by any transport.
+
+pub mod call;
+pub mod frame;
+pub mod name;
+pub mod signal;
+
+pub use frame::{decode_body, encode_frame, split_frame, FrameError};
+pub use signal::*;

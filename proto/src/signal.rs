@@ -1,0 +1,324 @@
+//! Signaling messages between a client and the server, and the limits both sides enforce.
+//!
+//! Every message is a MessagePack map with a string field `type` naming the message (snake_case)
+//! and the other fields by name. docs/PROTOCOL.md documents each one for implementers.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_bytes::ByteBuf;
+
+/// Version of the signaling protocol spoken by this crate; sent in `hello` / `welcome`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Random, unguessable identifier of one call attempt (64 bits from the OS generator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CallId(pub u64);
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Where a client receives its audio: IPv4 address and UDP port, written `"a.b.c.d:port"` on
+/// the wire. `0.0.0.0` in a registration means "the address you see my TCP connection from".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MediaAddr(pub SocketAddrV4);
+
+impl MediaAddr {
+    pub fn new(ip: Ipv4Addr, port: u16) -> Self {
+        MediaAddr(SocketAddrV4::new(ip, port))
+    }
+    pub fn ip(&self) -> Ipv4Addr {
+        *self.0.ip()
+    }
+    pub fn port(&self) -> u16 {
+        self.0.port()
+    }
+}
+
+impl fmt::Display for MediaAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for MediaAddr {
+    type Err = std::net::AddrParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.trim().parse().map(MediaAddr)
+    }
+}
+
+impl Serialize for MediaAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for MediaAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(|_| {
+            serde::de::Error::custom(format!("{text:?} is not an IPv4 address and port"))
+        })
+    }
+}
+
+/// Whether a user can take a call now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Availability {
+    Available,
+    /// Ringing or talking: a new call gets `busy`.
+    InCall,
+}
+
+/// A user as others see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub name: String,
+    pub media: MediaAddr,
+    pub status: Availability,
+}
+
+/// Why a call ended (or never started), from the point of view of the side told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The callee declined.
+    Declined,
+    /// The callee was already ringing or in a call.
+    Busy,
+    /// Nobody answered within the ring timeout.
+    NoAnswer,
+    /// The caller gave up before an answer.
+    Cancelled,
+    /// You hung up (the server's confirmation).
+    HungUp,
+    /// The other side hung up.
+    PeerHungUp,
+    /// The other side's connection dropped or timed out.
+    PeerLost,
+    /// The server is shutting down.
+    ServerShutdown,
+}
+
+impl EndReason {
+    /// Words for a person, used by the terminal client and the window.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EndReason::Declined => "the call was declined",
+            EndReason::Busy => "busy: already in a call",
+            EndReason::NoAnswer => "no answer",
+            EndReason::Cancelled => "the call was cancelled",
+            EndReason::HungUp => "you hung up",
+            EndReason::PeerHungUp => "hung up by the other side",
+            EndReason::PeerLost => "connection to the other side was lost",
+            EndReason::ServerShutdown => "the server shut down",
+        }
+    }
+}
+
+/// Machine-readable error kinds carried by the `error` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// `hello.version` is not one the server speaks; the connection is closed.
+    UnsupportedVersion,
+    /// A message other than `hello` arrived first.
+    HelloRequired,
+    /// No `hello` within the hello timeout; the connection is closed.
+    HelloTimeout,
+    /// The name is registered by someone else (compared ignoring case).
+    NameTaken,
+    /// The name breaks the naming rules; the message names the rule.
+    InvalidName,
+    /// This connection already registered a name.
+    AlreadyRegistered,
+    /// The request needs a registered name first.
+    NotRegistered,
+    /// No user by that name is online.
+    UserNotFound,
+    /// You tried to call yourself.
+    SelfCall,
+    /// You are already ringing or in a call.
+    AlreadyInCall,
+    /// The call id is not a call of yours in a state where that request applies.
+    UnknownCall,
+    /// Too many messages (or invites); the message was dropped. Persisting closes the connection.
+    RateLimited,
+    /// The server has reached its connection limit; the connection is closed.
+    ServerFull,
+    /// The length prefix was over the limit; the connection is closed.
+    FrameTooLarge,
+    /// The frame body was not a MessagePack map with a `type` string.
+    Malformed,
+    /// The `type` is not a message the server knows.
+    UnknownMessage,
+    /// A known message with missing or wrongly typed fields.
+    InvalidMessage,
+    /// Nothing was received for longer than the idle timeout; the connection is closed.
+    IdleTimeout,
+    /// The connection could not keep up with the messages sent to it; it is closed.
+    TooSlow,
+    /// An error code this side does not know (sent by a newer peer).
+    #[serde(other)]
+    Other,
+}
+
+/// Messages a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    /// First message on every connection.
+    Hello {
+        version: u32,
+        /// Free text naming the client software, for logs.
+        #[serde(default)]
+        agent: String,
+    },
+    /// Claim a name and say where audio should be sent.
+    Register { name: String, media: MediaAddr },
+    /// Ask whether a user is online.
+    Lookup { name: String },
+    /// Ask for everyone online.
+    List,
+    /// Start receiving `user_joined` / `user_left` / `user_status` events.
+    Subscribe,
+    /// Stop receiving presence events.
+    Unsubscribe,
+    /// Call a user. `key` is the caller's public media key (see PROTOCOL.md, media encryption).
+    Invite {
+        to: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<ByteBuf>,
+    },
+    /// Answer an incoming call; `media` overrides the registered media address for this call.
+    Accept {
+        call_id: CallId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media: Option<MediaAddr>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<ByteBuf>,
+    },
+    /// Refuse an incoming call.
+    Decline { call_id: CallId },
+    /// Give up an outgoing call before it is answered.
+    Cancel { call_id: CallId },
+    /// End a call (also works while ringing: it then cancels or declines).
+    Hangup { call_id: CallId },
+    /// Heartbeat; answered with `pong` carrying the same nonce.
+    Ping { nonce: u64 },
+    /// Leave: frees the name and ends any call. The server closes the connection.
+    Bye,
+}
+
+/// The `type` values of [`ClientMsg`], for telling unknown messages from invalid ones.
+pub const CLIENT_MSG_TYPES: &[&str] = &[
+    "hello",
+    "register",
+    "lookup",
+    "list",
+    "subscribe",
+    "unsubscribe",
+    "invite",
+    "accept",
+    "decline",
+    "cancel",
+    "hangup",
+    "ping",
+    "bye",
+];
+
+/// Messages the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    /// Reply to `hello`: the session is open.
+    Welcome {
+        version: u32,
+        server: String,
+        /// How often the client should send `ping`.
+        heartbeat_ms: u64,
+        /// Silence longer than this and the server drops the connection.
+        idle_timeout_ms: u64,
+    },
+    /// Reply to `register`: the name is yours; `media` is the address others will send audio to.
+    Registered { name: String, media: MediaAddr },
+    /// Reply to `lookup` when the user is online.
+    UserFound { user: UserInfo },
+    /// Reply to `lookup` when nobody by that name is online.
+    UserNotFound { name: String },
+    /// Reply to `list`, sorted by name.
+    Users { users: Vec<UserInfo> },
+    /// Presence event (after `subscribe`): someone registered.
+    UserJoined { user: UserInfo },
+    /// Presence event: someone left.
+    UserLeft { name: String },
+    /// Presence event: someone's availability changed.
+    UserStatus { name: String, status: Availability },
+    /// To the caller: the invite reached the callee, whose phone is ringing.
+    Ringing { call_id: CallId, peer: String },
+    /// To the callee: someone is calling.
+    IncomingCall {
+        call_id: CallId,
+        caller: String,
+        media: MediaAddr,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<ByteBuf>,
+    },
+    /// To both sides: the call was accepted; send audio to `media`.
+    CallConnected {
+        call_id: CallId,
+        peer: String,
+        media: MediaAddr,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<ByteBuf>,
+    },
+    /// To each side concerned: the call is over (or never started).
+    CallEnded {
+        call_id: CallId,
+        peer: String,
+        reason: EndReason,
+    },
+    /// Reply to `ping`.
+    Pong { nonce: u64 },
+    /// Something was wrong with a request or with the connection.
+    Error { code: ErrorCode, message: String },
+    /// The server is going away; the connection closes next.
+    Shutdown { message: String },
+}
+
+/// The `type` values of [`ServerMsg`].
+pub const SERVER_MSG_TYPES: &[&str] = &[
+    "welcome",
+    "registered",
+    "user_found",
+    "user_not_found",
+    "users",
+    "user_joined",
+    "user_left",
+    "user_status",
+    "ringing",
+    "incoming_call",
+    "call_connected",
+    "call_ended",
+    "pong",
+    "error",
+    "shutdown",
+];
+
+impl ServerMsg {
+    /// Shorthand for an error message.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMsg::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}

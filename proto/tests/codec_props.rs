@@ -1,0 +1,212 @@
+//! Property tests: every message survives the codec, and no byte string makes the decoder panic.
+
+use bytes::BytesMut;
+use fala_proto::*;
+use proptest::prelude::*;
+use serde_bytes::ByteBuf;
+
+fn media() -> impl Strategy<Value = MediaAddr> {
+    (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| MediaAddr::new(ip.into(), port))
+}
+
+fn key() -> impl Strategy<Value = Option<ByteBuf>> {
+    proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64).prop_map(ByteBuf::from))
+}
+
+fn call_id() -> impl Strategy<Value = CallId> {
+    any::<u64>().prop_map(CallId)
+}
+
+fn client_msg() -> impl Strategy<Value = ClientMsg> {
+    prop_oneof![
+        (any::<u32>(), ".{0,20}").prop_map(|(version, agent)| ClientMsg::Hello { version, agent }),
+        (".{0,40}", media()).prop_map(|(name, media)| ClientMsg::Register { name, media }),
+        ".{0,40}".prop_map(|name| ClientMsg::Lookup { name }),
+        Just(ClientMsg::List),
+        Just(ClientMsg::Subscribe),
+        Just(ClientMsg::Unsubscribe),
+        (".{0,40}", key()).prop_map(|(to, key)| ClientMsg::Invite { to, key }),
+        (call_id(), proptest::option::of(media()), key()).prop_map(|(call_id, media, key)| {
+            ClientMsg::Accept {
+                call_id,
+                media,
+                key,
+            }
+        }),
+        call_id().prop_map(|call_id| ClientMsg::Decline { call_id }),
+        call_id().prop_map(|call_id| ClientMsg::Cancel { call_id }),
+        call_id().prop_map(|call_id| ClientMsg::Hangup { call_id }),
+        any::<u64>().prop_map(|nonce| ClientMsg::Ping { nonce }),
+        Just(ClientMsg::Bye),
+    ]
+}
+
+fn user() -> impl Strategy<Value = UserInfo> {
+    (".{0,40}", media(), any::<bool>()).prop_map(|(name, media, busy)| UserInfo {
+        name,
+        media,
+        status: if busy {
+            Availability::InCall
+        } else {
+            Availability::Available
+        },
+    })
+}
+
+fn reason() -> impl Strategy<Value = EndReason> {
+    prop_oneof![
+        Just(EndReason::Declined),
+        Just(EndReason::Busy),
+        Just(EndReason::NoAnswer),
+        Just(EndReason::Cancelled),
+        Just(EndReason::HungUp),
+        Just(EndReason::PeerHungUp),
+        Just(EndReason::PeerLost),
+        Just(EndReason::ServerShutdown),
+    ]
+}
+
+fn server_msg() -> impl Strategy<Value = ServerMsg> {
+    prop_oneof![
+        (any::<u32>(), ".{0,20}", any::<u64>(), any::<u64>()).prop_map(
+            |(version, server, heartbeat_ms, idle_timeout_ms)| {
+                ServerMsg::Welcome {
+                    version,
+                    server,
+                    heartbeat_ms,
+                    idle_timeout_ms,
+                }
+            }
+        ),
+        (".{0,40}", media()).prop_map(|(name, media)| ServerMsg::Registered { name, media }),
+        user().prop_map(|user| ServerMsg::UserFound { user }),
+        ".{0,40}".prop_map(|name| ServerMsg::UserNotFound { name }),
+        proptest::collection::vec(user(), 0..5).prop_map(|users| ServerMsg::Users { users }),
+        user().prop_map(|user| ServerMsg::UserJoined { user }),
+        ".{0,40}".prop_map(|name| ServerMsg::UserLeft { name }),
+        (".{0,40}", any::<bool>()).prop_map(|(name, b)| ServerMsg::UserStatus {
+            name,
+            status: if b {
+                Availability::InCall
+            } else {
+                Availability::Available
+            }
+        }),
+        (call_id(), ".{0,40}").prop_map(|(call_id, peer)| ServerMsg::Ringing { call_id, peer }),
+        (call_id(), ".{0,40}", media(), key()).prop_map(|(call_id, caller, media, key)| {
+            ServerMsg::IncomingCall {
+                call_id,
+                caller,
+                media,
+                key,
+            }
+        }),
+        (call_id(), ".{0,40}", media(), key()).prop_map(|(call_id, peer, media, key)| {
+            ServerMsg::CallConnected {
+                call_id,
+                peer,
+                media,
+                key,
+            }
+        }),
+        (call_id(), ".{0,40}", reason()).prop_map(|(call_id, peer, reason)| ServerMsg::CallEnded {
+            call_id,
+            peer,
+            reason
+        }),
+        any::<u64>().prop_map(|nonce| ServerMsg::Pong { nonce }),
+        ".{0,60}".prop_map(|m| ServerMsg::error(ErrorCode::RateLimited, m)),
+        ".{0,60}".prop_map(|message| ServerMsg::Shutdown { message }),
+    ]
+}
+
+fn roundtrip<T>(msg: &T, known: &[&str]) -> T
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let frame = encode_frame(msg).unwrap();
+    let mut buf = BytesMut::from(&frame[..]);
+    let body = split_frame(&mut buf).unwrap().expect("whole frame");
+    assert!(buf.is_empty());
+    decode_body(&body, known).unwrap()
+}
+
+proptest! {
+    #[test]
+    fn client_messages_roundtrip(msg in client_msg()) {
+        prop_assert_eq!(roundtrip(&msg, CLIENT_MSG_TYPES), msg);
+    }
+
+    #[test]
+    fn server_messages_roundtrip(msg in server_msg()) {
+        prop_assert_eq!(roundtrip(&msg, SERVER_MSG_TYPES), msg);
+    }
+
+    #[test]
+    fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let mut buf = BytesMut::from(&bytes[..]);
+        while let Ok(Some(body)) = split_frame(&mut buf) {
+            let _ = decode_body::<ClientMsg>(&body, CLIENT_MSG_TYPES);
+            let _ = decode_body::<ServerMsg>(&body, SERVER_MSG_TYPES);
+        }
+        let _ = decode_body::<ClientMsg>(&bytes, CLIENT_MSG_TYPES);
+    }
+
+    #[test]
+    fn any_msgpack_value_decodes_or_errors(v in arb_value()) {
+        let mut body = Vec::new();
+        rmpv::encode::write_value(&mut body, &v).unwrap();
+        let _ = decode_body::<ClientMsg>(&body, CLIENT_MSG_TYPES);
+    }
+}
+
+/// Arbitrary MessagePack values, including maps with a `type` key, to reach deeper decoder paths.
+fn arb_value() -> impl Strategy<Value = rmpv::Value> {
+    let leaf = prop_oneof![
+        Just(rmpv::Value::Nil),
+        any::<bool>().prop_map(rmpv::Value::from),
+        any::<i64>().prop_map(rmpv::Value::from),
+        any::<u64>().prop_map(rmpv::Value::from),
+        ".{0,12}".prop_map(rmpv::Value::from),
+        prop_oneof![
+            Just("hello"),
+            Just("register"),
+            Just("invite"),
+            Just("accept")
+        ]
+        .prop_map(rmpv::Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(rmpv::Value::Array),
+            proptest::collection::vec(
+                (prop_oneof![Just("type".to_string()), ".{0,8}"], inner),
+                0..6
+            )
+            .prop_map(|kv| rmpv::Value::Map(
+                kv.into_iter()
+                    .map(|(k, v)| (rmpv::Value::from(k), v))
+                    .collect()
+            )),
+        ]
+    })
+}
+
+#[test]
+fn unknown_error_codes_map_to_other() {
+    #[derive(serde::Serialize)]
+    struct E<'a> {
+        #[serde(rename = "type")]
+        t: &'a str,
+        code: &'a str,
+        message: &'a str,
+    }
+    let body = rmp_serde::to_vec_named(&E {
+        t: "error",
+        code: "from_the_future",
+        message: "x",
+    })
+    .unwrap();
+    let msg: ServerMsg = decode_body(&body, SERVER_MSG_TYPES).unwrap();
+    assert_eq!(msg, ServerMsg::error(ErrorCode::Other, "x"));
+}

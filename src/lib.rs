@@ -1,0 +1,4 @@
+//! Fala, the client: signaling, the terminal client, media and the window.
+
+pub mod net;
+pub mod term;
