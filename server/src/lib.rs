@@ -1,1 +1,98 @@
+//! fala-server: registration, presence and call routing for Fala clients over TCP.
+//!
+//! [`run`] serves one listener until a shutdown future resolves; the binary is a thin wrapper.
+//! Audio never passes through here (except for the built-in echo service): the server tells
+//! each side of a call where the other receives its media.
 
+mod calls;
+mod hub;
+pub mod limits;
+mod registry;
+mod services;
+mod session;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fala_proto::{ErrorCode, ServerMsg};
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+pub use limits::{Limits, Timeouts};
+
+use hub::{ipv4_of, Hub};
+
+/// Everything that can be tuned on a server.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+}
+
+/// Serves `listener` until `shutdown` resolves, then tells every client the server is going
+/// away and waits (briefly) for their sessions to flush.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let hub = Hub::new(config);
+    let tracker = TaskTracker::new();
+    let live = Arc::new(AtomicUsize::new(0));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait instead of spinning or dying.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                start_session(&hub, &tracker, &live, stream, peer);
+            }
+        }
+    }
+    tracing::info!("shutting down: telling {} clients", hub.lock().conns.len());
+    hub.lock().shutdown("the server is shutting down");
+    tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(3), tracker.wait()).await;
+    Ok(())
+}
+
+fn start_session(
+    hub: &Arc<Hub>,
+    tracker: &TaskTracker,
+    live: &Arc<AtomicUsize>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    if live.load(Ordering::Relaxed) >= hub.config.limits.max_connections {
+        let msg = ServerMsg::error(ErrorCode::ServerFull, "the server is full; try again later");
+        tracker.spawn(async move { session::refuse(stream, &msg).await });
+        return;
+    }
+    let local_ip = stream
+        .local_addr()
+        .map(|a| ipv4_of(a.ip()))
+        .unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+    let (conn, rx) = {
+        let mut state = hub.lock();
+        state.add_conn(hub.config.limits.out_queue, ipv4_of(peer.ip()), local_ip)
+    };
+    live.fetch_add(1, Ordering::Relaxed);
+    let hub = hub.clone();
+    let live = live.clone();
+    tracker.spawn(async move {
+        session::serve(hub, stream, conn, rx).await;
+        live.fetch_sub(1, Ordering::Relaxed);
+    });
+}

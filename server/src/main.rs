@@ -1,1 +1,104 @@
-fn main() {}
+//! `fala-server`: the signaling server's command line.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use fala_server::{Config, Limits, Timeouts};
+
+/// Fala signaling server: registers names, shows who is online and sets up calls.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address and port to listen on.
+    #[arg(long, default_value = "0.0.0.0:7400")]
+    listen: SocketAddr,
+    /// Seconds an unanswered call rings before it ends with "no answer".
+    #[arg(long, default_value_t = 30)]
+    ring_timeout: u64,
+    /// Seconds of silence after which a client is dropped and its name freed.
+    #[arg(long, default_value_t = 30)]
+    idle_timeout: u64,
+    /// Most connections served at once.
+    #[arg(long, default_value_t = 16_000)]
+    max_connections: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = Config {
+        timeouts: Timeouts {
+            ring: Duration::from_secs(args.ring_timeout),
+            idle: Duration::from_secs(args.idle_timeout),
+            ..Timeouts::default()
+        },
+        limits: Limits {
+            max_connections: args.max_connections,
+            ..Limits::default()
+        },
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fala-server")
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let local = listener.local_addr()?;
+        print_reachable(local);
+        fala_server::run(listener, config, shutdown_signal()).await?;
+        println!("fala-server stopped");
+        Ok(())
+    })
+}
+
+/// Prints where clients can reach the server, as the original printed its IPv4 and port.
+fn print_reachable(local: SocketAddr) {
+    println!("fala-server listening on {local}");
+    let port = local.port();
+    let ips: Vec<IpAddr> = if local.ip().is_unspecified() {
+        if_addrs::get_if_addrs()
+            .map(|ifs| {
+                ifs.into_iter()
+                    .map(|i| i.ip())
+                    .filter(IpAddr::is_ipv4)
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        vec![local.ip()]
+    };
+    for ip in ips {
+        println!("  reachable at {ip}:{port}");
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

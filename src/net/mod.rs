@@ -1,1 +1,11 @@
+//! Signaling: the client's side of the TCP connection to fala-server.
+//!
+//! A task on a tokio runtime owns the connection; the rest of the program talks to it with
+//! [`Command`]s on a bounded channel and hears back through [`Event`]s. It reconnects and
+//! registers again by itself when the server goes away.
 
+mod client;
+mod conn;
+
+pub use client::{spawn, wait_for, Command, Event, SignalConfig, SignalHandle};
+pub use conn::{ConnError, Connection};

@@ -1,0 +1,278 @@
+//! Call routing: invite, ringing, accept, decline, cancel, hang-up, no answer, peer lost.
+//!
+//! The server only relays; audio flows peer to peer. Every operation is keyed by the
+//! connection that asked, so nobody can answer or end a call that is not theirs.
+
+use fala_proto::name::name_key;
+use fala_proto::{Availability, CallId, EndReason, ErrorCode, MediaAddr, ServerMsg};
+use serde_bytes::ByteBuf;
+
+use crate::hub::{ConnId, State};
+
+/// Where a call stands on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Ringing,
+    Active,
+}
+
+/// One call between two registered users (name keys).
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub caller: String,
+    pub callee: String,
+    pub phase: Phase,
+    pub caller_key: Option<ByteBuf>,
+}
+
+/// A fresh call id from the OS random generator (unguessable, 64 bits).
+pub(crate) fn new_call_id() -> CallId {
+    let mut b = [0u8; 8];
+    // The OS generator failing is not something a server can work around.
+    getrandom::fill(&mut b).expect("OS random generator");
+    CallId(u64::from_le_bytes(b))
+}
+
+/// What the session must do after an invite.
+pub(crate) enum InviteOutcome {
+    /// Arm the ring timer for this call.
+    Ringing(CallId),
+    /// Answered or refused at once; nothing to arm.
+    Done,
+}
+
+impl State {
+    fn user_key_of(&self, conn: ConnId) -> Option<String> {
+        self.conns.get(&conn).and_then(|c| c.user.clone())
+    }
+
+    fn set_call(&mut self, key: &str, call: Option<CallId>) {
+        let Some(user) = self.users.get_mut(key) else {
+            return;
+        };
+        user.call = call;
+        let status = if call.is_some() {
+            Availability::InCall
+        } else {
+            Availability::Available
+        };
+        let name = user.name.clone();
+        self.broadcast(&ServerMsg::UserStatus { name, status }, None);
+    }
+
+    fn display_name(&self, key: &str) -> String {
+        self.users
+            .get(key)
+            .map(|u| u.name.clone())
+            .unwrap_or_default()
+    }
+
+    /// Starts a call from `conn` to `to`.
+    pub fn invite(&mut self, conn: ConnId, to: &str, key: Option<ByteBuf>) -> InviteOutcome {
+        let Some(caller) = self.user_key_of(conn) else {
+            let msg = "register a name before calling";
+            self.send(conn, &ServerMsg::error(ErrorCode::NotRegistered, msg));
+            return InviteOutcome::Done;
+        };
+        let callee = name_key(to);
+        if callee == caller {
+            let msg = "you cannot call yourself";
+            self.send(conn, &ServerMsg::error(ErrorCode::SelfCall, msg));
+            return InviteOutcome::Done;
+        }
+        if self.users.get(&caller).is_some_and(|u| u.call.is_some()) {
+            let msg = "you are already in a call: hang up first";
+            self.send(conn, &ServerMsg::error(ErrorCode::AlreadyInCall, msg));
+            return InviteOutcome::Done;
+        }
+        let Some(callee_user) = self.users.get(&callee) else {
+            let msg = format!("{:?} is not online", to.trim());
+            self.send(conn, &ServerMsg::error(ErrorCode::UserNotFound, msg));
+            return InviteOutcome::Done;
+        };
+        let call_id = new_call_id();
+        let peer = callee_user.name.clone();
+        if callee_user.call.is_some() {
+            let reason = EndReason::Busy;
+            self.send(
+                conn,
+                &ServerMsg::CallEnded {
+                    call_id,
+                    peer,
+                    reason,
+                },
+            );
+            return InviteOutcome::Done;
+        }
+        let service = callee_user.conn.is_none();
+        self.calls.insert(
+            call_id,
+            crate::calls::Call {
+                caller: caller.clone(),
+                callee: callee.clone(),
+                phase: Phase::Ringing,
+                caller_key: key.clone(),
+            },
+        );
+        self.set_call(&caller, Some(call_id));
+        self.set_call(&callee, Some(call_id));
+        self.send(conn, &ServerMsg::Ringing { call_id, peer });
+        let caller_user = &self.users[&caller];
+        let incoming = ServerMsg::IncomingCall {
+            call_id,
+            caller: caller_user.name.clone(),
+            media: caller_user.media,
+            key,
+        };
+        if service {
+            self.service_incoming(call_id, &callee);
+            return InviteOutcome::Done;
+        }
+        self.send_user(&callee, &incoming);
+        InviteOutcome::Ringing(call_id)
+    }
+
+    /// A call of `conn`'s in `phase`, with `conn` as caller (`Some(true)`) or callee.
+    fn own_call(&self, conn: ConnId, call_id: CallId) -> Option<(Call, bool)> {
+        let me = self.user_key_of(conn)?;
+        let call = self.calls.get(&call_id)?;
+        if call.caller == me {
+            Some((call.clone(), true))
+        } else if call.callee == me {
+            Some((call.clone(), false))
+        } else {
+            None
+        }
+    }
+
+    fn unknown_call(&mut self, conn: ConnId, call_id: CallId, what: &str) {
+        let msg = format!("call {call_id} is not yours to {what}, or is not in a state to {what}");
+        self.send(conn, &ServerMsg::error(ErrorCode::UnknownCall, msg));
+    }
+
+    /// The callee answers. `media` overrides its registered media address for this call.
+    pub fn accept(
+        &mut self,
+        conn: ConnId,
+        call_id: CallId,
+        media: Option<MediaAddr>,
+        key: Option<ByteBuf>,
+    ) {
+        match self.own_call(conn, call_id) {
+            Some((call, false)) if call.phase == Phase::Ringing => {
+                let peer_ip = self.conns.get(&conn).map(|c| c.peer_ip);
+                let callee_media = match (media, peer_ip) {
+                    (Some(m), Some(ip)) if m.ip().is_unspecified() => MediaAddr::new(ip, m.port()),
+                    (Some(m), _) => m,
+                    (None, _) => self.users[&call.callee].media,
+                };
+                self.connect(call_id, callee_media, key);
+            }
+            _ => self.unknown_call(conn, call_id, "accept"),
+        }
+    }
+
+    /// Marks a ringing call active and tells both sides where to send audio.
+    pub(crate) fn connect(
+        &mut self,
+        call_id: CallId,
+        callee_media: MediaAddr,
+        key: Option<ByteBuf>,
+    ) {
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        call.phase = Phase::Active;
+        let call = call.clone();
+        let caller_media = self.users[&call.caller].media;
+        let to_caller = ServerMsg::CallConnected {
+            call_id,
+            peer: self.display_name(&call.callee),
+            media: callee_media,
+            key,
+        };
+        let to_callee = ServerMsg::CallConnected {
+            call_id,
+            peer: self.display_name(&call.caller),
+            media: caller_media,
+            key: call.caller_key.clone(),
+        };
+        self.send_user(&call.caller, &to_caller);
+        self.send_user(&call.callee, &to_callee);
+    }
+
+    /// Removes a call and tells each side why, each in its own words.
+    pub(crate) fn finish(&mut self, call_id: CallId, to_caller: EndReason, to_callee: EndReason) {
+        let Some(call) = self.calls.remove(&call_id) else {
+            return;
+        };
+        let caller_name = self.display_name(&call.caller);
+        let callee_name = self.display_name(&call.callee);
+        self.set_call(&call.caller, None);
+        self.set_call(&call.callee, None);
+        let caller_msg = ServerMsg::CallEnded {
+            call_id,
+            peer: callee_name,
+            reason: to_caller,
+        };
+        let callee_msg = ServerMsg::CallEnded {
+            call_id,
+            peer: caller_name,
+            reason: to_callee,
+        };
+        self.send_user(&call.caller, &caller_msg);
+        self.send_user(&call.callee, &callee_msg);
+        self.service_call_ended(call_id);
+    }
+
+    pub fn decline(&mut self, conn: ConnId, call_id: CallId) {
+        match self.own_call(conn, call_id) {
+            Some((call, false)) if call.phase == Phase::Ringing => {
+                self.finish(call_id, EndReason::Declined, EndReason::Declined)
+            }
+            _ => self.unknown_call(conn, call_id, "decline"),
+        }
+    }
+
+    pub fn cancel(&mut self, conn: ConnId, call_id: CallId) {
+        match self.own_call(conn, call_id) {
+            Some((call, true)) if call.phase == Phase::Ringing => {
+                self.finish(call_id, EndReason::Cancelled, EndReason::Cancelled)
+            }
+            _ => self.unknown_call(conn, call_id, "cancel"),
+        }
+    }
+
+    /// Ends a call from either side; while ringing it means cancel (caller) or decline (callee).
+    pub fn hangup(&mut self, conn: ConnId, call_id: CallId) {
+        match self.own_call(conn, call_id) {
+            Some((call, true)) if call.phase == Phase::Ringing => {
+                self.finish(call_id, EndReason::Cancelled, EndReason::Cancelled)
+            }
+            Some((call, false)) if call.phase == Phase::Ringing => {
+                self.finish(call_id, EndReason::Declined, EndReason::Declined)
+            }
+            Some((_, true)) => self.finish(call_id, EndReason::HungUp, EndReason::PeerHungUp),
+            Some((_, false)) => self.finish(call_id, EndReason::PeerHungUp, EndReason::HungUp),
+            None => self.unknown_call(conn, call_id, "hang up"),
+        }
+    }
+
+    /// The ring timer fired: a call still ringing ends with `no_answer` for both.
+    pub fn ring_timeout(&mut self, call_id: CallId) {
+        if self
+            .calls
+            .get(&call_id)
+            .is_some_and(|c| c.phase == Phase::Ringing)
+        {
+            self.finish(call_id, EndReason::NoAnswer, EndReason::NoAnswer);
+        }
+    }
+
+    /// The user under `lost_key` vanished: the other side is told at once.
+    pub fn end_call_lost(&mut self, call_id: CallId, lost_key: &str) {
+        tracing::debug!(%call_id, lost = lost_key, "call ended: peer lost");
+        // Only the side still connected receives its message.
+        self.finish(call_id, EndReason::PeerLost, EndReason::PeerLost);
+    }
+}

@@ -1,0 +1,204 @@
+//! The shared state of one server: connections, registered users, calls and presence
+//! subscribers, behind one std `Mutex` that is never held across an `.await`.
+//!
+//! Everything a connection is sent goes through its bounded outgoing queue while the lock is
+//! held, so all clients see events in one global order (a `ringing` can never overtake the
+//! `call_connected` that follows it).
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use fala_proto::{encode_frame, Availability, CallId, MediaAddr, ServerMsg, UserInfo};
+use tokio::sync::mpsc;
+
+use crate::calls::Call;
+use crate::Config;
+
+/// Identifies one TCP connection for the life of the server.
+pub type ConnId = u64;
+
+/// One connected client.
+pub(crate) struct Conn {
+    /// Its outgoing queue; `None` once the server decided to drop it.
+    pub tx: Option<mpsc::Sender<Bytes>>,
+    /// The name key it registered, if any.
+    pub user: Option<String>,
+    /// Address the connection comes from, used when a registration leaves the media IP open.
+    pub peer_ip: Ipv4Addr,
+    /// Local address the client reached us on (the address a built-in service advertises).
+    pub local_ip: Ipv4Addr,
+}
+
+/// One registered user.
+pub(crate) struct User {
+    pub name: String,
+    pub media: MediaAddr,
+    /// `None` for a service hosted by the server itself (the echo user).
+    pub conn: Option<ConnId>,
+    pub call: Option<CallId>,
+}
+
+impl User {
+    pub fn status(&self) -> Availability {
+        if self.call.is_some() {
+            Availability::InCall
+        } else {
+            Availability::Available
+        }
+    }
+
+    /// How `viewer` sees this user. A service advertises the address the viewer reached us on.
+    pub fn info_for(&self, viewer: Option<&Conn>) -> UserInfo {
+        let mut media = self.media;
+        if self.conn.is_none() && media.ip().is_unspecified() {
+            if let Some(v) = viewer {
+                media = MediaAddr::new(v.local_ip, media.port());
+            }
+        }
+        UserInfo {
+            name: self.name.clone(),
+            media,
+            status: self.status(),
+        }
+    }
+}
+
+pub(crate) struct State {
+    pub conns: HashMap<ConnId, Conn>,
+    pub users: HashMap<String, User>,
+    pub calls: HashMap<CallId, Call>,
+    pub subscribers: HashSet<ConnId>,
+    next_conn: ConnId,
+    /// Stops new sessions once shutdown began.
+    pub closing: bool,
+}
+
+/// Shared handle to the server state.
+pub(crate) struct Hub {
+    state: Mutex<State>,
+    pub config: Config,
+}
+
+impl Hub {
+    pub fn new(config: Config) -> Arc<Hub> {
+        Arc::new(Hub {
+            state: Mutex::new(State {
+                conns: HashMap::new(),
+                users: HashMap::new(),
+                calls: HashMap::new(),
+                subscribers: HashSet::new(),
+                next_conn: 1,
+                closing: false,
+            }),
+            config,
+        })
+    }
+
+    /// Locks the state. A panic while holding the lock cannot leave it half-updated in a way
+    /// that matters more than losing the server, so a poisoned lock is simply taken over.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Turns any peer address into the IPv4 address media should use.
+pub(crate) fn ipv4_of(ip: IpAddr) -> Ipv4Addr {
+    match ip {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+    }
+}
+
+impl State {
+    /// Adds a connection and returns its id and the receiving end of its queue.
+    pub fn add_conn(
+        &mut self,
+        queue: usize,
+        peer_ip: Ipv4Addr,
+        local_ip: Ipv4Addr,
+    ) -> (ConnId, mpsc::Receiver<Bytes>) {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        let (tx, rx) = mpsc::channel(queue);
+        self.conns.insert(
+            id,
+            Conn {
+                tx: Some(tx),
+                user: None,
+                peer_ip,
+                local_ip,
+            },
+        );
+        (id, rx)
+    }
+
+    /// Queues an already encoded frame for a connection. A client whose queue is full is not
+    /// keeping up; it is dropped rather than letting it hold memory or slow others.
+    pub fn send_frame(&mut self, conn: ConnId, frame: Bytes) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if let Some(tx) = &c.tx {
+            if tx.try_send(frame).is_err() {
+                tracing::warn!(conn, "outgoing queue full or closed; dropping connection");
+                c.tx = None;
+            }
+        }
+    }
+
+    /// Queues one message for a connection.
+    pub fn send(&mut self, conn: ConnId, msg: &ServerMsg) {
+        match encode_frame(msg) {
+            Ok(frame) => self.send_frame(conn, frame),
+            Err(e) => tracing::error!(conn, "cannot encode {msg:?}: {e}"),
+        }
+    }
+
+    /// Sends a message to the user with this name key, if it has a connection.
+    pub fn send_user(&mut self, key: &str, msg: &ServerMsg) {
+        if let Some(conn) = self.users.get(key).and_then(|u| u.conn) {
+            self.send(conn, msg);
+        }
+    }
+
+    /// Sends one presence event to every subscriber but `except`, encoding it once.
+    pub fn broadcast(&mut self, msg: &ServerMsg, except: Option<ConnId>) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        let Ok(frame) = encode_frame(msg) else {
+            return;
+        };
+        let targets: Vec<ConnId> = self
+            .subscribers
+            .iter()
+            .copied()
+            .filter(|c| Some(*c) != except)
+            .collect();
+        for conn in targets {
+            self.send_frame(conn, frame.clone());
+        }
+    }
+
+    /// Stops sending to a connection: its session sees the queue close and ends.
+    pub fn close_queue(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.tx = None;
+        }
+    }
+
+    /// Tells everyone the server is going away and closes every queue.
+    pub fn shutdown(&mut self, message: &str) {
+        self.closing = true;
+        let msg = ServerMsg::Shutdown {
+            message: message.to_string(),
+        };
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.send(id, &msg);
+            self.close_queue(id);
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! One client connection: read frames, check limits, apply each message to the hub, write
+//! whatever the hub queued for this connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use fala_proto::{
+    decode_body, encode_frame, split_frame, ClientMsg, ErrorCode, FrameError, ServerMsg,
+    CLIENT_MSG_TYPES, PROTOCOL_VERSION,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
+
+use crate::calls::InviteOutcome;
+use crate::hub::{ConnId, Hub};
+use crate::limits::{ConnLimiter, Verdict};
+
+/// Starting size of a connection's read buffer; signaling frames are small, and idle clients
+/// should cost little memory.
+const READ_BUF_START: usize = 256;
+
+/// What a handled message means for the connection.
+enum Next {
+    Continue,
+    /// Flush what is queued, then close.
+    Close,
+}
+
+/// Runs one connection to its end, then frees everything it held.
+pub(crate) async fn serve(
+    hub: Arc<Hub>,
+    stream: TcpStream,
+    conn: ConnId,
+    rx: mpsc::Receiver<Bytes>,
+) {
+    let mut session = Session {
+        hub: hub.clone(),
+        conn,
+        hello_done: false,
+        limiter: ConnLimiter::new(&hub.config.limits, std_now()),
+    };
+    let (mut rd, mut wr) = stream.into_split();
+    let mut rx = rx;
+    let result = session.run(&mut rd, &mut wr, &mut rx).await;
+    if let Err(e) = result {
+        tracing::debug!(conn, "connection error: {e}");
+    }
+    hub.lock().disconnect(conn);
+    // Deliver what was queued before the end (a final error or shutdown notice), briefly.
+    let _ = timeout(Duration::from_secs(1), async {
+        while let Some(frame) = rx.recv().await {
+            if wr.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    })
+    .await;
+}
+
+fn std_now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+struct Session {
+    hub: Arc<Hub>,
+    conn: ConnId,
+    hello_done: bool,
+    limiter: ConnLimiter,
+}
+
+impl Session {
+    async fn run(
+        &mut self,
+        rd: &mut tokio::net::tcp::OwnedReadHalf,
+        wr: &mut tokio::net::tcp::OwnedWriteHalf,
+        rx: &mut mpsc::Receiver<Bytes>,
+    ) -> std::io::Result<()> {
+        let timeouts = self.hub.config.timeouts.clone();
+        let mut buf = BytesMut::with_capacity(READ_BUF_START);
+        let mut deadline = Instant::now() + timeouts.hello;
+        loop {
+            tokio::select! {
+                out = rx.recv() => match out {
+                    Some(frame) => wr.write_all(&frame).await?,
+                    None => return Ok(()),
+                },
+                n = rd.read_buf(&mut buf) => {
+                    if n? == 0 {
+                        return Ok(());
+                    }
+                    deadline = Instant::now() + if self.hello_done { timeouts.idle } else { timeouts.hello };
+                    if let Next::Close = self.drain_frames(&mut buf) {
+                        return Ok(());
+                    }
+                }
+                _ = sleep_until(deadline) => {
+                    let (code, msg) = if self.hello_done {
+                        (ErrorCode::IdleTimeout, format!("nothing received for {} s", timeouts.idle.as_secs()))
+                    } else {
+                        (ErrorCode::HelloTimeout, format!("no hello within {} s", timeouts.hello.as_secs()))
+                    };
+                    self.reply(&ServerMsg::error(code, msg));
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn reply(&self, msg: &ServerMsg) {
+        self.hub.lock().send(self.conn, msg);
+    }
+
+    /// Handles every complete frame in `buf`.
+    fn drain_frames(&mut self, buf: &mut BytesMut) -> Next {
+        loop {
+            let body = match split_frame(buf) {
+                Ok(Some(body)) => body,
+                Ok(None) => return Next::Continue,
+                Err(FrameError::TooLarge(len)) => {
+                    let msg = format!("frame of {len} bytes is over the limit; closing");
+                    self.reply(&ServerMsg::error(ErrorCode::FrameTooLarge, msg));
+                    return Next::Close;
+                }
+                Err(e) => {
+                    if let Next::Close = self.bad_frame(ErrorCode::Malformed, e.to_string()) {
+                        return Next::Close;
+                    }
+                    continue;
+                }
+            };
+            let next = match decode_body::<ClientMsg>(&body, CLIENT_MSG_TYPES) {
+                Ok(msg) => self.handle(msg),
+                Err(FrameError::UnknownType(t)) => self.bad_frame(
+                    ErrorCode::UnknownMessage,
+                    format!("unknown message type {t:?}"),
+                ),
+                Err(e @ FrameError::InvalidFields { .. }) => {
+                    self.bad_frame(ErrorCode::InvalidMessage, e.to_string())
+                }
+                Err(e) => self.bad_frame(ErrorCode::Malformed, e.to_string()),
+            };
+            if let Next::Close = next {
+                return Next::Close;
+            }
+        }
+    }
+
+    /// Reports a bad frame; too many of them close the connection.
+    fn bad_frame(&mut self, code: ErrorCode, message: String) -> Next {
+        tracing::debug!(conn = self.conn, ?code, "bad frame: {message}");
+        self.reply(&ServerMsg::error(code, message));
+        if self.limiter.bad_frame(&self.hub.config.limits) {
+            let msg = "too many bad frames; closing";
+            self.reply(&ServerMsg::error(code, msg));
+            return Next::Close;
+        }
+        Next::Continue
+    }
+
+    fn handle(&mut self, msg: ClientMsg) -> Next {
+        if !self.hello_done {
+            return self.handle_hello(msg);
+        }
+        let limits = &self.hub.config.limits;
+        let is_invite = matches!(msg, ClientMsg::Invite { .. });
+        match self.limiter.check(limits, is_invite, std_now()) {
+            Verdict::Pass => {}
+            Verdict::Drop { notify } => {
+                if notify {
+                    let what = if is_invite { "invites" } else { "messages" };
+                    self.reply(&ServerMsg::error(
+                        ErrorCode::RateLimited,
+                        format!("too many {what}; slow down"),
+                    ));
+                }
+                return Next::Continue;
+            }
+            Verdict::Close => {
+                let msg = "rate limit exceeded for too long; closing";
+                self.reply(&ServerMsg::error(ErrorCode::RateLimited, msg));
+                return Next::Close;
+            }
+        }
+        let conn = self.conn;
+        let mut state = self.hub.lock();
+        match msg {
+            ClientMsg::Hello { .. } => {
+                state.send(
+                    conn,
+                    &ServerMsg::error(ErrorCode::InvalidMessage, "hello was already received"),
+                );
+            }
+            ClientMsg::Register { name, media } => state.register(conn, &name, media),
+            ClientMsg::Lookup { name } => state.lookup(conn, &name),
+            ClientMsg::List => state.list(conn),
+            ClientMsg::Subscribe => state.subscribe(conn),
+            ClientMsg::Unsubscribe => state.unsubscribe(conn),
+            ClientMsg::Invite { to, key } => {
+                if let InviteOutcome::Ringing(call_id) = state.invite(conn, &to, key) {
+                    drop(state);
+                    self.arm_ring_timer(call_id);
+                }
+            }
+            ClientMsg::Accept {
+                call_id,
+                media,
+                key,
+            } => state.accept(conn, call_id, media, key),
+            ClientMsg::Decline { call_id } => state.decline(conn, call_id),
+            ClientMsg::Cancel { call_id } => state.cancel(conn, call_id),
+            ClientMsg::Hangup { call_id } => state.hangup(conn, call_id),
+            ClientMsg::Ping { nonce } => state.send(conn, &ServerMsg::Pong { nonce }),
+            ClientMsg::Bye => return Next::Close,
+        }
+        Next::Continue
+    }
+
+    fn handle_hello(&mut self, msg: ClientMsg) -> Next {
+        match msg {
+            ClientMsg::Hello { version, agent } if version == PROTOCOL_VERSION => {
+                self.hello_done = true;
+                let t = &self.hub.config.timeouts;
+                tracing::debug!(conn = self.conn, %agent, "hello");
+                self.reply(&ServerMsg::Welcome {
+                    version: PROTOCOL_VERSION,
+                    server: format!("fala-server {}", env!("CARGO_PKG_VERSION")),
+                    heartbeat_ms: t.heartbeat.as_millis() as u64,
+                    idle_timeout_ms: t.idle.as_millis() as u64,
+                });
+                Next::Continue
+            }
+            ClientMsg::Hello { version, .. } => {
+                let msg = format!("protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}");
+                self.reply(&ServerMsg::error(ErrorCode::UnsupportedVersion, msg));
+                Next::Close
+            }
+            _ => self.bad_frame(
+                ErrorCode::HelloRequired,
+                "the first message must be hello".into(),
+            ),
+        }
+    }
+
+    fn arm_ring_timer(&self, call_id: fala_proto::CallId) {
+        let hub = self.hub.clone();
+        let ring = hub.config.timeouts.ring;
+        tokio::spawn(async move {
+            tokio::time::sleep(ring).await;
+            hub.lock().ring_timeout(call_id);
+        });
+    }
+}
+
+/// Writes one message directly to a socket that never gets a session (server full).
+pub(crate) async fn refuse(mut stream: TcpStream, msg: &ServerMsg) {
+    if let Ok(frame) = encode_frame(msg) {
+        let _ = timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
+    }
+    let _ = stream.shutdown().await;
+}

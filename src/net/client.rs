@@ -1,0 +1,303 @@
+//! The signaling task: connect, hello, register, then relay commands and events; reconnect
+//! with backoff when the server goes away, and register the same name again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fala_proto::{ClientMsg, ErrorCode, MediaAddr, ServerMsg, PROTOCOL_VERSION};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+
+use super::conn::{ConnError, Connection};
+
+/// How to reach the server and who to be there.
+#[derive(Clone)]
+pub struct SignalConfig {
+    /// `host:port` of fala-server.
+    pub server: String,
+    pub name: String,
+    /// Media address to register (`0.0.0.0:port` lets the server fill in the IP it sees).
+    pub media: MediaAddr,
+    /// Ask for presence events after registering.
+    pub subscribe: bool,
+    /// Called after every event is queued, e.g. to wake the window (`request_repaint`).
+    pub notify: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+/// What the program asks of the signaling task.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Send this message to the server.
+    Send(ClientMsg),
+    /// Say goodbye and stop (the original's "0").
+    Disconnect,
+}
+
+/// What the signaling task reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// Registered under `name`; `media` is the address others will send audio to.
+    /// `reconnected` is true when this follows a lost connection.
+    Registered {
+        name: String,
+        media: MediaAddr,
+        reconnected: bool,
+    },
+    /// The server refused the registration (name taken or invalid): the task has stopped.
+    Refused { code: ErrorCode, message: String },
+    /// The server could not be reached at first; the task has stopped.
+    Unreachable { message: String },
+    /// The connection dropped after registration; the task retries after `retry_in`.
+    ConnectionLost { message: String, retry_in: Duration },
+    /// Any other server message.
+    Server(ServerMsg),
+    /// The task has ended (after a disconnect or a fatal error).
+    Stopped,
+}
+
+/// The program's handle on a running signaling task.
+#[derive(Clone)]
+pub struct SignalHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl SignalHandle {
+    /// Queues a message to the server. Fails only if the task has stopped or is overwhelmed.
+    pub fn send(&self, msg: ClientMsg) -> bool {
+        self.commands.try_send(Command::Send(msg)).is_ok()
+    }
+
+    /// Asks the task to say goodbye and stop.
+    pub fn disconnect(&self) {
+        let _ = self.commands.try_send(Command::Disconnect);
+    }
+
+    /// The raw sender, for callers that want to await room in the queue.
+    pub fn sender(&self) -> &mpsc::Sender<Command> {
+        &self.commands
+    }
+}
+
+/// Capacity of the command and event queues: enough for bursts of presence events.
+const QUEUE: usize = 256;
+/// Time allowed to connect and finish registering.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Backoff bounds for reconnecting.
+const BACKOFF_START: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(8);
+
+/// Starts the signaling task on the current tokio runtime.
+pub fn spawn(config: SignalConfig) -> (SignalHandle, mpsc::Receiver<Event>) {
+    let (cmd_tx, cmd_rx) = mpsc::channel(QUEUE);
+    let (ev_tx, ev_rx) = mpsc::channel(QUEUE);
+    let task = Task {
+        config,
+        events: ev_tx,
+        commands: cmd_rx,
+    };
+    tokio::spawn(task.run());
+    (SignalHandle { commands: cmd_tx }, ev_rx)
+}
+
+struct Task {
+    config: SignalConfig,
+    events: mpsc::Sender<Event>,
+    commands: mpsc::Receiver<Command>,
+}
+
+/// How one connected period ended.
+enum End {
+    /// The user disconnected (or dropped every handle).
+    Disconnected,
+    /// The server refused the registration for good.
+    Refused(ErrorCode, String),
+    /// The connection was lost; retry.
+    Lost(String),
+}
+
+impl Task {
+    async fn emit(&self, event: Event) {
+        let _ = self.events.send(event).await;
+        if let Some(notify) = &self.config.notify {
+            notify();
+        }
+    }
+
+    async fn run(mut self) {
+        let mut registered_once = false;
+        let mut backoff = BACKOFF_START;
+        loop {
+            let end = match self.connect_and_register(registered_once).await {
+                Ok((conn, heartbeat)) => {
+                    registered_once = true;
+                    backoff = BACKOFF_START;
+                    self.serve(conn, heartbeat).await
+                }
+                Err(End::Lost(message)) if !registered_once => {
+                    self.emit(Event::Unreachable { message }).await;
+                    break;
+                }
+                Err(end) => end,
+            };
+            match end {
+                End::Disconnected => break,
+                End::Refused(code, message) if !registered_once || code != ErrorCode::NameTaken => {
+                    self.emit(Event::Refused { code, message }).await;
+                    break;
+                }
+                // After a drop our old session may still hold the name until the server
+                // notices it is gone; keep trying, like any other loss.
+                End::Refused(_, message) | End::Lost(message) => {
+                    let retry_in = jittered(backoff);
+                    self.emit(Event::ConnectionLost { message, retry_in }).await;
+                    if self.wait_or_disconnect(retry_in).await {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+        self.emit(Event::Stopped).await;
+    }
+
+    /// Sleeps for `d` unless the user disconnects first (returns true then). Other commands
+    /// cannot be served while offline; they are dropped, and the caller's call machine has
+    /// already been told the connection is gone.
+    async fn wait_or_disconnect(&mut self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return false,
+                cmd = self.commands.recv() => match cmd {
+                    None | Some(Command::Disconnect) => return true,
+                    Some(Command::Send(_)) => {}
+                },
+            }
+        }
+    }
+
+    async fn connect_and_register(&mut self, again: bool) -> Result<(Connection, Duration), End> {
+        let lost = |e: &dyn std::fmt::Display| End::Lost(e.to_string());
+        let attempt = async {
+            let stream = TcpStream::connect(&self.config.server)
+                .await
+                .map_err(|e| End::Lost(format!("cannot reach {}: {e}", self.config.server)))?;
+            let mut conn = Connection::new(stream);
+            let hello = ClientMsg::Hello {
+                version: PROTOCOL_VERSION,
+                agent: format!("fala {}", env!("CARGO_PKG_VERSION")),
+            };
+            conn.send(&hello).await.map_err(|e| lost(&e))?;
+            let heartbeat = match conn.recv().await.map_err(|e| lost(&e))? {
+                ServerMsg::Welcome { heartbeat_ms, .. } => {
+                    Duration::from_millis(heartbeat_ms.max(100))
+                }
+                ServerMsg::Error { code, message } => return Err(End::Refused(code, message)),
+                other => return Err(End::Lost(format!("unexpected reply to hello: {other:?}"))),
+            };
+            let register = ClientMsg::Register {
+                name: self.config.name.clone(),
+                media: self.config.media,
+            };
+            conn.send(&register).await.map_err(|e| lost(&e))?;
+            match conn.recv().await.map_err(|e| lost(&e))? {
+                ServerMsg::Registered { name, media } => Ok((conn, heartbeat, name, media)),
+                ServerMsg::Error { code, message } => Err(End::Refused(code, message)),
+                other => Err(End::Lost(format!(
+                    "unexpected reply to register: {other:?}"
+                ))),
+            }
+        };
+        let (mut conn, heartbeat, name, media) = timeout(CONNECT_TIMEOUT, attempt)
+            .await
+            .map_err(|_| End::Lost(format!("{} did not answer in time", self.config.server)))??;
+        if self.config.subscribe {
+            conn.send(&ClientMsg::Subscribe)
+                .await
+                .map_err(|e| lost(&e))?;
+        }
+        self.emit(Event::Registered {
+            name,
+            media,
+            reconnected: again,
+        })
+        .await;
+        Ok((conn, heartbeat))
+    }
+
+    /// Relays commands and server messages until the connection ends.
+    async fn serve(&mut self, mut conn: Connection, heartbeat: Duration) -> End {
+        let mut ping = tokio::time::interval(heartbeat);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        let mut nonce = 0u64;
+        // A server that says nothing (not even pong) for three heartbeats is gone.
+        let silence_limit = heartbeat * 3;
+        let mut last_heard = Instant::now();
+        loop {
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    None | Some(Command::Disconnect) => {
+                        let _ = conn.send(&ClientMsg::Bye).await;
+                        return End::Disconnected;
+                    }
+                    Some(Command::Send(msg)) => {
+                        if let Err(e) = conn.send(&msg).await {
+                            return End::Lost(e.to_string());
+                        }
+                    }
+                },
+                msg = conn.recv() => match msg {
+                    Ok(ServerMsg::Pong { .. }) => last_heard = Instant::now(),
+                    Ok(ServerMsg::Shutdown { message }) => {
+                        self.emit(Event::Server(ServerMsg::Shutdown { message: message.clone() })).await;
+                        return End::Lost(format!("server shut down: {message}"));
+                    }
+                    Ok(msg) => {
+                        last_heard = Instant::now();
+                        self.emit(Event::Server(msg)).await;
+                    }
+                    Err(ConnError::Closed) => return End::Lost("the server closed the connection".into()),
+                    Err(e) => return End::Lost(e.to_string()),
+                },
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > silence_limit {
+                        return End::Lost("the server stopped answering".into());
+                    }
+                    nonce += 1;
+                    if let Err(e) = conn.send(&ClientMsg::Ping { nonce }).await {
+                        return End::Lost(e.to_string());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Spreads reconnect attempts of many clients apart after a server restart.
+fn jittered(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let _ = getrandom::fill(&mut b);
+    let frac = u16::from_le_bytes(b) as f64 / u16::MAX as f64;
+    d.mul_f64(0.75 + 0.5 * frac)
+}
+
+/// Waits for the first event that `pick` accepts, up to `within`; for scripts and tests.
+pub async fn wait_for<T>(
+    events: &mut mpsc::Receiver<Event>,
+    within: Duration,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> Option<T> {
+    timeout(within, async {
+        while let Some(ev) = events.recv().await {
+            if let Some(v) = pick(&ev) {
+                return Some(v);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+}

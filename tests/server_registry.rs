@@ -1,0 +1,250 @@
+//! Registration, look-up, list and presence against a real server over real TCP.
+
+mod support;
+
+use fala_proto::{Availability, ClientMsg, ErrorCode, ServerMsg};
+use fala_server::Config;
+use support::{Raw, TestServer};
+
+#[tokio::test]
+async fn register_then_duplicate_name_is_refused_ignoring_case() {
+    let server = TestServer::start(Config::default()).await;
+    let mut ana = Raw::hello(server.addr).await;
+    match ana.register("  Ana ", 5000).await {
+        ServerMsg::Registered { name, media } => {
+            assert_eq!(name, "Ana");
+            assert_eq!(media.port(), 5000);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let mut other = Raw::hello(server.addr).await;
+    match other.register("aNA", 5001).await {
+        ServerMsg::Error {
+            code: ErrorCode::NameTaken,
+            message,
+        } => {
+            assert!(message.contains("already registered"), "{message}")
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // The refused connection may still register a free name.
+    assert!(matches!(
+        other.register("Bia", 5001).await,
+        ServerMsg::Registered { .. }
+    ));
+    // And a second registration on one connection is refused.
+    assert!(matches!(
+        other.register("Cris", 5001).await,
+        ServerMsg::Error {
+            code: ErrorCode::AlreadyRegistered,
+            ..
+        }
+    ));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_clients_racing_for_one_name_exactly_one_wins() {
+    let server = TestServer::start(Config::default()).await;
+    let mut tasks = Vec::new();
+    for i in 0..50u16 {
+        let addr = server.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut c = Raw::hello(addr).await;
+            let name = if i % 2 == 0 { "Racer" } else { "rACER" };
+            (c.register(name, 6000 + i).await, c)
+        }));
+    }
+    let mut wins = 0;
+    let mut taken = 0;
+    let mut keep = Vec::new();
+    for t in tasks {
+        let (reply, c) = t.await.unwrap();
+        match reply {
+            ServerMsg::Registered { .. } => wins += 1,
+            ServerMsg::Error {
+                code: ErrorCode::NameTaken,
+                ..
+            } => taken += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+        keep.push(c);
+    }
+    assert_eq!((wins, taken), (1, 49));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_names_are_refused_with_the_rule() {
+    let server = TestServer::start(Config::default()).await;
+    let mut c = Raw::hello(server.addr).await;
+    for (name, rule) in [
+        ("", "empty"),
+        ("   ", "empty"),
+        (&"x".repeat(33)[..], "at most 32"),
+        ("bob!", "letters, digits"),
+    ] {
+        match c.register(name, 5000).await {
+            ServerMsg::Error {
+                code: ErrorCode::InvalidName,
+                message,
+            } => {
+                assert!(message.contains(rule), "{name:?}: {message}")
+            }
+            other => panic!("{name:?}: unexpected {other:?}"),
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn media_ip_left_open_is_filled_from_the_connection() {
+    let server = TestServer::start(Config::default()).await;
+    let mut c = Raw::hello(server.addr).await;
+    c.send(&ClientMsg::Register {
+        name: "dora".into(),
+        media: "0.0.0.0:7000".parse().unwrap(),
+    })
+    .await;
+    match c.recv().await {
+        ServerMsg::Registered { media, .. } => assert_eq!(media.to_string(), "127.0.0.1:7000"),
+        other => panic!("unexpected {other:?}"),
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn lookup_found_and_not_found() {
+    let server = TestServer::start(Config::default()).await;
+    let _bob = Raw::registered(server.addr, "Bob", 5002).await;
+    let mut ana = Raw::registered(server.addr, "ana", 5001).await;
+    ana.send(&ClientMsg::Lookup { name: "BOB".into() }).await;
+    match ana.recv().await {
+        ServerMsg::UserFound { user } => {
+            assert_eq!(user.name, "Bob");
+            assert_eq!(user.media.port(), 5002);
+            assert_eq!(user.status, Availability::Available);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    ana.send(&ClientMsg::Lookup {
+        name: "nobody".into(),
+    })
+    .await;
+    assert_eq!(
+        ana.recv().await,
+        ServerMsg::UserNotFound {
+            name: "nobody".into()
+        }
+    );
+    // The user may try again, as in the original.
+    ana.send(&ClientMsg::Lookup { name: "bob".into() }).await;
+    assert!(matches!(ana.recv().await, ServerMsg::UserFound { .. }));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn list_and_live_presence_events() {
+    let server = TestServer::start(Config::default()).await;
+    let mut watcher = Raw::registered(server.addr, "watcher", 5000).await;
+    watcher.send(&ClientMsg::Subscribe).await;
+    match watcher.recv().await {
+        ServerMsg::Users { users } => assert_eq!(
+            users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+            ["watcher"]
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+    let mut ana = Raw::registered(server.addr, "ana", 5001).await;
+    assert!(matches!(watcher.recv().await, ServerMsg::UserJoined { user } if user.name == "ana"));
+    let mut bob = Raw::registered(server.addr, "bob", 5002).await;
+    assert!(matches!(watcher.recv().await, ServerMsg::UserJoined { user } if user.name == "bob"));
+    ana.send(&ClientMsg::List).await;
+    match ana.recv().await {
+        ServerMsg::Users { users } => {
+            let names: Vec<_> = users.iter().map(|u| u.name.as_str()).collect();
+            assert_eq!(names, ["ana", "bob", "watcher"]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    ana.send(&ClientMsg::Invite {
+        to: "bob".into(),
+        key: None,
+    })
+    .await;
+    let call_id = match bob.recv().await {
+        ServerMsg::IncomingCall { call_id, .. } => call_id,
+        other => panic!("unexpected {other:?}"),
+    };
+    for who in ["ana", "bob"] {
+        let m = watcher.recv().await;
+        assert_eq!(
+            m,
+            ServerMsg::UserStatus {
+                name: who.into(),
+                status: Availability::InCall
+            }
+        );
+    }
+    bob.send(&ClientMsg::Decline { call_id }).await;
+    for who in ["ana", "bob"] {
+        let m = watcher.recv().await;
+        assert_eq!(
+            m,
+            ServerMsg::UserStatus {
+                name: who.into(),
+                status: Availability::Available
+            }
+        );
+    }
+    bob.send(&ClientMsg::Bye).await;
+    assert_eq!(
+        watcher.recv().await,
+        ServerMsg::UserLeft { name: "bob".into() }
+    );
+    drop(ana);
+    assert_eq!(
+        watcher.recv().await,
+        ServerMsg::UserLeft { name: "ana".into() }
+    );
+    // Unsubscribed clients get nothing more.
+    watcher.send(&ClientMsg::Unsubscribe).await;
+    let _carl = Raw::registered(server.addr, "carl", 5003).await;
+    watcher.send(&ClientMsg::Ping { nonce: 9 }).await;
+    assert_eq!(watcher.recv().await, ServerMsg::Pong { nonce: 9 });
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bye_and_closing_the_socket_free_the_name() {
+    let server = TestServer::start(Config::default()).await;
+    let mut a = Raw::registered(server.addr, "zé", 5000).await;
+    a.send(&ClientMsg::Bye).await;
+    assert!(a.until_closed().await.is_empty());
+    let b = Raw::registered(server.addr, "Zé", 5001).await;
+    drop(b);
+    // The server notices the close asynchronously; retry briefly.
+    let mut ok = false;
+    for _ in 0..50 {
+        let mut c = Raw::hello(server.addr).await;
+        if matches!(c.register("ZÉ", 5002).await, ServerMsg::Registered { .. }) {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(ok, "name was not freed after the socket closed");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_tells_connected_clients() {
+    let server = TestServer::start(Config::default()).await;
+    let mut a = Raw::registered(server.addr, "ana", 5000).await;
+    server.stop().await;
+    let seen = a.until_closed().await;
+    assert!(
+        matches!(seen.as_slice(), [ServerMsg::Shutdown { .. }]),
+        "{seen:?}"
+    );
+}
