@@ -116,7 +116,12 @@ impl Raw {
 
     /// Next message, or `None` when the server closed the connection.
     pub async fn try_recv(&mut self) -> Option<ServerMsg> {
-        tokio::time::timeout(WAIT, async {
+        self.try_recv_within(WAIT).await
+    }
+
+    /// Like [`Raw::try_recv`] with a chosen wait (paused-clock tests wait in virtual time).
+    pub async fn try_recv_within(&mut self, wait: Duration) -> Option<ServerMsg> {
+        tokio::time::timeout(wait, async {
             loop {
                 if let Some(body) = split_frame(&mut self.buf).unwrap() {
                     return Some(decode_body(&body, SERVER_MSG_TYPES).unwrap());
@@ -133,6 +138,10 @@ impl Raw {
 
     pub async fn recv(&mut self) -> ServerMsg {
         self.try_recv().await.expect("server closed the connection")
+    }
+
+    pub async fn recv_within(&mut self, wait: Duration) -> ServerMsg {
+        self.try_recv_within(wait).await.expect("server closed the connection")
     }
 
     /// Reads until a message matches, skipping others (presence noise); panics on close.
