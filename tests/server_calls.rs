@@ -11,7 +11,11 @@ use support::{Raw, TestServer};
 
 /// Ana calls Bob; returns the call id once both sides know of it.
 async fn ring(ana: &mut Raw, bob: &mut Raw) -> CallId {
-    ana.send(&ClientMsg::Invite { to: "bob".into(), key: Some(serde_bytes::ByteBuf::from(vec![1, 2, 3])) }).await;
+    ana.send(&ClientMsg::Invite {
+        to: "bob".into(),
+        key: Some(serde_bytes::ByteBuf::from(vec![1, 2, 3])),
+    })
+    .await;
     let id = match ana.recv().await {
         ServerMsg::Ringing { call_id, peer } => {
             assert_eq!(peer, "bob");
@@ -20,7 +24,12 @@ async fn ring(ana: &mut Raw, bob: &mut Raw) -> CallId {
         other => panic!("unexpected {other:?}"),
     };
     match bob.recv().await {
-        ServerMsg::IncomingCall { call_id, caller, media, key } => {
+        ServerMsg::IncomingCall {
+            call_id,
+            caller,
+            media,
+            key,
+        } => {
             assert_eq!(call_id, id);
             assert_eq!(caller, "ana");
             assert_eq!(media.port(), 5001);
@@ -38,7 +47,11 @@ async fn pair(server: &TestServer) -> (Raw, Raw) {
 }
 
 fn ended(id: CallId, peer: &str, reason: EndReason) -> ServerMsg {
-    ServerMsg::CallEnded { call_id: id, peer: peer.into(), reason }
+    ServerMsg::CallEnded {
+        call_id: id,
+        peer: peer.into(),
+        reason,
+    }
 }
 
 #[tokio::test]
@@ -46,15 +59,30 @@ async fn accept_then_caller_hangs_up() {
     let server = TestServer::start(Config::default()).await;
     let (mut ana, mut bob) = pair(&server).await;
     let id = ring(&mut ana, &mut bob).await;
-    bob.send(&ClientMsg::Accept { call_id: id, media: Some("127.0.0.1:6002".parse().unwrap()), key: None }).await;
+    bob.send(&ClientMsg::Accept {
+        call_id: id,
+        media: Some("127.0.0.1:6002".parse().unwrap()),
+        key: None,
+    })
+    .await;
     match ana.recv().await {
-        ServerMsg::CallConnected { call_id, peer, media, .. } => {
+        ServerMsg::CallConnected {
+            call_id,
+            peer,
+            media,
+            ..
+        } => {
             assert_eq!((call_id, peer.as_str(), media.port()), (id, "bob", 6002));
         }
         other => panic!("unexpected {other:?}"),
     }
     match bob.recv().await {
-        ServerMsg::CallConnected { call_id, peer, media, key } => {
+        ServerMsg::CallConnected {
+            call_id,
+            peer,
+            media,
+            key,
+        } => {
             assert_eq!((call_id, peer.as_str(), media.port()), (id, "ana", 5001));
             assert!(key.is_some());
         }
@@ -74,8 +102,15 @@ async fn callee_hangs_up() {
     let server = TestServer::start(Config::default()).await;
     let (mut ana, mut bob) = pair(&server).await;
     let id = ring(&mut ana, &mut bob).await;
-    bob.send(&ClientMsg::Accept { call_id: id, media: None, key: None }).await;
-    assert!(matches!(ana.recv().await, ServerMsg::CallConnected { media, .. } if media.port() == 5002));
+    bob.send(&ClientMsg::Accept {
+        call_id: id,
+        media: None,
+        key: None,
+    })
+    .await;
+    assert!(
+        matches!(ana.recv().await, ServerMsg::CallConnected { media, .. } if media.port() == 5002)
+    );
     assert!(matches!(bob.recv().await, ServerMsg::CallConnected { .. }));
     bob.send(&ClientMsg::Hangup { call_id: id }).await;
     assert_eq!(bob.recv().await, ended(id, "ana", EndReason::HungUp));
@@ -100,16 +135,47 @@ async fn busy_when_callee_is_ringing_or_talking() {
     let (mut ana, mut bob) = pair(&server).await;
     let mut cris = Raw::registered(server.addr, "cris", 5003).await;
     let id = ring(&mut ana, &mut bob).await;
-    cris.send(&ClientMsg::Invite { to: "bob".into(), key: None }).await;
-    assert!(matches!(cris.recv().await, ServerMsg::CallEnded { reason: EndReason::Busy, peer, .. } if peer == "bob"));
-    bob.send(&ClientMsg::Accept { call_id: id, media: None, key: None }).await;
+    cris.send(&ClientMsg::Invite {
+        to: "bob".into(),
+        key: None,
+    })
+    .await;
+    assert!(
+        matches!(cris.recv().await, ServerMsg::CallEnded { reason: EndReason::Busy, peer, .. } if peer == "bob")
+    );
+    bob.send(&ClientMsg::Accept {
+        call_id: id,
+        media: None,
+        key: None,
+    })
+    .await;
     ana.recv().await;
     bob.recv().await;
-    cris.send(&ClientMsg::Invite { to: "ana".into(), key: None }).await;
-    assert!(matches!(cris.recv().await, ServerMsg::CallEnded { reason: EndReason::Busy, .. }));
+    cris.send(&ClientMsg::Invite {
+        to: "ana".into(),
+        key: None,
+    })
+    .await;
+    assert!(matches!(
+        cris.recv().await,
+        ServerMsg::CallEnded {
+            reason: EndReason::Busy,
+            ..
+        }
+    ));
     // A caller already in a call cannot start another.
-    ana.send(&ClientMsg::Invite { to: "cris".into(), key: None }).await;
-    assert!(matches!(ana.recv().await, ServerMsg::Error { code: ErrorCode::AlreadyInCall, .. }));
+    ana.send(&ClientMsg::Invite {
+        to: "cris".into(),
+        key: None,
+    })
+    .await;
+    assert!(matches!(
+        ana.recv().await,
+        ServerMsg::Error {
+            code: ErrorCode::AlreadyInCall,
+            ..
+        }
+    ));
     server.stop().await;
 }
 
@@ -120,15 +186,43 @@ async fn caller_cancels_before_answer() {
     let id = ring(&mut ana, &mut bob).await;
     // The callee cannot cancel, the caller cannot accept: identity is bound to the connection.
     bob.send(&ClientMsg::Cancel { call_id: id }).await;
-    assert!(matches!(bob.recv().await, ServerMsg::Error { code: ErrorCode::UnknownCall, .. }));
-    ana.send(&ClientMsg::Accept { call_id: id, media: None, key: None }).await;
-    assert!(matches!(ana.recv().await, ServerMsg::Error { code: ErrorCode::UnknownCall, .. }));
+    assert!(matches!(
+        bob.recv().await,
+        ServerMsg::Error {
+            code: ErrorCode::UnknownCall,
+            ..
+        }
+    ));
+    ana.send(&ClientMsg::Accept {
+        call_id: id,
+        media: None,
+        key: None,
+    })
+    .await;
+    assert!(matches!(
+        ana.recv().await,
+        ServerMsg::Error {
+            code: ErrorCode::UnknownCall,
+            ..
+        }
+    ));
     ana.send(&ClientMsg::Cancel { call_id: id }).await;
     assert_eq!(ana.recv().await, ended(id, "bob", EndReason::Cancelled));
     assert_eq!(bob.recv().await, ended(id, "ana", EndReason::Cancelled));
     // Accepting a cancelled call is refused.
-    bob.send(&ClientMsg::Accept { call_id: id, media: None, key: None }).await;
-    assert!(matches!(bob.recv().await, ServerMsg::Error { code: ErrorCode::UnknownCall, .. }));
+    bob.send(&ClientMsg::Accept {
+        call_id: id,
+        media: None,
+        key: None,
+    })
+    .await;
+    assert!(matches!(
+        bob.recv().await,
+        ServerMsg::Error {
+            code: ErrorCode::UnknownCall,
+            ..
+        }
+    ));
     server.stop().await;
 }
 
@@ -139,15 +233,30 @@ async fn a_third_party_cannot_touch_a_call() {
     let mut eve = Raw::registered(server.addr, "eve", 5009).await;
     let id = ring(&mut ana, &mut bob).await;
     for msg in [
-        ClientMsg::Accept { call_id: id, media: None, key: None },
+        ClientMsg::Accept {
+            call_id: id,
+            media: None,
+            key: None,
+        },
         ClientMsg::Decline { call_id: id },
         ClientMsg::Cancel { call_id: id },
         ClientMsg::Hangup { call_id: id },
     ] {
         eve.send(&msg).await;
-        assert!(matches!(eve.recv().await, ServerMsg::Error { code: ErrorCode::UnknownCall, .. }));
+        assert!(matches!(
+            eve.recv().await,
+            ServerMsg::Error {
+                code: ErrorCode::UnknownCall,
+                ..
+            }
+        ));
     }
-    bob.send(&ClientMsg::Accept { call_id: id, media: None, key: None }).await;
+    bob.send(&ClientMsg::Accept {
+        call_id: id,
+        media: None,
+        key: None,
+    })
+    .await;
     assert!(matches!(ana.recv().await, ServerMsg::CallConnected { .. }));
     server.stop().await;
 }
@@ -156,23 +265,54 @@ async fn a_third_party_cannot_touch_a_call() {
 async fn self_call_and_unknown_name_get_clear_errors() {
     let server = TestServer::start(Config::default()).await;
     let mut ana = Raw::registered(server.addr, "ana", 5001).await;
-    ana.send(&ClientMsg::Invite { to: "ANA".into(), key: None }).await;
-    assert!(matches!(ana.recv().await, ServerMsg::Error { code: ErrorCode::SelfCall, .. }));
-    ana.send(&ClientMsg::Invite { to: "ghost".into(), key: None }).await;
+    ana.send(&ClientMsg::Invite {
+        to: "ANA".into(),
+        key: None,
+    })
+    .await;
+    assert!(matches!(
+        ana.recv().await,
+        ServerMsg::Error {
+            code: ErrorCode::SelfCall,
+            ..
+        }
+    ));
+    ana.send(&ClientMsg::Invite {
+        to: "ghost".into(),
+        key: None,
+    })
+    .await;
     match ana.recv().await {
-        ServerMsg::Error { code: ErrorCode::UserNotFound, message } => assert!(message.contains("ghost")),
+        ServerMsg::Error {
+            code: ErrorCode::UserNotFound,
+            message,
+        } => assert!(message.contains("ghost")),
         other => panic!("unexpected {other:?}"),
     }
     let mut anon = Raw::hello(server.addr).await;
-    anon.send(&ClientMsg::Invite { to: "ana".into(), key: None }).await;
-    assert!(matches!(anon.recv().await, ServerMsg::Error { code: ErrorCode::NotRegistered, .. }));
+    anon.send(&ClientMsg::Invite {
+        to: "ana".into(),
+        key: None,
+    })
+    .await;
+    assert!(matches!(
+        anon.recv().await,
+        ServerMsg::Error {
+            code: ErrorCode::NotRegistered,
+            ..
+        }
+    ));
     server.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn no_answer_after_ring_timeout() {
     let config = Config {
-        timeouts: Timeouts { ring: Duration::from_secs(30), idle: Duration::from_secs(600), ..Timeouts::default() },
+        timeouts: Timeouts {
+            ring: Duration::from_secs(30),
+            idle: Duration::from_secs(600),
+            ..Timeouts::default()
+        },
         ..Config::default()
     };
     let server = TestServer::start(config).await;
@@ -180,10 +320,16 @@ async fn no_answer_after_ring_timeout() {
     let start = tokio::time::Instant::now();
     let id = ring(&mut ana, &mut bob).await;
     let long = Duration::from_secs(120);
-    assert_eq!(ana.recv_within(long).await, ended(id, "bob", EndReason::NoAnswer));
+    assert_eq!(
+        ana.recv_within(long).await,
+        ended(id, "bob", EndReason::NoAnswer)
+    );
     assert_eq!(bob.recv().await, ended(id, "ana", EndReason::NoAnswer));
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_secs(30) && waited < Duration::from_secs(31), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+        "{waited:?}"
+    );
     server.stop().await;
 }
 
@@ -194,8 +340,15 @@ async fn peer_dropping_while_ringing_is_reported_at_once() {
     let id = ring(&mut ana, &mut bob).await;
     drop(bob);
     assert_eq!(ana.recv().await, ended(id, "bob", EndReason::PeerLost));
-    let (mut cris, mut dan) = (Raw::registered(server.addr, "cris", 1).await, Raw::registered(server.addr, "dan", 2).await);
-    cris.send(&ClientMsg::Invite { to: "dan".into(), key: None }).await;
+    let (mut cris, mut dan) = (
+        Raw::registered(server.addr, "cris", 1).await,
+        Raw::registered(server.addr, "dan", 2).await,
+    );
+    cris.send(&ClientMsg::Invite {
+        to: "dan".into(),
+        key: None,
+    })
+    .await;
     let id = match cris.recv().await {
         ServerMsg::Ringing { call_id, .. } => call_id,
         other => panic!("unexpected {other:?}"),
@@ -211,7 +364,12 @@ async fn peer_dropping_in_a_call_is_reported_at_once() {
     let server = TestServer::start(Config::default()).await;
     let (mut ana, mut bob) = pair(&server).await;
     let id = ring(&mut ana, &mut bob).await;
-    bob.send(&ClientMsg::Accept { call_id: id, media: None, key: None }).await;
+    bob.send(&ClientMsg::Accept {
+        call_id: id,
+        media: None,
+        key: None,
+    })
+    .await;
     ana.recv().await;
     bob.recv().await;
     let t = std::time::Instant::now();
@@ -224,7 +382,10 @@ async fn peer_dropping_in_a_call_is_reported_at_once() {
 #[tokio::test(start_paused = true)]
 async fn heartbeat_expiry_frees_the_name() {
     let config = Config {
-        timeouts: Timeouts { idle: Duration::from_secs(30), ..Timeouts::default() },
+        timeouts: Timeouts {
+            idle: Duration::from_secs(30),
+            ..Timeouts::default()
+        },
         ..Config::default()
     };
     let server = TestServer::start(config).await;
@@ -232,7 +393,13 @@ async fn heartbeat_expiry_frees_the_name() {
     let seen = vec![silent.recv_within(Duration::from_secs(120)).await];
     assert_eq!(silent.try_recv().await, None);
     assert!(
-        matches!(seen.as_slice(), [ServerMsg::Error { code: ErrorCode::IdleTimeout, .. }]),
+        matches!(
+            seen.as_slice(),
+            [ServerMsg::Error {
+                code: ErrorCode::IdleTimeout,
+                ..
+            }]
+        ),
         "{seen:?}"
     );
     let _again = Raw::registered(server.addr, "quiet", 5001).await;
@@ -249,6 +416,12 @@ async fn pinging_client_stays_registered() {
         assert_eq!(alive.recv().await, ServerMsg::Pong { nonce: n });
     }
     let mut other = Raw::hello(server.addr).await;
-    assert!(matches!(other.register("alive", 1).await, ServerMsg::Error { code: ErrorCode::NameTaken, .. }));
+    assert!(matches!(
+        other.register("alive", 1).await,
+        ServerMsg::Error {
+            code: ErrorCode::NameTaken,
+            ..
+        }
+    ));
     server.stop().await;
 }

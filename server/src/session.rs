@@ -59,6 +59,20 @@ pub(crate) async fn serve(
         let _ = wr.shutdown().await;
     })
     .await;
+    // Closing a socket with unread input makes the kernel send a reset, which can destroy the
+    // final error before the client reads it; read and discard the rest first (a lingering
+    // close), bounded in time and bytes.
+    let _ = timeout(Duration::from_secs(1), async {
+        let mut sink = [0u8; 1024];
+        let mut left = 1 << 20;
+        while left > 0 {
+            match rd.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left -= n.min(left),
+            }
+        }
+    })
+    .await;
 }
 
 fn std_now() -> std::time::Instant {

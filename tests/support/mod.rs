@@ -141,7 +141,9 @@ impl Raw {
     }
 
     pub async fn recv_within(&mut self, wait: Duration) -> ServerMsg {
-        self.try_recv_within(wait).await.expect("server closed the connection")
+        self.try_recv_within(wait)
+            .await
+            .expect("server closed the connection")
     }
 
     /// Reads until a message matches, skipping others (presence noise); panics on close.

@@ -1,0 +1,303 @@
+//! Hostile input: the offender gets a clear error (and is closed where it cannot be served),
+//! everyone else on the same server keeps working, and the server never stops.
+
+mod support;
+
+use std::time::Duration;
+
+use fala_proto::{ClientMsg, ErrorCode, ServerMsg, PROTOCOL_VERSION};
+use fala_server::{Config, Limits};
+use support::{Raw, TestServer};
+
+/// A bystander checks the server still serves registered users normally.
+async fn still_serves(bystander: &mut Raw, nonce: u64) {
+    bystander.send(&ClientMsg::Ping { nonce }).await;
+    assert_eq!(bystander.recv().await, ServerMsg::Pong { nonce });
+    bystander
+        .send(&ClientMsg::Lookup {
+            name: "bystander".into(),
+        })
+        .await;
+    assert!(matches!(
+        bystander.recv().await,
+        ServerMsg::UserFound { .. }
+    ));
+}
+
+fn first_error(seen: &[ServerMsg]) -> Option<ErrorCode> {
+    seen.iter().find_map(|m| match m {
+        ServerMsg::Error { code, .. } => Some(*code),
+        _ => None,
+    })
+}
+
+#[tokio::test]
+async fn random_bytes_get_an_error_and_a_close() {
+    let server = TestServer::start(Config::default()).await;
+    let mut by = Raw::registered(server.addr, "bystander", 5000).await;
+    let mut seed = 0x1234_5678_u64;
+    for round in 0..20 {
+        let mut evil = Raw::connect(server.addr).await;
+        let bytes: Vec<u8> = (0..4096)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        evil.send_raw(&bytes).await;
+        let seen = evil.until_closed().await;
+        assert!(
+            first_error(&seen).is_some(),
+            "round {round}: no error in {seen:?}"
+        );
+        still_serves(&mut by, round).await;
+    }
+    assert!(server.is_running());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn huge_length_prefix_is_refused_without_buffering() {
+    let server = TestServer::start(Config::default()).await;
+    let mut by = Raw::registered(server.addr, "bystander", 5000).await;
+    let mut evil = Raw::hello(server.addr).await;
+    evil.send_raw(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await;
+    let seen = evil.until_closed().await;
+    assert_eq!(
+        first_error(&seen),
+        Some(ErrorCode::FrameTooLarge),
+        "{seen:?}"
+    );
+    still_serves(&mut by, 1).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_msgpack_unknown_type_and_bad_fields_are_answered_and_survived() {
+    let server = TestServer::start(Config::default()).await;
+    let mut by = Raw::registered(server.addr, "bystander", 5000).await;
+    let mut evil = Raw::hello(server.addr).await;
+    // A valid length with a body that is not MessagePack at all.
+    evil.send_raw(&[0, 0, 0, 3, 0xc1, 0xc1, 0xc1]).await;
+    assert!(matches!(
+        evil.recv().await,
+        ServerMsg::Error {
+            code: ErrorCode::Malformed,
+            ..
+        }
+    ));
+    // A map whose type nobody knows.
+    let body =
+        rmp_serde::to_vec_named(&serde_json::json!({"type": "teleport", "to": "mars"})).unwrap();
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    evil.send_raw(&frame).await;
+    match evil.recv().await {
+        ServerMsg::Error {
+            code: ErrorCode::UnknownMessage,
+            message,
+        } => assert!(message.contains("teleport")),
+        other => panic!("unexpected {other:?}"),
+    }
+    // A known type with a field of the wrong kind.
+    let body = rmp_serde::to_vec_named(&serde_json::json!({"type": "lookup", "name": 42})).unwrap();
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    evil.send_raw(&frame).await;
+    assert!(matches!(
+        evil.recv().await,
+        ServerMsg::Error {
+            code: ErrorCode::InvalidMessage,
+            ..
+        }
+    ));
+    // An empty frame.
+    evil.send_raw(&[0, 0, 0, 0]).await;
+    assert!(matches!(
+        evil.recv().await,
+        ServerMsg::Error {
+            code: ErrorCode::Malformed,
+            ..
+        }
+    ));
+    // The connection still works after recoverable errors.
+    evil.send(&ClientMsg::Ping { nonce: 5 }).await;
+    assert_eq!(evil.recv().await, ServerMsg::Pong { nonce: 5 });
+    still_serves(&mut by, 2).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn persistent_garbage_gets_the_connection_closed() {
+    let server = TestServer::start(Config::default()).await;
+    let mut evil = Raw::hello(server.addr).await;
+    for _ in 0..20 {
+        evil.send_raw(&[0, 0, 0, 1, 0xc1]).await;
+    }
+    let seen = evil.until_closed().await;
+    let errors = seen
+        .iter()
+        .filter(|m| matches!(m, ServerMsg::Error { .. }))
+        .count();
+    assert!(
+        (10..=11).contains(&errors),
+        "{errors} errors before close: {seen:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn messages_before_hello_and_wrong_version() {
+    let server = TestServer::start(Config::default()).await;
+    let mut early = Raw::connect(server.addr).await;
+    early
+        .send(&ClientMsg::Register {
+            name: "early".into(),
+            media: support::media(1),
+        })
+        .await;
+    assert!(matches!(
+        early.recv().await,
+        ServerMsg::Error {
+            code: ErrorCode::HelloRequired,
+            ..
+        }
+    ));
+    // Hello afterwards still works.
+    early
+        .send(&ClientMsg::Hello {
+            version: PROTOCOL_VERSION,
+            agent: String::new(),
+        })
+        .await;
+    assert!(matches!(early.recv().await, ServerMsg::Welcome { .. }));
+
+    let mut old = Raw::connect(server.addr).await;
+    old.send(&ClientMsg::Hello {
+        version: 99,
+        agent: String::new(),
+    })
+    .await;
+    let seen = old.until_closed().await;
+    match seen.as_slice() {
+        [ServerMsg::Error {
+            code: ErrorCode::UnsupportedVersion,
+            message,
+        }] => {
+            assert!(message.contains("99") && message.contains(&PROTOCOL_VERSION.to_string()))
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    server.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_hello_within_ten_seconds_closes() {
+    let server = TestServer::start(Config::default()).await;
+    let mut mute = Raw::connect(server.addr).await;
+    let start = tokio::time::Instant::now();
+    let msg = mute.recv_within(Duration::from_secs(60)).await;
+    assert!(
+        matches!(
+            msg,
+            ServerMsg::Error {
+                code: ErrorCode::HelloTimeout,
+                ..
+            }
+        ),
+        "{msg:?}"
+    );
+    assert_eq!(start.elapsed().as_secs(), 10);
+    assert_eq!(mute.try_recv().await, None);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn flood_over_the_rate_limit_is_limited_then_closed() {
+    let server = TestServer::start(Config::default()).await;
+    let mut by = Raw::registered(server.addr, "bystander", 5000).await;
+    let mut flood = Raw::registered(server.addr, "flood", 5001).await;
+    let mut frames = Vec::new();
+    for nonce in 0..400u64 {
+        frames.extend_from_slice(&fala_proto::encode_frame(&ClientMsg::Ping { nonce }).unwrap());
+    }
+    flood.send_raw(&frames).await;
+    let seen = flood.until_closed().await;
+    let pongs = seen
+        .iter()
+        .filter(|m| matches!(m, ServerMsg::Pong { .. }))
+        .count();
+    let limited = seen
+        .iter()
+        .filter(|m| {
+            matches!(
+                m,
+                ServerMsg::Error {
+                    code: ErrorCode::RateLimited,
+                    ..
+                }
+            )
+        })
+        .count();
+    let burst = Limits::default().msg_burst as usize;
+    // The registration took one token of the burst.
+    assert!(pongs >= burst - 1 && pongs < burst + 10, "{pongs} pongs");
+    assert_eq!(
+        limited, 2,
+        "one notice when limiting starts, one when closing"
+    );
+    still_serves(&mut by, 3).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invite_flood_is_limited() {
+    let server = TestServer::start(Config::default()).await;
+    let mut spam = Raw::registered(server.addr, "spam", 5001).await;
+    let mut limited = false;
+    for _ in 0..10 {
+        spam.send(&ClientMsg::Invite {
+            to: "ghost".into(),
+            key: None,
+        })
+        .await;
+        if let ServerMsg::Error {
+            code: ErrorCode::RateLimited,
+            ..
+        } = spam.recv().await
+        {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "ten invites in a row were never limited");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_told_the_server_is_full() {
+    let config = Config {
+        limits: Limits {
+            max_connections: 3,
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
+    let server = TestServer::start(config).await;
+    let mut kept = Vec::new();
+    for i in 0..3 {
+        kept.push(Raw::registered(server.addr, &format!("u{i}"), 5000).await);
+    }
+    let mut extra = Raw::connect(server.addr).await;
+    let seen = extra.until_closed().await;
+    assert_eq!(first_error(&seen), Some(ErrorCode::ServerFull));
+    still_serves_named(&mut kept[0]).await;
+    server.stop().await;
+}
+
+async fn still_serves_named(c: &mut Raw) {
+    c.send(&ClientMsg::Ping { nonce: 77 }).await;
+    assert_eq!(c.recv().await, ServerMsg::Pong { nonce: 77 });
+}
