@@ -49,15 +49,27 @@ fn main() -> anyhow::Result<()> {
         .thread_name("fala-server")
         .build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let listener =
+            listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
         let local = listener.local_addr()?;
         print_reachable(local);
         fala_server::run(listener, config, shutdown_signal()).await?;
         println!("fala-server stopped");
         Ok(())
     })
+}
+
+/// Binds with a deep accept backlog, so a crowd of clients reconnecting at once after a
+/// restart is queued rather than reset.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// Prints where clients can reach the server, as the original printed its IPv4 and port.
