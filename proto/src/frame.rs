@@ -166,3 +166,21 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod doc_example {
+    use super::*;
+    use crate::signal::ClientMsg;
+
+    /// The hex dump in docs/PROTOCOL.md is this frame; if the encoding changes, so must the doc.
+    #[test]
+    fn hello_frame_matches_protocol_doc() {
+        let frame = encode_frame(&ClientMsg::Hello { version: 1, agent: "py".into() }).unwrap();
+        let hex: Vec<String> = frame.iter().map(|b| format!("{b:02x}")).collect();
+        println!("{}", hex.join(" "));
+        assert_eq!(
+            hex.join(" "),
+            "00 00 00 1e 83 a4 74 79 70 65 a5 68 65 6c 6c 6f a7 76 65 72 73 69 6f 6e 01 a5 61 67 65 6e 74 a2 70 79"
+        );
+    }
+}
