@@ -243,6 +243,11 @@ impl ReceptionStats {
         ext
     }
 
+    /// Extended sequence `seq` would get, without recording it (to authenticate first).
+    pub fn peek_ext(&self, seq: u16) -> u64 {
+        self.seq.peek(seq)
+    }
+
     /// Remembers the last SR: its compact NTP time and our arrival clock (NTP format).
     pub fn on_sender_report(&mut self, sr_ntp: u64, arrival_ntp: u64) {
         self.last_sr = Some((compact_ntp(sr_ntp), arrival_ntp));

@@ -2,7 +2,18 @@
 //!
 //! Capture -> Opus encoder -> (encryption) -> UDP; UDP -> (decryption) -> jitter buffer ->
 //! decoder (FEC / concealment) -> playback. Each file has one job; the pure parts (jitter
-//! buffer, stretcher) take time as an input so they are tested on simulated clocks.
+//! buffer, stretcher, resampler) take time or samples as input so they are tested offline.
 
+pub mod codec;
+pub mod device;
+pub mod engine;
+pub mod io;
 pub mod jitter;
+pub mod resample;
 pub mod stretch;
+pub mod transport;
+
+pub use codec::{CodecSettings, FrameMs};
+pub use engine::{Levels, MediaConfig, MediaEngine, MediaError, MediaHandle, MediaStats};
+pub use io::{InputSpec, OutputSpec};
+pub use jitter::{JitterMode, JitterSettings};
