@@ -2,4 +2,5 @@
 
 pub mod media;
 pub mod net;
+pub mod netsim;
 pub mod term;
