@@ -198,10 +198,7 @@ impl MediaEngine {
             .name("fala-media".into())
             .spawn(move || {
                 // Devices are opened here: cpal streams may not move between threads.
-                let setup = (|| -> Result<Worker, MediaError> {
-                    Worker::new(transport, &input, &output, codec, jitter, shared)
-                })();
-                match setup {
+                match Worker::new(transport, &input, &output, codec, jitter, shared) {
                     Ok(w) => {
                         let _ = ready_tx.send(Ok(()));
                         w.run(control_rx);
@@ -302,7 +299,7 @@ impl Worker {
             let now_us = started.duration_since(epoch).as_micros() as u64;
             self.tick(now_us);
             tick += 1;
-            if tick % 5 == 0 {
+            if tick.is_multiple_of(5) {
                 self.publish(epoch.elapsed());
             }
             self.busy += started.elapsed();
@@ -339,7 +336,7 @@ impl Worker {
         match self.encoder.encode(&self.capture, &mut self.packet) {
             // With DTX, Opus marks silence with packets of 1-2 bytes: send one every 400 ms
             // (so the peer keeps its comfort noise) and skip the rest.
-            Ok(n) if self.codec.dtx && n <= 2 && self.dtx_run % 20 != 0 => {
+            Ok(n) if self.codec.dtx && n <= 2 && !self.dtx_run.is_multiple_of(20) => {
                 self.dtx_run += 1;
                 self.transport.skip_frame(self.frame as u32);
             }

@@ -89,7 +89,7 @@ pub fn load_wav(path: &Path) -> Result<Vec<f32>, IoError> {
 
 /// A source of one frame per tick.
 pub(crate) enum Source {
-    Device(CaptureDevice),
+    Device(Box<CaptureDevice>),
     Samples {
         data: Vec<f32>,
         at: usize,
@@ -106,7 +106,7 @@ impl Source {
     /// Opens the source; a missing device degrades to silence inside [`CaptureDevice`].
     pub(crate) fn open(spec: &InputSpec) -> Result<Self, IoError> {
         Ok(match spec {
-            InputSpec::Device(name) => Source::Device(CaptureDevice::open(name.clone())),
+            InputSpec::Device(name) => Source::Device(Box::new(CaptureDevice::open(name.clone()))),
             InputSpec::Wav(path) => Source::Samples {
                 data: load_wav(path)?,
                 at: 0,
@@ -156,7 +156,7 @@ impl Source {
 
 /// A sink of one frame per tick.
 pub(crate) enum Sink {
-    Device(PlaybackDevice),
+    Device(Box<PlaybackDevice>),
     Wav(Box<hound::WavWriter<std::io::BufWriter<std::fs::File>>>),
     Null,
 }
@@ -165,7 +165,7 @@ impl Sink {
     /// Opens the sink; a missing device degrades to discarding inside [`PlaybackDevice`].
     pub(crate) fn open(spec: &OutputSpec) -> Result<Self, IoError> {
         Ok(match spec {
-            OutputSpec::Device(name) => Sink::Device(PlaybackDevice::open(name.clone())),
+            OutputSpec::Device(name) => Sink::Device(Box::new(PlaybackDevice::open(name.clone()))),
             OutputSpec::Wav(path) => {
                 let spec = hound::WavSpec {
                     channels: 1,
