@@ -5,7 +5,10 @@
 
 pub mod call;
 pub mod frame;
+pub mod media_crypto;
 pub mod name;
+pub mod rtcp;
+pub mod rtp;
 pub mod signal;
 
 pub use frame::{decode_body, encode_frame, split_frame, FrameError};

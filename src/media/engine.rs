@@ -1,0 +1,444 @@
+//! The media engine: one named std thread ("fala-media") on an absolute-deadline tick.
+//!
+//! Each tick: capture one frame -> Opus -> (encrypt) -> UDP; drain UDP -> (decrypt) -> jitter
+//! buffer; pull decisions until one frame of audio is ready (decode, FEC, conceal, stretch) ->
+//! sink. Deadlines are absolute (`start + n * frame`), so scheduling jitter never accumulates
+//! into drift. The thread never blocks on anyone: control arrives on a bounded channel polled
+//! with `try_recv`, mute and meters are atomics, stats are published with `try_lock`.
+
+use super::codec::{CodecError, CodecSettings, VoiceDecoder, VoiceEncoder, MAX_PACKET};
+use super::io::{InputSpec, IoError, OutputSpec, Sink, Source};
+use super::jitter::{Decision, JitterBuffer, JitterSettings, Stretch};
+use super::stretch;
+use super::transport::Transport;
+use fala_proto::media_crypto::SessionKeys;
+use serde::Serialize;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Everything a call's media needs.
+pub struct MediaConfig {
+    /// UDP socket already bound by the caller (the client binds its media port at registration).
+    pub socket: UdpSocket,
+    /// Where the peer's media goes (and the only address media is accepted from).
+    pub peer: SocketAddr,
+    /// Session keys from the key exchange; `None` sends clear RTP.
+    pub crypto: Option<SessionKeys>,
+    /// Microphone side.
+    pub input: InputSpec,
+    /// Speaker side.
+    pub output: OutputSpec,
+    /// Opus settings.
+    pub codec: CodecSettings,
+    /// Playout buffer settings.
+    pub jitter: JitterSettings,
+}
+
+/// The engine could not start.
+#[derive(Debug, Error)]
+pub enum MediaError {
+    /// Opus refused the settings.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// A file could not be opened.
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// The socket could not be configured, or the thread not spawned.
+    #[error("media setup: {0}")]
+    Os(#[from] std::io::Error),
+    /// The media thread ended before it was ready.
+    #[error("media thread failed to start")]
+    Thread,
+}
+
+/// A snapshot of the call's media, for the UI and `--stats FILE.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MediaStats {
+    /// Seconds since the engine started.
+    pub duration_s: f64,
+    /// RTP packets sent.
+    pub packets_sent: u64,
+    /// RTP packets accepted from the peer.
+    pub packets_received: u64,
+    /// Packets missing by sequence number (RFC 3550 cumulative loss).
+    pub packets_lost: i64,
+    /// Lost frames recovered from in-band FEC.
+    pub fec_recovered: u64,
+    /// Frames synthesized by concealment (losses and underruns).
+    pub concealed: u64,
+    /// Packets that arrived after their playout time.
+    pub late: u64,
+    /// Duplicate packets dropped.
+    pub duplicates: u64,
+    /// Packets dropped for failing authentication.
+    pub dropped_auth: u64,
+    /// Packets dropped for coming from the wrong address or SSRC.
+    pub dropped_foreign: u64,
+    /// Interarrival jitter, ms.
+    pub jitter_ms: f64,
+    /// Round-trip time from RTCP, ms.
+    pub rtt_ms: Option<f64>,
+    /// Playout delay held by the jitter buffer, ms.
+    pub jitter_buffer_ms: f64,
+    /// Its current target, ms.
+    pub jitter_target_ms: f64,
+    /// Estimated mouth-to-ear delay of the pipeline, ms: capture buffering + frame + encoder
+    /// look-ahead + network (RTT / 2) + jitter buffer + playout buffering.
+    pub latency_ms: f64,
+    /// Send bitrate including RTP headers (and tags), kb/s.
+    pub bitrate_kbps: f64,
+    /// Loss the peer reports for our stream, 0..=1.
+    pub peer_loss: f64,
+    /// Audio removed / added by time-stretching, ms.
+    pub stretched_ms: f64,
+    /// Share of one core the media thread used, percent.
+    pub cpu_percent: f64,
+}
+
+/// Peak levels for meters, written by the media thread, read by anyone (f32 bits in atomics).
+#[derive(Debug, Default)]
+pub struct Levels {
+    input: AtomicU32,
+    output: AtomicU32,
+}
+
+impl Levels {
+    /// Peak of the last captured frame, 0..=1.
+    pub fn input(&self) -> f32 {
+        f32::from_bits(self.input.load(Ordering::Relaxed))
+    }
+    /// Peak of the last played frame, 0..=1.
+    pub fn output(&self) -> f32 {
+        f32::from_bits(self.output.load(Ordering::Relaxed))
+    }
+}
+
+fn peak(x: &[f32]) -> f32 {
+    x.iter().fold(0.0f32, |a, v| a.max(v.abs())).min(1.0)
+}
+
+enum Control {
+    Stop,
+}
+
+/// A running engine. Dropping it stops the thread too.
+pub struct MediaHandle {
+    control: SyncSender<Control>,
+    thread: Option<JoinHandle<()>>,
+    muted: Arc<AtomicBool>,
+    levels: Arc<Levels>,
+    stats: Arc<Mutex<MediaStats>>,
+    local: SocketAddr,
+}
+
+impl MediaHandle {
+    /// Latest stats (published every 100 ms).
+    pub fn stats(&self) -> MediaStats {
+        self.stats.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Mutes the microphone (silence is still sent, so the peer's buffer keeps its timing).
+    pub fn set_muted(&self, muted: bool) {
+        self.muted.store(muted, Ordering::Relaxed);
+    }
+
+    /// Meter levels; clone the `Arc` into a GUI to poll it each frame.
+    pub fn levels(&self) -> Arc<Levels> {
+        self.levels.clone()
+    }
+
+    /// The local media address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Stops the thread, flushes the output file, and returns the final stats.
+    pub fn stop(mut self) -> MediaStats {
+        self.shutdown();
+        self.stats()
+    }
+
+    fn shutdown(&mut self) {
+        // The channel holds up to 4 messages; Stop only goes once, so this never blocks long.
+        let _ = self.control.try_send(Control::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for MediaHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Namespace for starting engines.
+pub struct MediaEngine;
+
+impl MediaEngine {
+    /// Starts the media thread; returns once sources, sinks and codec are open.
+    pub fn start(config: MediaConfig) -> Result<MediaHandle, MediaError> {
+        let local = config.socket.local_addr()?;
+        let transport = Transport::new(config.socket, config.peer, config.crypto)?;
+        let (control, control_rx) = sync_channel(4);
+        let (ready_tx, ready_rx) = sync_channel::<Result<(), MediaError>>(1);
+        let muted = Arc::new(AtomicBool::new(false));
+        let levels = Arc::new(Levels::default());
+        let stats = Arc::new(Mutex::new(MediaStats::default()));
+        let shared = (muted.clone(), levels.clone(), stats.clone());
+        let (input, output, codec, jitter) =
+            (config.input, config.output, config.codec, config.jitter);
+        let thread = std::thread::Builder::new()
+            .name("fala-media".into())
+            .spawn(move || {
+                // Devices are opened here: cpal streams may not move between threads.
+                match Worker::new(transport, &input, &output, codec, jitter, shared) {
+                    Ok(w) => {
+                        let _ = ready_tx.send(Ok(()));
+                        w.run(control_rx);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(MediaHandle {
+                control,
+                thread: Some(thread),
+                muted,
+                levels,
+                stats,
+                local,
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => Err(MediaError::Thread),
+        }
+    }
+}
+
+struct Worker {
+    transport: Transport,
+    source: Source,
+    sink: Sink,
+    encoder: VoiceEncoder,
+    decoder: VoiceDecoder,
+    jb: JitterBuffer,
+    codec: CodecSettings,
+    frame: usize,
+    lookahead: usize,
+    muted: Arc<AtomicBool>,
+    levels: Arc<Levels>,
+    stats: Arc<Mutex<MediaStats>>,
+    capture: Vec<f32>,
+    packet: Vec<u8>,
+    decoded: Vec<f32>,
+    stretched: Vec<f32>,
+    playout: Vec<f32>,
+    dtx_run: u32,
+    busy: Duration,
+    sink_failed: bool,
+}
+
+impl Worker {
+    fn new(
+        transport: Transport,
+        input: &InputSpec,
+        output: &OutputSpec,
+        codec: CodecSettings,
+        jitter: JitterSettings,
+        (muted, levels, stats): (Arc<AtomicBool>, Arc<Levels>, Arc<Mutex<MediaStats>>),
+    ) -> Result<Self, MediaError> {
+        let frame = codec.frame.samples();
+        let mut encoder = VoiceEncoder::new(codec)?;
+        let lookahead = encoder.lookahead();
+        Ok(Self {
+            transport,
+            source: Source::open(input)?,
+            sink: Sink::open(output)?,
+            encoder,
+            decoder: VoiceDecoder::new(codec.frame)?,
+            jb: JitterBuffer::new(jitter, frame as u32),
+            codec,
+            frame,
+            lookahead,
+            muted,
+            levels,
+            stats,
+            capture: vec![0.0; frame],
+            packet: vec![0; MAX_PACKET],
+            decoded: vec![0.0; 5760],
+            stretched: Vec::with_capacity(4 * frame),
+            playout: Vec::with_capacity(8 * frame),
+            dtx_run: 0,
+            busy: Duration::ZERO,
+            sink_failed: false,
+        })
+    }
+
+    fn run(mut self, control: Receiver<Control>) {
+        let frame_dur = Duration::from_micros(self.frame as u64 * 1_000_000 / 48_000);
+        let epoch = Instant::now();
+        let mut deadline = epoch;
+        let mut tick: u64 = 0;
+        loop {
+            match control.try_recv() {
+                Ok(Control::Stop) | Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {}
+            }
+            let started = Instant::now();
+            let now_us = started.duration_since(epoch).as_micros() as u64;
+            self.tick(now_us);
+            tick += 1;
+            if tick.is_multiple_of(5) {
+                self.publish(epoch.elapsed());
+            }
+            self.busy += started.elapsed();
+
+            deadline += frame_dur;
+            let now = Instant::now();
+            if now > deadline + 5 * frame_dur {
+                // Far behind (machine stalled): skip ahead rather than burst.
+                deadline = now;
+            } else if deadline > now {
+                std::thread::sleep(deadline - now);
+            }
+        }
+        self.publish(epoch.elapsed());
+        if let Err(e) = self.sink.finish() {
+            tracing::warn!("could not finish the output file: {e}");
+        }
+    }
+
+    fn tick(&mut self, now_us: u64) {
+        self.source.maintain();
+        self.sink.maintain();
+
+        // Send side.
+        self.source.read(&mut self.capture);
+        if self.muted.load(Ordering::Relaxed) {
+            self.capture.fill(0.0);
+        }
+        self.levels
+            .input
+            .store(peak(&self.capture).to_bits(), Ordering::Relaxed);
+        self.encoder
+            .set_peer_loss(self.transport.peer_fraction_lost());
+        match self.encoder.encode(&self.capture, &mut self.packet) {
+            // With DTX, Opus marks silence with packets of 1-2 bytes: send one every 400 ms
+            // (so the peer keeps its comfort noise) and skip the rest.
+            Ok(n) if self.codec.dtx && n <= 2 && !self.dtx_run.is_multiple_of(20) => {
+                self.dtx_run += 1;
+                self.transport.skip_frame(self.frame as u32);
+            }
+            Ok(n) => {
+                self.dtx_run = if n <= 2 { self.dtx_run + 1 } else { 0 };
+                self.transport
+                    .send_frame(&self.packet[..n], self.frame as u32);
+            }
+            Err(_) => self.transport.skip_frame(self.frame as u32),
+        }
+
+        // Receive side.
+        let jb = &mut self.jb;
+        self.transport
+            .poll(now_us, |r| jb.insert(now_us, r.seq, r.timestamp, r.payload));
+        while self.playout.len() < self.frame {
+            self.decode_one(now_us);
+        }
+        let out = &self.playout[..self.frame];
+        self.levels
+            .output
+            .store(peak(out).to_bits(), Ordering::Relaxed);
+        if let Err(e) = self.sink.write(out) {
+            if !self.sink_failed {
+                tracing::warn!("output file write failed: {e}");
+                self.sink_failed = true;
+            }
+        }
+        self.playout.drain(..self.frame);
+        self.transport.maybe_report(now_us);
+    }
+
+    /// Pulls one decision from the jitter buffer and appends its audio to the playout queue.
+    fn decode_one(&mut self, now_us: u64) {
+        let frame = self.frame;
+        let (decision, advice) = self.jb.pop(now_us, self.playout.len());
+        let dec = &mut self.decoder;
+        let buf = &mut self.decoded;
+        let n = match decision {
+            Decision::Buffering => {
+                buf[..frame].fill(0.0);
+                Ok(frame)
+            }
+            Decision::Normal(p) => dec.decode(p, buf).or_else(|_| dec.conceal(buf)),
+            Decision::Fec(next) => dec.decode_fec(next, buf).or_else(|_| dec.conceal(buf)),
+            Decision::Conceal | Decision::Dtx => dec.conceal(buf),
+        };
+        let n = match n {
+            Ok(n) if n > 0 => n,
+            _ => {
+                buf[..frame].fill(0.0);
+                frame
+            }
+        };
+        let pcm = &self.decoded[..n];
+        let moved = match advice {
+            Stretch::None => 0,
+            Stretch::Accelerate(max) => {
+                -(stretch::accelerate(pcm, max, &mut self.stretched) as i64)
+            }
+            Stretch::Expand(max) => stretch::expand(pcm, max, &mut self.stretched) as i64,
+        };
+        if moved == 0 {
+            self.playout.extend_from_slice(pcm);
+        } else {
+            self.playout.extend_from_slice(&self.stretched);
+            self.jb.on_stretched(moved);
+        }
+    }
+
+    fn publish(&mut self, elapsed: Duration) {
+        let t = self.transport.stats();
+        let j = self.jb.stats();
+        let secs = elapsed.as_secs_f64().max(1e-3);
+        let rtt = t.rtt_ms;
+        let latency_samples = self.source.latency_samples()
+            + self.frame
+            + self.lookahead
+            + self.sink.latency_samples();
+        let s = MediaStats {
+            duration_s: secs,
+            packets_sent: t.packets_sent,
+            packets_received: t.packets_received,
+            packets_lost: t.packets_lost,
+            fec_recovered: j.fec_recovered,
+            concealed: j.concealed,
+            late: j.late,
+            duplicates: j.duplicates,
+            dropped_auth: t.dropped_auth,
+            dropped_foreign: t.dropped_foreign + t.dropped_ssrc,
+            jitter_ms: t.jitter_ms,
+            rtt_ms: rtt,
+            jitter_buffer_ms: j.delay_ms,
+            jitter_target_ms: j.target_ms,
+            latency_ms: latency_samples as f64 / 48.0 + rtt.unwrap_or(0.0) / 2.0 + j.delay_ms,
+            bitrate_kbps: t.bytes_sent as f64 * 8.0 / secs / 1000.0,
+            peer_loss: t.peer_loss,
+            stretched_ms: (j.accelerated_samples + j.expanded_samples) as f64 / 48.0,
+            cpu_percent: self.busy.as_secs_f64() / secs * 100.0,
+        };
+        if let Ok(mut slot) = self.stats.try_lock() {
+            *slot = s;
+        }
+    }
+}

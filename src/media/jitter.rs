@@ -1,0 +1,415 @@
+//! Adaptive playout (jitter) buffer, in the spirit of WebRTC NetEq: a pure state machine.
+//!
+//! Time is an input (microseconds on the receiver's clock); nothing here reads a clock, does
+//! I/O, logs or allocates after construction, so scenario tests run minutes of simulated calls
+//! in milliseconds and get the same answer every time.
+//!
+//! How it decides:
+//! - Packets are stored by extended sequence number (wraparound-safe), reordered, and late or
+//!   duplicate ones are dropped and counted.
+//! - Every arrival adds its *relative delay* (transit time minus the smallest transit of the last
+//!   two seconds, which also follows clock drift) to a histogram that slowly forgets; the target
+//!   playout delay is its 95th percentile plus one frame and a small safety margin.
+//! - The playout delay actually in force is measured on each played packet (how long after the
+//!   fastest possible arrival it is heard). Outside a dead zone around the target, the tick asks
+//!   the caller to time-stretch that frame ([`Stretch`]), by at most one pitch period, so delay
+//!   moves smoothly; clock drift between the two ends is absorbed the same way.
+//! - A missing packet with a later one already here is lost: decoded from the next packet's
+//!   in-band FEC when that one directly follows, concealed otherwise. A missing packet with
+//!   nothing behind it may just be late: the tick conceals without giving up on it.
+
+use fala_proto::rtp::SeqExtender;
+
+/// Packets held at most: 1.28 s of 20 ms frames, far above the maximum delay.
+const CAPACITY: usize = 64;
+/// Largest payload kept; bigger packets are dropped (Opus at our rates is far smaller).
+const MAX_PAYLOAD: usize = 1500;
+/// Histogram resolution and reach of relative delays.
+const BIN_MS: f64 = 2.0;
+const BINS: usize = 300;
+/// Per-packet forgetting factor: about 10 s of memory at 50 packets a second.
+const FORGET: f64 = 0.998;
+/// Transits remembered for the moving minimum (2 s of 20 ms packets).
+const TRANSIT_WINDOW: usize = 100;
+/// Quantile of relative delay the target covers.
+const QUANTILE: f64 = 0.95;
+
+/// How the buffer chooses its delay.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum JitterMode {
+    /// Target from measured arrival delay, in-band FEC used for single losses.
+    Adaptive,
+    /// Constant target, no FEC: the baseline to compare against.
+    Fixed {
+        /// Playout delay to hold, ms.
+        delay_ms: u32,
+    },
+}
+
+/// Jitter buffer settings.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JitterSettings {
+    /// Adaptive or fixed.
+    pub mode: JitterMode,
+    /// Lowest adaptive target, ms; at least one frame plus margin is always kept.
+    pub min_delay_ms: u32,
+    /// Highest adaptive target, ms.
+    pub max_delay_ms: u32,
+}
+
+impl Default for JitterSettings {
+    fn default() -> Self {
+        Self {
+            mode: JitterMode::Adaptive,
+            min_delay_ms: 20,
+            max_delay_ms: 400,
+        }
+    }
+}
+
+/// What to decode this tick.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision<'a> {
+    /// Still filling up before the first frame: play silence.
+    Buffering,
+    /// Decode this packet normally.
+    Normal(&'a [u8]),
+    /// The frame was lost: recover it from this (the following) packet's in-band FEC.
+    Fec(&'a [u8]),
+    /// The frame was lost or is late: let the decoder conceal it.
+    Conceal,
+    /// The sender is in discontinuous transmission: comfort noise / concealment, not a loss.
+    Dtx,
+}
+
+/// Playout-rate advice for the frame decoded this tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stretch {
+    /// Play it as it is.
+    None,
+    /// Shorten it by up to this many samples (delay is above target).
+    Accelerate(usize),
+    /// Lengthen it by up to this many samples (delay is below target).
+    Expand(usize),
+}
+
+/// Counters and gauges for stats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct JitterStats {
+    /// Packets accepted into the buffer.
+    pub inserted: u64,
+    /// Packets that came after their turn.
+    pub late: u64,
+    /// Packets seen twice.
+    pub duplicates: u64,
+    /// Frames declared lost.
+    pub lost: u64,
+    /// Lost frames recovered from FEC.
+    pub fec_recovered: u64,
+    /// Frames produced by concealment (losses and underruns).
+    pub concealed: u64,
+    /// Samples removed / added by time-stretching.
+    pub accelerated_samples: u64,
+    /// Samples added by time-stretching.
+    pub expanded_samples: u64,
+    /// Current target playout delay, ms.
+    pub target_ms: f64,
+    /// Measured playout delay, ms (filtered).
+    pub delay_ms: f64,
+}
+
+struct Slot {
+    ext_seq: Option<u64>,
+    timestamp: u32,
+    len: usize,
+    data: Box<[u8]>,
+}
+
+/// The adaptive jitter buffer. See the module docs for the policy.
+pub struct JitterBuffer {
+    settings: JitterSettings,
+    frame_samples: u32,
+    slots: Vec<Slot>,
+    held: usize,
+    seq: SeqExtender,
+    newest: Option<u64>,
+    /// Next extended sequence to play, once started.
+    next_seq: Option<u64>,
+    /// Timestamp of the next frame to play (sender's clock).
+    play_ts: u32,
+    /// Last played timestamp extended to 64 bits, to measure delay across wraps.
+    ts_base: Option<(u32, i64)>,
+    transits: [f64; TRANSIT_WINDOW],
+    transit_count: usize,
+    hist: [f64; BINS],
+    delay_filt: Option<f64>,
+    stats: JitterStats,
+}
+
+impl JitterBuffer {
+    /// A buffer for frames of `frame_samples` at 48 kHz (960 for 20 ms).
+    pub fn new(settings: JitterSettings, frame_samples: u32) -> Self {
+        let slots = (0..CAPACITY)
+            .map(|_| Slot {
+                ext_seq: None,
+                timestamp: 0,
+                len: 0,
+                data: vec![0; MAX_PAYLOAD].into_boxed_slice(),
+            })
+            .collect();
+        let mut jb = Self {
+            settings,
+            frame_samples,
+            slots,
+            held: 0,
+            seq: SeqExtender::default(),
+            newest: None,
+            next_seq: None,
+            play_ts: 0,
+            ts_base: None,
+            transits: [0.0; TRANSIT_WINDOW],
+            transit_count: 0,
+            hist: [0.0; BINS],
+            delay_filt: None,
+            stats: JitterStats::default(),
+        };
+        jb.stats.target_ms = jb.target_ms();
+        jb
+    }
+
+    fn frame_ms(&self) -> f64 {
+        f64::from(self.frame_samples) / 48.0
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> JitterStats {
+        self.stats
+    }
+
+    /// Target playout delay right now, ms.
+    pub fn target_ms(&self) -> f64 {
+        let frame = self.frame_ms();
+        match self.settings.mode {
+            JitterMode::Fixed { delay_ms } => f64::from(delay_ms).max(frame),
+            JitterMode::Adaptive => {
+                let total: f64 = self.hist.iter().sum();
+                let mut p95 = 0.0;
+                if total > 0.0 {
+                    let mut acc = 0.0;
+                    for (i, v) in self.hist.iter().enumerate() {
+                        acc += v;
+                        if acc >= QUANTILE * total {
+                            p95 = (i as f64 + 1.0) * BIN_MS;
+                            break;
+                        }
+                    }
+                }
+                // One frame so the packet is whole before it plays, plus tick-phase safety.
+                let t = p95 + frame + 5.0;
+                t.clamp(
+                    f64::from(self.settings.min_delay_ms).max(frame),
+                    f64::from(self.settings.max_delay_ms).max(frame),
+                )
+            }
+        }
+    }
+
+    fn slot_of(ext: u64) -> usize {
+        (ext % CAPACITY as u64) as usize
+    }
+
+    fn min_transit(&self) -> Option<f64> {
+        let n = self.transit_count.min(TRANSIT_WINDOW);
+        self.transits[..n].iter().copied().reduce(f64::min)
+    }
+
+    fn reset(&mut self) {
+        for s in &mut self.slots {
+            s.ext_seq = None;
+        }
+        self.held = 0;
+        self.next_seq = None;
+        self.newest = None;
+        self.seq = SeqExtender::default();
+        self.ts_base = None;
+        self.delay_filt = None;
+    }
+
+    /// Extends a timestamp to 64 bits near the last one seen (wrap-safe), in samples.
+    fn extend_ts(&self, ts: u32) -> i64 {
+        match self.ts_base {
+            Some((base, ext)) => ext + i64::from(ts.wrapping_sub(base) as i32),
+            None => i64::from(ts),
+        }
+    }
+
+    /// Offers a received packet. `now_us` is the arrival time on the receiver's clock.
+    pub fn insert(&mut self, now_us: u64, seq: u16, timestamp: u32, payload: &[u8]) {
+        if payload.len() > MAX_PAYLOAD {
+            return;
+        }
+        let ext = self.seq.peek(seq);
+        if let Some(next) = self.next_seq {
+            if ext < next {
+                self.stats.late += 1;
+                return;
+            }
+            if ext >= next + CAPACITY as u64 {
+                // The stream jumped far ahead (peer restarted, long outage): start over.
+                self.reset();
+            }
+        }
+        let ext = self.seq.extend(seq);
+        if let Some(newest) = self.newest {
+            if ext + CAPACITY as u64 <= newest {
+                self.stats.late += 1;
+                return;
+            }
+        }
+        let idx = Self::slot_of(ext);
+        let slot = &mut self.slots[idx];
+        if slot.ext_seq == Some(ext) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        if slot.ext_seq.is_none() {
+            self.held += 1;
+        }
+        slot.ext_seq = Some(ext);
+        slot.timestamp = timestamp;
+        slot.len = payload.len();
+        slot.data[..payload.len()].copy_from_slice(payload);
+        self.stats.inserted += 1;
+        self.newest = Some(self.newest.map_or(ext, |n| n.max(ext)));
+        if self.ts_base.is_none() {
+            self.ts_base = Some((timestamp, i64::from(timestamp)));
+        }
+
+        // Relative delay: this packet's transit minus the fastest recent one.
+        let transit = now_us as f64 / 1000.0 - self.extend_ts(timestamp) as f64 / 48.0;
+        self.transits[self.transit_count % TRANSIT_WINDOW] = transit;
+        self.transit_count += 1;
+        let rel = transit - self.min_transit().unwrap_or(transit);
+        let bin = ((rel / BIN_MS) as usize).min(BINS - 1);
+        for v in &mut self.hist {
+            *v *= FORGET;
+        }
+        self.hist[bin] += 1.0 - FORGET;
+        self.stats.target_ms = self.target_ms();
+    }
+
+    fn take(&mut self, ext: u64) -> Option<usize> {
+        let idx = Self::slot_of(ext);
+        (self.slots[idx].ext_seq == Some(ext)).then_some(idx)
+    }
+
+    /// Decides what to play for the next frame. `pending_samples` is decoded audio still queued
+    /// ahead of this frame (so delay is measured where the frame will actually be heard).
+    pub fn pop(&mut self, now_us: u64, pending_samples: usize) -> (Decision<'_>, Stretch) {
+        let frame = self.frame_samples;
+        let target = self.target_ms();
+        self.stats.target_ms = target;
+        let next = match self.next_seq {
+            Some(n) => n,
+            None => {
+                // Start once the earliest held packet has waited out the target delay.
+                let Some(first) = self.earliest() else {
+                    return (Decision::Buffering, Stretch::None);
+                };
+                let idx = Self::slot_of(first);
+                let ts = self.extend_ts(self.slots[idx].timestamp) as f64 / 48.0;
+                let waited = now_us as f64 / 1000.0 - ts - self.min_transit().unwrap_or(0.0)
+                    + pending_samples as f64 / 48.0;
+                if waited + 0.5 < target {
+                    return (Decision::Buffering, Stretch::None);
+                }
+                self.next_seq = Some(first);
+                self.play_ts = self.slots[idx].timestamp;
+                first
+            }
+        };
+
+        if let Some(idx) = self.take(next) {
+            let ts = self.slots[idx].timestamp;
+            let gap = ts.wrapping_sub(self.play_ts) as i32;
+            if gap > (frame / 2) as i32 && gap < 48_000 {
+                // Sender skipped frames (DTX): fill the gap, nothing is lost.
+                self.play_ts = self.play_ts.wrapping_add(frame);
+                return (Decision::Dtx, Stretch::None);
+            }
+            self.slots[idx].ext_seq = None;
+            self.held -= 1;
+            self.next_seq = Some(next + 1);
+            self.play_ts = ts.wrapping_add(frame);
+            let ext_ts = self.extend_ts(ts);
+            self.ts_base = Some((ts, ext_ts));
+            let stretch = self.measure(now_us, pending_samples, ext_ts, target);
+            let slot = &self.slots[idx];
+            return (Decision::Normal(&slot.data[..slot.len]), stretch);
+        }
+
+        self.play_ts = self.play_ts.wrapping_add(frame);
+        self.stats.concealed += 1;
+        if self.held == 0 {
+            // Nothing behind it: late or lost, we cannot tell yet. Wait one frame for it.
+            return (Decision::Conceal, Stretch::None);
+        }
+        self.stats.lost += 1;
+        self.next_seq = Some(next + 1);
+        let fec = matches!(self.settings.mode, JitterMode::Adaptive);
+        if fec {
+            if let Some(idx) = self.take(next + 1) {
+                self.stats.fec_recovered += 1;
+                self.stats.concealed -= 1;
+                let slot = &self.slots[idx];
+                return (Decision::Fec(&slot.data[..slot.len]), Stretch::None);
+            }
+        }
+        (Decision::Conceal, Stretch::None)
+    }
+
+    fn earliest(&self) -> Option<u64> {
+        self.slots.iter().filter_map(|s| s.ext_seq).min()
+    }
+
+    /// Measures the delay at which this frame will be heard and advises a stretch.
+    fn measure(&mut self, now_us: u64, pending: usize, ext_ts: i64, target: f64) -> Stretch {
+        let Some(min_transit) = self.min_transit() else {
+            return Stretch::None;
+        };
+        let delay =
+            now_us as f64 / 1000.0 + pending as f64 / 48.0 - ext_ts as f64 / 48.0 - min_transit;
+        let d = match self.delay_filt {
+            Some(f) => 0.7 * f + 0.3 * delay,
+            None => delay,
+        };
+        self.delay_filt = Some(d);
+        self.stats.delay_ms = d;
+        // Dead zone: accelerate only well above the target, expand a little below it.
+        let high = target + (0.25 * target).max(15.0);
+        let low = target - 5.0;
+        if d > high {
+            Stretch::Accelerate(((d - target) * 48.0) as usize)
+        } else if d < low {
+            Stretch::Expand(((target - d) * 48.0) as usize)
+        } else {
+            Stretch::None
+        }
+    }
+
+    /// Tells the buffer how many samples a stretch really added (+) or removed (-), so the
+    /// delay estimate moves at once and the next tick does not stretch again for the same cause.
+    pub fn on_stretched(&mut self, samples: i64) {
+        if samples > 0 {
+            self.stats.expanded_samples += samples as u64;
+        } else {
+            self.stats.accelerated_samples += samples.unsigned_abs();
+        }
+        if let Some(d) = &mut self.delay_filt {
+            *d += samples as f64 / 48.0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,277 @@
+//! Scenario tests on simulated time: a sender on its own clock, a network that delays, drops,
+//! reorders and duplicates, and a receiver ticking every 20 ms on its own clock.
+
+use super::*;
+
+const FRAME: u32 = 960;
+
+/// A tiny deterministic generator so scenarios are repeatable.
+struct Lcg(u64);
+impl Lcg {
+    fn next_f64(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[derive(Default, Debug)]
+struct Outcome {
+    normal: u64,
+    fec: u64,
+    conceal: u64,
+    dtx: u64,
+    /// Ticks (after warm-up) that concealed, with their tick index.
+    conceal_ticks: Vec<u64>,
+    max_delay_ms: f64,
+    min_delay_ms: f64,
+    stats: JitterStats,
+    played_seq: Vec<u8>,
+}
+
+struct Scenario {
+    settings: JitterSettings,
+    seconds: f64,
+    sender_hz: f64,
+    receiver_hz: f64,
+    start_seq: u16,
+    start_ts: u32,
+    warmup_s: f64,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Self {
+            settings: JitterSettings::default(),
+            seconds: 20.0,
+            sender_hz: 48_000.0,
+            receiver_hz: 48_000.0,
+            start_seq: 100,
+            start_ts: 5000,
+            warmup_s: 3.0,
+        }
+    }
+}
+
+impl Scenario {
+    /// `net(k)` gives the one-way delays (ms) of the copies of packet `k` (none = lost).
+    fn run(&self, mut net: impl FnMut(u64) -> Vec<f64>) -> Outcome {
+        let mut jb = JitterBuffer::new(self.settings, FRAME);
+        let frames = (self.seconds * self.sender_hz / f64::from(FRAME)) as u64;
+        // (arrival in receiver-clock µs, k)
+        let mut arrivals: Vec<(u64, u64)> = Vec::new();
+        for k in 0..frames {
+            let sent_real = k as f64 * f64::from(FRAME) / self.sender_hz;
+            for d in net(k) {
+                let real = sent_real + d / 1000.0;
+                let local_us = real * self.receiver_hz / 48_000.0 * 1e6;
+                arrivals.push((local_us as u64, k));
+            }
+        }
+        arrivals.sort();
+        let mut out = Outcome {
+            min_delay_ms: f64::MAX,
+            ..Default::default()
+        };
+        let mut pending = 0usize;
+        let mut ai = 0;
+        let ticks = (self.seconds * 50.0) as u64 - 10;
+        for tick in 0..ticks {
+            let now = tick * 20_000;
+            while ai < arrivals.len() && arrivals[ai].0 <= now {
+                let k = arrivals[ai].1;
+                let seq = self.start_seq.wrapping_add(k as u16);
+                let ts = self.start_ts.wrapping_add((k as u32).wrapping_mul(FRAME));
+                jb.insert(arrivals[ai].0, seq, ts, &[(k % 256) as u8; 3]);
+                ai += 1;
+            }
+            let warm = tick as f64 * 0.02 >= self.warmup_s;
+            while pending < FRAME as usize {
+                let (d, s) = jb.pop(now, pending);
+                let mut samples = FRAME as i64;
+                match d {
+                    Decision::Normal(p) => {
+                        out.normal += 1;
+                        out.played_seq.push(p[0]);
+                    }
+                    Decision::Fec(_) => out.fec += 1,
+                    Decision::Conceal => {
+                        out.conceal += 1;
+                        if warm {
+                            out.conceal_ticks.push(tick);
+                        }
+                    }
+                    Decision::Dtx => out.dtx += 1,
+                    Decision::Buffering => {}
+                }
+                // Model a voiced frame: the stretcher moves one pitch period (5 ms) at most.
+                let moved = match s {
+                    Stretch::Accelerate(m) if m >= 240 => -240,
+                    Stretch::Expand(m) if m >= 240 => 240,
+                    _ => 0,
+                };
+                if moved != 0 {
+                    jb.on_stretched(moved);
+                }
+                samples += moved;
+                pending += samples as usize;
+            }
+            pending -= FRAME as usize;
+            if warm {
+                let dl = jb.stats().delay_ms;
+                out.max_delay_ms = out.max_delay_ms.max(dl);
+                out.min_delay_ms = out.min_delay_ms.min(dl);
+            }
+        }
+        out.stats = jb.stats();
+        out
+    }
+}
+
+#[test]
+fn clean_network_plays_everything_at_low_delay() {
+    let o = Scenario::default().run(|_| vec![30.0]);
+    assert_eq!(o.fec + o.stats.lost, 0, "{o:?}");
+    assert!(o.conceal_ticks.is_empty(), "{:?}", o.conceal_ticks);
+    assert!(o.max_delay_ms < 50.0, "{o:?}");
+    assert!(o.normal > 950);
+    // In order, nothing skipped.
+    assert!(o
+        .played_seq
+        .windows(2)
+        .all(|w| w[1] == w[0].wrapping_add(1)));
+}
+
+#[test]
+fn isolated_losses_are_recovered_by_fec_bursts_are_concealed() {
+    // Lose every 25th packet (4 %), and one burst of 5.
+    let o = Scenario::default().run(|k| {
+        if k % 25 == 7 || (500..505).contains(&k) {
+            vec![]
+        } else {
+            vec![30.0]
+        }
+    });
+    let isolated = (0..990u64)
+        .filter(|k| k % 25 == 7 && !(500..505).contains(k))
+        .count() as u64;
+    assert!(o.stats.fec_recovered >= isolated, "{o:?}");
+    // The burst: four concealed, the last one from the next packet's FEC.
+    assert!(o.conceal >= 4, "{o:?}");
+    assert_eq!(o.stats.late, 0);
+}
+
+#[test]
+fn fixed_mode_never_uses_fec() {
+    let s = Scenario {
+        settings: JitterSettings {
+            mode: JitterMode::Fixed { delay_ms: 60 },
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let o = s.run(|k| if k % 10 == 3 { vec![] } else { vec![30.0] });
+    assert_eq!(o.fec, 0);
+    assert!(o.conceal >= 90, "{o:?}");
+    assert!((o.stats.target_ms - 60.0).abs() < 1e-9);
+}
+
+#[test]
+fn reordering_and_duplicates_are_absorbed() {
+    // Swap every pair (odd packets 20 ms late) and duplicate every 7th.
+    let o = Scenario::default().run(|k| {
+        let d = if k % 2 == 0 { 45.0 } else { 30.0 };
+        if k % 7 == 0 {
+            vec![d, d + 3.0]
+        } else {
+            vec![d]
+        }
+    });
+    assert!(o.stats.duplicates >= 130, "{o:?}");
+    assert!(o.conceal_ticks.is_empty(), "{:?}", o.conceal_ticks);
+    assert_eq!(o.stats.lost, 0, "{o:?}");
+    assert!(o
+        .played_seq
+        .windows(2)
+        .all(|w| w[1] == w[0].wrapping_add(1)));
+}
+
+#[test]
+fn jitter_raises_the_target_and_keeps_late_packets_rare() {
+    let mut rng = Lcg(7);
+    // 40 ± 20 ms uniform jitter on top of 30 ms.
+    let o = Scenario {
+        seconds: 30.0,
+        ..Default::default()
+    }
+    .run(|_| vec![30.0 + 20.0 + (rng.next_f64() - 0.5) * 40.0]);
+    let t = o.stats.target_ms;
+    assert!((50.0..100.0).contains(&t), "target {t}");
+    let late = o.stats.late as f64 / 1500.0;
+    assert!(late < 0.05, "late {late} {o:?}");
+    assert!(o.max_delay_ms < 130.0, "{o:?}");
+}
+
+#[test]
+fn sequence_and_timestamp_wraparound() {
+    let o = Scenario {
+        start_seq: 65_000,
+        start_ts: u32::MAX - 200 * FRAME,
+        ..Default::default()
+    }
+    .run(|k| if k % 30 == 0 { vec![] } else { vec![25.0] });
+    assert!(o.conceal_ticks.is_empty(), "{:?}", o.conceal_ticks);
+    assert!(o.normal > 900 && o.fec >= 30, "{o:?}");
+    assert!(o.max_delay_ms < 50.0, "{o:?}");
+}
+
+#[test]
+fn delay_spike_is_waited_out_not_lost() {
+    // Packets 300..=309 all arrive 150 ms late (a queue that fills and drains).
+    let o = Scenario::default().run(|k| {
+        if (300..310).contains(&k) {
+            vec![30.0 + 150.0 - (k - 300) as f64 * 15.0]
+        } else {
+            vec![30.0]
+        }
+    });
+    assert_eq!(o.stats.lost, 0, "{o:?}");
+    assert_eq!(o.stats.late, 0, "{o:?}");
+    assert!(
+        o.stats.accelerated_samples > 0,
+        "delay must come back down: {o:?}"
+    );
+    assert!(o.stats.delay_ms < 70.0, "{o:?}");
+}
+
+/// Ten minutes with the two sound cards' clocks 0.1 % apart, both ways: the delay stays
+/// bounded and there is no periodic concealment (each slip is absorbed by a small stretch).
+#[test]
+fn clock_drift_both_ways_for_ten_minutes() {
+    for (sender, receiver) in [(48_000.0, 48_048.0), (48_048.0, 48_000.0)] {
+        let s = Scenario {
+            seconds: 600.0,
+            sender_hz: sender,
+            receiver_hz: receiver,
+            ..Default::default()
+        };
+        let o = s.run(|_| vec![30.0]);
+        assert!(
+            o.conceal_ticks.is_empty(),
+            "{sender}->{receiver}: {:?}",
+            o.conceal_ticks
+        );
+        assert!(
+            o.max_delay_ms < 60.0 && o.min_delay_ms > 5.0,
+            "{sender}->{receiver}: {} .. {}",
+            o.min_delay_ms,
+            o.max_delay_ms
+        );
+        let moved = o.stats.accelerated_samples + o.stats.expanded_samples;
+        // 0.1 % of 600 s is 0.6 s of audio to absorb.
+        assert!(moved >= 25_000, "{sender}->{receiver}: {o:?}");
+        assert!(o.stats.late == 0 && o.stats.lost == 0, "{o:?}");
+    }
+}

@@ -1,0 +1,396 @@
+//! RTP/RTCP over one UDP socket to one peer: sequence numbers and timestamps out, packets in
+//! (filtered by address and SSRC, decrypted, counted), sender/receiver reports about once a
+//! second for loss, jitter and round-trip time.
+//!
+//! The socket is non-blocking: the media thread drains it once per tick and never waits on it.
+
+use fala_proto::media_crypto::{SessionKeys, RTCP_OVERHEAD, TAG_LEN};
+use fala_proto::rtcp::{self, ReceptionStats, Report, SenderInfo};
+use fala_proto::rtp::{self, RtpHeader, OPUS_PAYLOAD_TYPE, RTP_HEADER_LEN};
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
+
+/// Interval between reports, µs (RFC 3550 allows far less for two parties; one second keeps
+/// loss feedback to the encoder fresh at negligible cost).
+const REPORT_INTERVAL_US: u64 = 1_000_000;
+/// Datagrams read per tick at most, so a flood cannot stall the audio.
+const MAX_READS_PER_TICK: usize = 256;
+
+/// Counters of the network side.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct TransportStats {
+    /// RTP packets sent.
+    pub packets_sent: u64,
+    /// Payload bytes sent (after encryption), for the bitrate.
+    pub bytes_sent: u64,
+    /// RTP packets accepted.
+    pub packets_received: u64,
+    /// Packets expected minus received, from sequence numbers (RFC 3550).
+    pub packets_lost: i64,
+    /// Dropped: from an address other than the peer's.
+    pub dropped_foreign: u64,
+    /// Dropped: unexpected SSRC after the first accepted packet.
+    pub dropped_ssrc: u64,
+    /// Dropped: failed authentication.
+    pub dropped_auth: u64,
+    /// Dropped: not RTP/RTCP we understand.
+    pub dropped_malformed: u64,
+    /// Interarrival jitter of the received stream, ms.
+    pub jitter_ms: f64,
+    /// Round-trip time from the last report, ms.
+    pub rtt_ms: Option<f64>,
+    /// Fraction of our packets the peer says it lost recently, 0..=1.
+    pub peer_loss: f64,
+    /// Reports sent and received.
+    pub reports_sent: u64,
+    /// Reports received and understood.
+    pub reports_received: u64,
+}
+
+/// One received media packet, decrypted.
+pub struct Received<'a> {
+    /// RTP sequence number.
+    pub seq: u16,
+    /// RTP timestamp.
+    pub timestamp: u32,
+    /// Opus payload.
+    pub payload: &'a [u8],
+}
+
+/// The call's RTP session.
+pub struct Transport {
+    socket: UdpSocket,
+    peer: SocketAddr,
+    crypto: Option<SessionKeys>,
+    ssrc: u32,
+    /// Extended sequence of the next packet; starts below 2^15 so the receiver's first guess at
+    /// the rollover count is right even if the first packets are lost (nonce agreement).
+    next_ext_seq: u64,
+    timestamp: u32,
+    remote_ssrc: Option<u32>,
+    reception: ReceptionStats,
+    rtcp_index: u32,
+    next_report_us: u64,
+    peer_fraction_lost: u8,
+    stats: TransportStats,
+    buf: Box<[u8; 2048]>,
+    /// Whether the next packet starts a talk spurt (after DTX silence), for the marker bit.
+    talk_start: bool,
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    // Without OS randomness fall back to the address of a stack value: still varies by call.
+    if getrandom::fill(&mut b).is_err() {
+        return (&b as *const _ as usize) as u32;
+    }
+    u32::from_ne_bytes(b)
+}
+
+impl Transport {
+    /// Wraps an already bound socket (made non-blocking here).
+    pub fn new(
+        socket: UdpSocket,
+        peer: SocketAddr,
+        crypto: Option<SessionKeys>,
+    ) -> std::io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        Ok(Self {
+            socket,
+            peer,
+            crypto,
+            ssrc: random_u32(),
+            next_ext_seq: (1 << 16) + u64::from(random_u32() % 0x8000),
+            timestamp: random_u32(),
+            remote_ssrc: None,
+            reception: ReceptionStats::default(),
+            rtcp_index: 0,
+            next_report_us: REPORT_INTERVAL_US / 2,
+            peer_fraction_lost: 0,
+            stats: TransportStats::default(),
+            buf: Box::new([0; 2048]),
+            talk_start: true,
+        })
+    }
+
+    /// Our SSRC.
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> TransportStats {
+        let mut s = self.stats;
+        s.packets_lost = self.reception.cumulative_lost();
+        s.jitter_ms = f64::from(self.reception.jitter()) / 48.0;
+        s
+    }
+
+    /// Loss the peer last reported (RTCP fraction, 0..=255), for the encoder's FEC.
+    pub fn peer_fraction_lost(&self) -> u8 {
+        self.peer_fraction_lost
+    }
+
+    /// Advances the media clock by one frame without sending (DTX silence).
+    pub fn skip_frame(&mut self, frame_samples: u32) {
+        self.timestamp = self.timestamp.wrapping_add(frame_samples);
+        self.talk_start = true;
+    }
+
+    /// Sends one Opus frame; send errors (no route, buffer full) count as a lost packet.
+    pub fn send_frame(&mut self, payload: &[u8], frame_samples: u32) {
+        let header = RtpHeader {
+            marker: std::mem::take(&mut self.talk_start),
+            payload_type: OPUS_PAYLOAD_TYPE,
+            sequence: self.next_ext_seq as u16,
+            timestamp: self.timestamp,
+            ssrc: self.ssrc,
+        };
+        let ext = self.next_ext_seq;
+        self.next_ext_seq += 1;
+        self.timestamp = self.timestamp.wrapping_add(frame_samples);
+        let buf = &mut self.buf[..];
+        let room = buf.len() - TAG_LEN;
+        let Ok(mut len) = rtp::write_packet(&header, payload, &mut buf[..room]) else {
+            return;
+        };
+        if let Some(c) = &self.crypto {
+            match c.encrypt_rtp(buf, len, RTP_HEADER_LEN, ext) {
+                Ok(n) => len = n,
+                Err(_) => return,
+            }
+        }
+        if self.socket.send_to(&buf[..len], self.peer).is_ok() {
+            self.stats.packets_sent += 1;
+            self.stats.bytes_sent += len as u64;
+        }
+    }
+
+    /// Reads every waiting datagram; hands each accepted media packet to `on_packet`.
+    pub fn poll(&mut self, now_us: u64, mut on_packet: impl FnMut(Received<'_>)) {
+        for _ in 0..MAX_READS_PER_TICK {
+            let (len, from) = match self.socket.recv_from(&mut self.buf[..]) {
+                Ok(r) => r,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                // ICMP port unreachable and the like: the peer is not up yet; keep going.
+                Err(_) => continue,
+            };
+            if from != self.peer {
+                self.stats.dropped_foreign += 1;
+                continue;
+            }
+            if rtp::is_rtcp(&self.buf[..len]) {
+                self.handle_rtcp(now_us, len);
+            } else {
+                self.handle_rtp(now_us, len, &mut on_packet);
+            }
+        }
+    }
+
+    fn handle_rtp(&mut self, now_us: u64, len: usize, on_packet: &mut impl FnMut(Received<'_>)) {
+        let (header, header_len) = match rtp::parse(&self.buf[..len]) {
+            Ok(p) if p.header.payload_type == OPUS_PAYLOAD_TYPE => (p.header, p.header_len),
+            _ => {
+                self.stats.dropped_malformed += 1;
+                return;
+            }
+        };
+        if self.remote_ssrc.is_some_and(|s| s != header.ssrc) {
+            self.stats.dropped_ssrc += 1;
+            return;
+        }
+        let mut end = len;
+        if let Some(c) = &self.crypto {
+            let ext = self.reception.peek_ext(header.sequence);
+            match c.decrypt_rtp(&mut self.buf[..], len, header_len, ext) {
+                Ok(n) => end = n,
+                Err(_) => {
+                    self.stats.dropped_auth += 1;
+                    return;
+                }
+            }
+        }
+        self.remote_ssrc = Some(header.ssrc);
+        self.stats.packets_received += 1;
+        self.reception
+            .on_packet(header.sequence, header.timestamp, now_us * 48 / 1000);
+        on_packet(Received {
+            seq: header.sequence,
+            timestamp: header.timestamp,
+            payload: &self.buf[header_len..end],
+        });
+    }
+
+    fn handle_rtcp(&mut self, now_us: u64, len: usize) {
+        let mut end = len;
+        if let Some(c) = &self.crypto {
+            match c.decrypt_rtcp(&mut self.buf[..], len) {
+                Ok(n) => end = n,
+                Err(_) => {
+                    self.stats.dropped_auth += 1;
+                    return;
+                }
+            }
+        }
+        let Ok(report) = rtcp::parse(&self.buf[..end]) else {
+            self.stats.dropped_malformed += 1;
+            return;
+        };
+        if self.remote_ssrc.is_some_and(|s| s != report.ssrc) {
+            self.stats.dropped_ssrc += 1;
+            return;
+        }
+        self.stats.reports_received += 1;
+        let now_ntp = rtcp::ntp_from_micros(now_us);
+        if let Some(s) = report.sender {
+            self.reception.on_sender_report(s.ntp, now_ntp);
+        }
+        if let Some(b) = report.block.filter(|b| b.ssrc == self.ssrc) {
+            if let Some(rtt) = rtcp::rtt_ms(now_ntp, &b) {
+                self.stats.rtt_ms = Some(rtt);
+            }
+            self.peer_fraction_lost = b.fraction_lost;
+            self.stats.peer_loss = f64::from(b.fraction_lost) / 256.0;
+        }
+    }
+
+    /// Sends a sender report (with a block about the peer's stream) when one is due.
+    pub fn maybe_report(&mut self, now_us: u64) {
+        if now_us < self.next_report_us {
+            return;
+        }
+        self.next_report_us = now_us + REPORT_INTERVAL_US;
+        let now_ntp = rtcp::ntp_from_micros(now_us);
+        let block = self
+            .remote_ssrc
+            .map(|ssrc| self.reception.report_block(ssrc, now_ntp));
+        let report = Report {
+            ssrc: self.ssrc,
+            sender: Some(SenderInfo {
+                ntp: now_ntp,
+                rtp_timestamp: self.timestamp,
+                packet_count: self.stats.packets_sent as u32,
+                octet_count: self.stats.bytes_sent as u32,
+            }),
+            block,
+        };
+        let buf = &mut self.buf[..rtcp::MAX_REPORT_LEN + RTCP_OVERHEAD];
+        let Ok(mut len) = report.write(buf) else {
+            return;
+        };
+        if let Some(c) = &self.crypto {
+            self.rtcp_index = self.rtcp_index.wrapping_add(1);
+            match c.encrypt_rtcp(buf, len, self.rtcp_index) {
+                Ok(n) => len = n,
+                Err(_) => return,
+            }
+        }
+        if self.socket.send_to(&buf[..len], self.peer).is_ok() {
+            self.stats.reports_sent += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fala_proto::media_crypto::{KeyPair, Role};
+
+    fn pair(crypto: bool) -> (Transport, Transport, UdpSocket) {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (aa, ba) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let (ka, kb) = if crypto {
+            let x = KeyPair::generate().unwrap();
+            let y = KeyPair::generate().unwrap();
+            let (px, py) = (x.public_bytes(), y.public_bytes());
+            (
+                Some(x.derive(Role::Caller, &py).unwrap()),
+                Some(y.derive(Role::Callee, &px).unwrap()),
+            )
+        } else {
+            (None, None)
+        };
+        let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+        (
+            Transport::new(a, ba, ka).unwrap(),
+            Transport::new(b, aa, kb).unwrap(),
+            stranger,
+        )
+    }
+
+    fn drain(t: &mut Transport, now: u64) -> Vec<(u16, Vec<u8>)> {
+        let mut got = Vec::new();
+        for _ in 0..50 {
+            t.poll(now, |r| got.push((r.seq, r.payload.to_vec())));
+            if !got.is_empty() {
+                // Give the rest a moment to arrive too.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                t.poll(now, |r| got.push((r.seq, r.payload.to_vec())));
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        got
+    }
+
+    #[test]
+    fn packets_reports_and_filters_with_and_without_crypto() {
+        for crypto in [false, true] {
+            let (mut a, mut b, stranger) = pair(crypto);
+            for i in 0..5u8 {
+                a.send_frame(&[i; 20], 960);
+            }
+            let got = drain(&mut b, 100_000);
+            assert_eq!(got.len(), 5, "crypto {crypto}");
+            assert_eq!(got[3].1, vec![3u8; 20]);
+            assert_eq!(got[1].0, got[0].0.wrapping_add(1));
+
+            // A stranger and a forged SSRC are dropped.
+            let b_addr = a.peer;
+            stranger.send_to(&a.buf[..40], b_addr).unwrap();
+            let mut forged = [0u8; 40];
+            let h = RtpHeader {
+                marker: false,
+                payload_type: 111,
+                sequence: 1,
+                timestamp: 1,
+                ssrc: a.ssrc() ^ 1,
+            };
+            rtp::write_packet(&h, &[0; 20], &mut forged).unwrap();
+            a.socket.send_to(&forged[..32], b_addr).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            assert!(drain(&mut b, 120_000).is_empty());
+            let s = b.stats();
+            assert_eq!(s.dropped_foreign, 1);
+            assert_eq!(s.dropped_ssrc, 1);
+
+            // Reports both ways give an RTT on the side that sent the first SR.
+            a.maybe_report(1_000_000);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            b.poll(1_010_000, |_| {});
+            b.maybe_report(1_020_000);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            a.poll(1_050_000, |_| {});
+            let s = a.stats();
+            assert_eq!(s.reports_received, 1, "crypto {crypto}: {s:?}");
+            let rtt = s.rtt_ms.expect("rtt");
+            assert!((rtt - 40.0).abs() < 1.0, "{rtt}");
+        }
+    }
+
+    #[test]
+    fn wrong_key_is_dropped_and_counted() {
+        let (mut a, mut b, _s) = pair(true);
+        let k = KeyPair::generate().unwrap();
+        a.crypto = Some(
+            k.derive(Role::Caller, &KeyPair::generate().unwrap().public_bytes())
+                .unwrap(),
+        );
+        a.send_frame(&[1; 20], 960);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(drain(&mut b, 0).is_empty());
+        assert_eq!(b.stats().dropped_auth, 1);
+        assert_eq!(b.stats().packets_received, 0);
+    }
+}
