@@ -1,6 +1,8 @@
-//! Fala, the client: signaling, the terminal client, media and the window.
+//! Fala, the client: signaling, media, the terminal client, headless calls and the window.
 
+pub mod headless;
 pub mod media;
 pub mod net;
 pub mod netsim;
+pub mod phone;
 pub mod term;

@@ -1,39 +1,178 @@
 //! `fala`: the softphone. Subcommands give scripts and tests a headless way in.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use fala::headless::{self, Mode};
+use fala::media::{CodecSettings, FrameMs, InputSpec, JitterMode, JitterSettings, OutputSpec};
+use fala::phone::{CallMedia, MediaOptions};
 use fala::term::{self, SignalConfigParts, TermOptions};
 use fala_proto::MediaAddr;
 
 #[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "Fala: a softphone — register a name, see who is online, call them"
-)]
+#[command(version, about = "Fala: a softphone — register a name, see who is online, call them")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
+}
+
+/// Who to be and where.
+#[derive(Args, Debug, Clone)]
+struct Identity {
+    /// The name to register.
+    #[arg(long)]
+    name: String,
+    /// The signaling server, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    server: String,
+    /// UDP port to receive audio on (0 = any free port).
+    #[arg(long, default_value_t = 0)]
+    media_port: u16,
+    /// Media address to advertise instead of the bound one (port forwarding, test relays).
+    #[arg(long)]
+    advertise: Option<SocketAddrV4>,
+}
+
+/// Where audio comes from and goes to, and how it is coded.
+#[derive(Args, Debug, Clone)]
+struct AudioArgs {
+    /// Play this WAV file as the microphone from the moment the call connects, then silence.
+    #[arg(long, conflicts_with = "input_device")]
+    input: Option<PathBuf>,
+    /// Capture device (part of its name; see `fala devices`). Default: the system default.
+    #[arg(long)]
+    input_device: Option<String>,
+    /// Record what is heard to this WAV file (48 kHz mono 16-bit), in real time.
+    #[arg(long, conflicts_with = "output_device")]
+    output: Option<PathBuf>,
+    /// Playback device (part of its name). Default: the system default.
+    #[arg(long)]
+    output_device: Option<String>,
+    /// Opus bitrate in bits per second.
+    #[arg(long, default_value_t = CodecSettings::default().bitrate)]
+    bitrate: u32,
+    /// Frame size in milliseconds: 10 or 20.
+    #[arg(long, default_value_t = 20, value_parser = clap::builder::PossibleValuesParser::new(["10", "20"]).map(|s| s.parse::<u32>().unwrap()))]
+    frame_ms: u32,
+    /// Send near-empty packets during silence (Opus DTX).
+    #[arg(long)]
+    dtx: bool,
+    /// Baseline mode: a fixed playout delay of this many ms and no FEC (what simple phones do).
+    #[arg(long)]
+    fixed_jitter_ms: Option<u32>,
+    /// Send media in clear (for packet captures); encrypted by default.
+    #[arg(long)]
+    no_encrypt: bool,
+}
+
+impl AudioArgs {
+    fn options(&self) -> MediaOptions {
+        let input = match (&self.input, &self.input_device) {
+            (Some(path), _) => InputSpec::Wav(path.clone()),
+            (None, dev) => InputSpec::Device(dev.clone()),
+        };
+        let output = match (&self.output, &self.output_device) {
+            (Some(path), _) => OutputSpec::Wav(path.clone()),
+            (None, dev) => OutputSpec::Device(dev.clone()),
+        };
+        let mut codec = CodecSettings {
+            bitrate: self.bitrate,
+            frame: if self.frame_ms == 10 { FrameMs::Ten } else { FrameMs::Twenty },
+            dtx: self.dtx,
+            ..CodecSettings::default()
+        };
+        let mut jitter = JitterSettings::default();
+        if let Some(delay_ms) = self.fixed_jitter_ms {
+            jitter.mode = JitterMode::Fixed { delay_ms };
+            codec.fec = false;
+        }
+        MediaOptions { input, output, codec, jitter, encrypt: !self.no_encrypt }
+    }
 }
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Terminal client: 0 disconnects, 1 looks a user up and calls them; Y / N answer a call.
     Term {
-        #[arg(long)]
-        name: String,
-        #[arg(long, default_value = "127.0.0.1:7400")]
-        server: String,
-        /// UDP port to receive audio on (0 = any free port).
-        #[arg(long, default_value_t = 0)]
-        media_port: u16,
-        /// Media address to advertise instead of the bound one (port forwarding, test relays).
-        #[arg(long)]
-        advertise: Option<SocketAddrV4>,
+        #[command(flatten)]
+        id: Identity,
+        #[command(flatten)]
+        audio: AudioArgs,
         /// Key (typed, then Enter) that hangs up.
         #[arg(long, default_value = "h")]
         hangup_key: String,
     },
+    /// Call PEER, talk, and exit when the call ends (0 after a normal hang-up).
+    Call {
+        /// Who to call.
+        peer: String,
+        #[command(flatten)]
+        id: Identity,
+        #[command(flatten)]
+        audio: AudioArgs,
+        /// Hang up this many seconds after the call connects.
+        #[arg(long)]
+        hangup_after: Option<f64>,
+        /// Write final call statistics here as JSON.
+        #[arg(long)]
+        stats: Option<PathBuf>,
+    },
+    /// Wait for the first incoming call, accept it (or decline it), talk, and exit.
+    Answer {
+        #[command(flatten)]
+        id: Identity,
+        #[command(flatten)]
+        audio: AudioArgs,
+        /// Decline the call instead of accepting it.
+        #[arg(long)]
+        decline: bool,
+        /// Hang up this many seconds after the call connects.
+        #[arg(long)]
+        hangup_after: Option<f64>,
+        /// Write final call statistics here as JSON.
+        #[arg(long)]
+        stats: Option<PathBuf>,
+    },
+    /// List audio input and output devices.
+    Devices,
+}
+
+/// Binds the media socket and works out the address to register.
+fn media_socket(id: &Identity) -> anyhow::Result<(UdpSocket, MediaAddr)> {
+    let socket = UdpSocket::bind(("0.0.0.0", id.media_port))
+        .with_context(|| format!("cannot bind UDP port {}", id.media_port))?;
+    let port = socket.local_addr()?.port();
+    let media = id
+        .advertise
+        .map(MediaAddr)
+        .unwrap_or_else(|| MediaAddr::new(Ipv4Addr::UNSPECIFIED, port));
+    Ok((socket, media))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+fn headless_call(
+    id: Identity,
+    audio: AudioArgs,
+    mode: Mode,
+    hangup_after: Option<f64>,
+    stats: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let (socket, media) = media_socket(&id)?;
+    let opts = headless::Options {
+        server: id.server,
+        name: id.name,
+        media,
+        hangup_after: hangup_after.map(Duration::from_secs_f64),
+        stats,
+    };
+    let phone = CallMedia::new(socket, audio.options());
+    runtime()?.block_on(headless::run(opts, mode, phone))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,32 +184,35 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Some(Cmd::Term {
-            name,
-            server,
-            media_port,
-            advertise,
-            hangup_key,
-        }) => {
-            let socket = term::bind_media(media_port)?;
-            let port = socket.local_addr()?.port();
-            let media = advertise
-                .map(MediaAddr)
-                .unwrap_or_else(|| MediaAddr::new(Ipv4Addr::UNSPECIFIED, port));
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(term::run(TermOptions {
-                signal: SignalConfigParts {
-                    server,
-                    name,
-                    media,
+        Some(Cmd::Term { id, audio, hangup_key }) => {
+            let (socket, media) = media_socket(&id)?;
+            let phone = CallMedia::new(socket, audio.options());
+            runtime()?.block_on(term::run(
+                TermOptions {
+                    signal: SignalConfigParts { server: id.server, name: id.name, media },
+                    hangup_key,
                 },
-                hangup_key,
-            }))
+                phone,
+            ))
         }
-        None => {
-            anyhow::bail!("the window is not built yet; use `fala term --name NAME`")
+        Some(Cmd::Call { peer, id, audio, hangup_after, stats }) => {
+            headless_call(id, audio, Mode::Call(peer), hangup_after, stats)
         }
+        Some(Cmd::Answer { id, audio, decline, hangup_after, stats }) => {
+            headless_call(id, audio, Mode::Answer { decline }, hangup_after, stats)
+        }
+        Some(Cmd::Devices) => {
+            let (inputs, outputs) = fala::media::device::list_devices();
+            println!("Input devices:");
+            for d in inputs {
+                println!("  {d}");
+            }
+            println!("Output devices:");
+            for d in outputs {
+                println!("  {d}");
+            }
+            Ok(())
+        }
+        None => anyhow::bail!("the window is not built yet; use `fala term --name NAME`"),
     }
 }

@@ -11,6 +11,8 @@ use fala_proto::{ClientMsg, ServerMsg};
 use tokio::sync::mpsc;
 
 use crate::net::{self, Event, SignalConfig, SignalHandle};
+use crate::phone::CallMedia;
+use fala_proto::media_crypto::Role;
 
 /// Options of the terminal client.
 #[derive(Debug, Clone)]
@@ -39,6 +41,9 @@ enum Prompt {
 
 struct Term {
     handle: SignalHandle,
+    media: CallMedia,
+    /// Whether we placed the current call (decides the key-schedule role).
+    outgoing: bool,
     calls: CallMachine,
     prompt: Prompt,
     hangup_key: String,
@@ -64,7 +69,7 @@ fn stdin_lines() -> mpsc::Receiver<String> {
 }
 
 /// Runs the terminal client until the user disconnects.
-pub async fn run(opts: TermOptions) -> anyhow::Result<()> {
+pub async fn run(opts: TermOptions, media: CallMedia) -> anyhow::Result<()> {
     let config = SignalConfig {
         server: opts.signal.server.clone(),
         name: opts.signal.name.clone(),
@@ -76,6 +81,8 @@ pub async fn run(opts: TermOptions) -> anyhow::Result<()> {
     let mut input = stdin_lines();
     let mut term = Term {
         handle,
+        media,
+        outgoing: false,
         calls: CallMachine::new(),
         prompt: Prompt::Menu,
         hangup_key: opts.hangup_key.to_lowercase(),
@@ -135,6 +142,7 @@ impl Term {
             Event::Unreachable { message } => bail!("{message}"),
             Event::ConnectionLost { message, retry_in } => {
                 if let Some(CallEvent::Ended(outcome)) = self.calls.server_lost(now) {
+                    self.media.stop();
                     println!("Call ended: {}.", outcome.describe());
                 }
                 println!(
@@ -167,14 +175,14 @@ impl Term {
             (ServerMsg::IncomingCall { caller, media, .. }, Some(CallEvent::Incoming)) => {
                 println!("Incoming call from {caller} ({media}). Accept? [Y/N]");
             }
-            (_, Some(CallEvent::Connected)) => {
-                println!(
-                    "Call with {} connected (no audio yet). Type {} and Enter to hang up.",
-                    self.calls.peer().unwrap_or(""),
-                    self.hangup_key
-                );
-            }
+            (_, Some(CallEvent::Connected)) => self.start_audio(),
             (_, Some(CallEvent::Ended(outcome))) => {
+                if let Some(stats) = self.media.stop() {
+                    println!(
+                        "Audio: {} packets sent, {} received, {} lost, {:.0} ms mean latency.",
+                        stats.packets_sent, stats.packets_received, stats.packets_lost, stats.latency_ms
+                    );
+                }
                 let talked = match self.calls.state() {
                     CallState::Ended {
                         talked: Some(d), ..
@@ -210,7 +218,11 @@ impl Term {
         let key = line.to_lowercase();
         if let CallState::RingingIn { .. } = self.calls.state() {
             let msg = match key.as_str() {
-                "y" => self.calls.accept(None, None).ok(),
+                "y" => {
+                    self.outgoing = false;
+                    let key = self.media.offer_key();
+                    self.calls.accept(None, key).ok()
+                }
                 "n" => self.calls.decline().ok(),
                 _ => {
                     println!("Type Y to accept or N to decline.");
@@ -259,7 +271,9 @@ impl Term {
             }
             (Prompt::CallChoice, "y") => {
                 let peer = self.found.take().unwrap_or_default();
-                match self.calls.dial(&peer, None, now) {
+                self.outgoing = true;
+                let key = self.media.offer_key();
+                match self.calls.dial(&peer, key, now) {
                     Ok(msg) => {
                         println!("Calling {peer}...");
                         self.handle.send(msg);
@@ -270,6 +284,24 @@ impl Term {
             (Prompt::CallChoice, _) => self.menu(),
             (Prompt::Busy, _) => {}
         }
+    }
+}
+
+impl Term {
+    /// The call is up: start real audio with the peer and tell the user how to end it.
+    fn start_audio(&mut self) {
+        let CallState::InCall { peer, media, key, .. } = self.calls.state().clone() else {
+            return;
+        };
+        let role = if self.outgoing { Role::Caller } else { Role::Callee };
+        let how = match self.media.start(role, media, key.as_deref().map(|k| k.as_slice())) {
+            Ok(()) => match self.media.sas() {
+                Some(sas) => format!("audio encrypted, code {sas}"),
+                None => "audio NOT encrypted".to_string(),
+            },
+            Err(e) => format!("no audio: {e}"),
+        };
+        println!("Call with {peer} connected ({how}). Type {} and Enter to hang up.", self.hangup_key);
     }
 }
 
