@@ -326,6 +326,11 @@ mod tests {
         b.send_to(b"pong", relay.addr()).unwrap();
         let (n, _) = a.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"pong");
+        // The relay counts after `send_to` returns, which can be just after we received.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while relay.counters().forwarded.load(Ordering::Relaxed) < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert_eq!(relay.counters().forwarded.load(Ordering::Relaxed), 2);
     }
 }

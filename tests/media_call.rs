@@ -109,7 +109,8 @@ fn score(sent: &[f32], heard: &[f32]) -> Score {
     // Global alignment on the first 1.5 s of speech, lags up to 600 ms.
     let head = &r[..r.len().min(12_000)];
     let (lag, _) = best_lag(head, &h, 0, 4_800);
-    // Then each 250 ms segment may move ±40 ms around it (stretching, delay changes).
+    // Then each 250 ms segment may move ±120 ms around it: the adaptive buffer changes its
+    // delay during the call (stretching), more so on a loaded machine.
     let seg = 2_000;
     let (mut num, mut den) = (0.0, 0.0);
     for s in (0..r.len().saturating_sub(seg)).step_by(seg) {
@@ -119,7 +120,7 @@ fn score(sent: &[f32], heard: &[f32]) -> Score {
             continue; // a pause: nothing to compare
         }
         let centre = s + lag;
-        let (_, c) = best_lag(part, &h, centre.saturating_sub(320), centre + 320);
+        let (_, c) = best_lag(part, &h, centre.saturating_sub(960), centre + 960);
         num += c.max(0.0) * energy;
         den += energy;
     }
@@ -247,18 +248,16 @@ fn direct_encrypted_call_is_clean() {
 
 #[test]
 fn relay_profiles_stay_intelligible() {
-    // Run the profiles side by side: each call is real time, the CPU cost is tiny.
+    // One call at a time: each is real time, and on a shared 2-core machine running ten
+    // debug-build engines at once starves the media threads (measured: targets hit 400 ms).
     let runs: Vec<_> = Impairment::PROFILES
         .iter()
         .map(|&name| {
-            std::thread::spawn(move || {
-                let imp = Impairment::profile(name).unwrap();
-                (name, call(name, Some(imp), JitterSettings::default(), true))
-            })
+            let imp = Impairment::profile(name).unwrap();
+            (name, call(name, Some(imp), JitterSettings::default(), true))
         })
         .collect();
-    for r in runs {
-        let (name, (s, st)) = r.join().unwrap();
+    for (name, (s, st)) in runs {
         let min = match name {
             // Opus is not waveform-exact: a clean call measures ~0.91-0.93 here.
             "clean" => 0.85,
