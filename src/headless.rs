@@ -75,7 +75,9 @@ pub async fn run(opts: Options, mode: Mode, mut media: CallMedia) -> anyhow::Res
                     }
                 }
             }
-            Event::Refused { message, .. } => break Err(anyhow!("registration refused: {message}")),
+            Event::Refused { message, .. } => {
+                break Err(anyhow!("registration refused: {message}"))
+            }
             Event::Unreachable { message } => break Err(anyhow!(message)),
             Event::ConnectionLost { .. } => {
                 calls.server_lost(std::time::Instant::now());
@@ -83,7 +85,15 @@ pub async fn run(opts: Options, mode: Mode, mut media: CallMedia) -> anyhow::Res
             }
             Event::Stopped => break Err(anyhow!("signaling stopped unexpectedly")),
             Event::Server(msg) => {
-                if let Some(done) = on_server(&msg, &mode, &mut calls, &mut media, &handle, &opts, &mut hangup_at)? {
+                if let Some(done) = on_server(
+                    &msg,
+                    &mode,
+                    &mut calls,
+                    &mut media,
+                    &handle,
+                    &opts,
+                    &mut hangup_at,
+                )? {
                     break done;
                 }
             }
@@ -96,7 +106,10 @@ pub async fn run(opts: Options, mode: Mode, mut media: CallMedia) -> anyhow::Res
     }
     handle.disconnect();
     // Let the bye reach the server before the runtime goes away.
-    let _ = net::wait_for(&mut events, Duration::from_secs(2), |e| (*e == Event::Stopped).then_some(())).await;
+    let _ = net::wait_for(&mut events, Duration::from_secs(2), |e| {
+        (*e == Event::Stopped).then_some(())
+    })
+    .await;
     result
 }
 
@@ -130,28 +143,48 @@ fn on_server(
         }
         Some(CallEvent::Connected) => {
             let (peer, peer_media, key) = match calls.state() {
-                CallState::InCall { peer, media, key, .. } => (peer.clone(), *media, key.clone()),
+                CallState::InCall {
+                    peer, media, key, ..
+                } => (peer.clone(), *media, key.clone()),
                 _ => return Ok(None),
             };
-            let role = if matches!(mode, Mode::Call(_)) { Role::Caller } else { Role::Callee };
+            let role = if matches!(mode, Mode::Call(_)) {
+                Role::Caller
+            } else {
+                Role::Callee
+            };
             media.start(role, peer_media, key.as_deref().map(|k| k.as_slice()))?;
             match media.sas() {
                 Some(sas) => eprintln!("call with {peer} connected, encrypted (code {sas})"),
-                None => eprintln!("call with {peer} connected, NOT encrypted (the peer sent no key)"),
+                None => {
+                    eprintln!("call with {peer} connected, NOT encrypted (the peer sent no key)")
+                }
             }
             if let Some(after) = opts.hangup_after {
                 *hangup_at = Some(Instant::now() + after);
             }
         }
         Some(CallEvent::Ended(outcome)) => {
-            let talked = matches!(calls.state(), CallState::Ended { talked: Some(_), .. });
+            let talked = matches!(
+                calls.state(),
+                CallState::Ended {
+                    talked: Some(_),
+                    ..
+                }
+            );
             let ok = match &outcome {
                 Outcome::Ended(EndReason::HungUp | EndReason::PeerHungUp) => talked,
-                Outcome::Ended(EndReason::Declined) => matches!(mode, Mode::Answer { decline: true }),
+                Outcome::Ended(EndReason::Declined) => {
+                    matches!(mode, Mode::Answer { decline: true })
+                }
                 _ => false,
             };
             eprintln!("call ended: {}", outcome.describe());
-            return Ok(Some(if ok { Ok(()) } else { Err(anyhow!(outcome.describe())) }));
+            return Ok(Some(if ok {
+                Ok(())
+            } else {
+                Err(anyhow!(outcome.describe()))
+            }));
         }
         Some(CallEvent::RingingOut) => eprintln!("ringing {}", calls.peer().unwrap_or("")),
         Some(CallEvent::AutoDeclined(_)) | None => {}

@@ -13,7 +13,10 @@ use fala::term::{self, SignalConfigParts, TermOptions};
 use fala_proto::MediaAddr;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Fala: a softphone — register a name, see who is online, call them")]
+#[command(
+    version,
+    about = "Fala: a softphone — register a name, see who is online, call them"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -54,8 +57,8 @@ struct AudioArgs {
     /// Opus bitrate in bits per second.
     #[arg(long, default_value_t = CodecSettings::default().bitrate)]
     bitrate: u32,
-    /// Frame size in milliseconds: 10 or 20.
-    #[arg(long, default_value_t = 20, value_parser = clap::builder::PossibleValuesParser::new(["10", "20"]).map(|s| s.parse::<u32>().unwrap()))]
+    /// Frame size in milliseconds: 10 or 20 (values in between mean 10).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(10..=20))]
     frame_ms: u32,
     /// Send near-empty packets during silence (Opus DTX).
     #[arg(long)]
@@ -80,7 +83,11 @@ impl AudioArgs {
         };
         let mut codec = CodecSettings {
             bitrate: self.bitrate,
-            frame: if self.frame_ms == 10 { FrameMs::Ten } else { FrameMs::Twenty },
+            frame: if self.frame_ms < 20 {
+                FrameMs::Ten
+            } else {
+                FrameMs::Twenty
+            },
             dtx: self.dtx,
             ..CodecSettings::default()
         };
@@ -89,7 +96,13 @@ impl AudioArgs {
             jitter.mode = JitterMode::Fixed { delay_ms };
             codec.fec = false;
         }
-        MediaOptions { input, output, codec, jitter, encrypt: !self.no_encrypt }
+        MediaOptions {
+            input,
+            output,
+            codec,
+            jitter,
+            encrypt: !self.no_encrypt,
+        }
     }
 }
 
@@ -153,7 +166,9 @@ fn media_socket(id: &Identity) -> anyhow::Result<(UdpSocket, MediaAddr)> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn headless_call(
@@ -184,23 +199,39 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Some(Cmd::Term { id, audio, hangup_key }) => {
+        Some(Cmd::Term {
+            id,
+            audio,
+            hangup_key,
+        }) => {
             let (socket, media) = media_socket(&id)?;
             let phone = CallMedia::new(socket, audio.options());
             runtime()?.block_on(term::run(
                 TermOptions {
-                    signal: SignalConfigParts { server: id.server, name: id.name, media },
+                    signal: SignalConfigParts {
+                        server: id.server,
+                        name: id.name,
+                        media,
+                    },
                     hangup_key,
                 },
                 phone,
             ))
         }
-        Some(Cmd::Call { peer, id, audio, hangup_after, stats }) => {
-            headless_call(id, audio, Mode::Call(peer), hangup_after, stats)
-        }
-        Some(Cmd::Answer { id, audio, decline, hangup_after, stats }) => {
-            headless_call(id, audio, Mode::Answer { decline }, hangup_after, stats)
-        }
+        Some(Cmd::Call {
+            peer,
+            id,
+            audio,
+            hangup_after,
+            stats,
+        }) => headless_call(id, audio, Mode::Call(peer), hangup_after, stats),
+        Some(Cmd::Answer {
+            id,
+            audio,
+            decline,
+            hangup_after,
+            stats,
+        }) => headless_call(id, audio, Mode::Answer { decline }, hangup_after, stats),
         Some(Cmd::Devices) => {
             let (inputs, outputs) = fala::media::device::list_devices();
             println!("Input devices:");

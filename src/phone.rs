@@ -83,7 +83,9 @@ impl CallMedia {
             return None;
         }
         self.keys = KeyPair::generate().ok();
-        self.keys.as_ref().map(|k| ByteBuf::from(k.public_bytes().to_vec()))
+        self.keys
+            .as_ref()
+            .map(|k| ByteBuf::from(k.public_bytes().to_vec()))
     }
 
     /// Starts audio with the peer once the call is connected. Encrypted when both sides gave a
@@ -94,8 +96,9 @@ impl CallMedia {
         peer: MediaAddr,
         peer_key: Option<&[u8]>,
     ) -> Result<(), PhoneError> {
+        let own_keys = self.keys.take();
         self.stop();
-        let crypto = match (self.keys.take(), peer_key) {
+        let crypto = match (own_keys, peer_key) {
             (Some(keys), Some(peer_key)) => Some(keys.derive(role, peer_key)?),
             _ => None,
         };

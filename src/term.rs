@@ -180,7 +180,10 @@ impl Term {
                 if let Some(stats) = self.media.stop() {
                     println!(
                         "Audio: {} packets sent, {} received, {} lost, {:.0} ms mean latency.",
-                        stats.packets_sent, stats.packets_received, stats.packets_lost, stats.latency_ms
+                        stats.packets_sent,
+                        stats.packets_received,
+                        stats.packets_lost,
+                        stats.latency_ms
                     );
                 }
                 let talked = match self.calls.state() {
@@ -290,18 +293,31 @@ impl Term {
 impl Term {
     /// The call is up: start real audio with the peer and tell the user how to end it.
     fn start_audio(&mut self) {
-        let CallState::InCall { peer, media, key, .. } = self.calls.state().clone() else {
+        let CallState::InCall {
+            peer, media, key, ..
+        } = self.calls.state().clone()
+        else {
             return;
         };
-        let role = if self.outgoing { Role::Caller } else { Role::Callee };
-        let how = match self.media.start(role, media, key.as_deref().map(|k| k.as_slice())) {
+        let role = if self.outgoing {
+            Role::Caller
+        } else {
+            Role::Callee
+        };
+        let how = match self
+            .media
+            .start(role, media, key.as_deref().map(|k| k.as_slice()))
+        {
             Ok(()) => match self.media.sas() {
                 Some(sas) => format!("audio encrypted, code {sas}"),
                 None => "audio NOT encrypted".to_string(),
             },
             Err(e) => format!("no audio: {e}"),
         };
-        println!("Call with {peer} connected ({how}). Type {} and Enter to hang up.", self.hangup_key);
+        println!(
+            "Call with {peer} connected ({how}). Type {} and Enter to hang up.",
+            self.hangup_key
+        );
     }
 }
 

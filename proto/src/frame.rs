@@ -175,7 +175,11 @@ mod doc_example {
     /// The hex dump in docs/PROTOCOL.md is this frame; if the encoding changes, so must the doc.
     #[test]
     fn hello_frame_matches_protocol_doc() {
-        let frame = encode_frame(&ClientMsg::Hello { version: 1, agent: "py".into() }).unwrap();
+        let frame = encode_frame(&ClientMsg::Hello {
+            version: 1,
+            agent: "py".into(),
+        })
+        .unwrap();
         let hex: Vec<String> = frame.iter().map(|b| format!("{b:02x}")).collect();
         println!("{}", hex.join(" "));
         assert_eq!(
