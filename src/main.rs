@@ -190,7 +190,16 @@ fn headless_call(
     runtime()?.block_on(headless::run(opts, mode, phone))
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors end the program with one line on standard error and exit status 1 (scripts read
+/// the reason; a backtrace would bury it).
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("fala: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),

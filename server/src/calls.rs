@@ -46,8 +46,10 @@ impl State {
         self.conns.get(&conn).and_then(|c| c.user.clone())
     }
 
+    /// Marks a user busy or free and tells subscribers. Services (no connection) take any
+    /// number of calls, so they are never marked.
     fn set_call(&mut self, key: &str, call: Option<CallId>) {
-        let Some(user) = self.users.get_mut(key) else {
+        let Some(user) = self.users.get_mut(key).filter(|u| u.conn.is_some()) else {
             return;
         };
         user.call = call;

@@ -73,6 +73,8 @@ pub(crate) struct State {
     next_conn: ConnId,
     /// Stops new sessions once shutdown began.
     pub closing: bool,
+    /// The echo service, when it is on.
+    pub echo: Option<crate::echo::EchoHandle>,
 }
 
 /// Shared handle to the server state.
@@ -91,6 +93,7 @@ impl Hub {
                 subscribers: HashSet::new(),
                 next_conn: 1,
                 closing: false,
+                echo: None,
             }),
             config,
         })

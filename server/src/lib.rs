@@ -5,6 +5,7 @@
 //! each side of a call where the other receives its media.
 
 mod calls;
+pub mod echo;
 mod hub;
 pub mod limits;
 mod registry;
@@ -21,6 +22,7 @@ use fala_proto::{ErrorCode, ServerMsg};
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
+pub use echo::EchoConfig;
 pub use limits::{Limits, Timeouts};
 
 use hub::{ipv4_of, Hub};
@@ -30,6 +32,8 @@ use hub::{ipv4_of, Hub};
 pub struct Config {
     pub timeouts: Timeouts,
     pub limits: Limits,
+    /// Host the `echo` user (off in `Config::default()`, on in the command line's default).
+    pub echo: Option<EchoConfig>,
 }
 
 /// Serves `listener` until `shutdown` resolves, then tells every client the server is going
@@ -39,7 +43,17 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let echo_config = config.echo.clone();
     let hub = Hub::new(config);
+    let mut echo_task = None;
+    if let Some(echo_config) = echo_config {
+        let local = listener.local_addr()?;
+        let socket = echo::bind(ipv4_of(local.ip()), local.port()).await?;
+        let (echo, task) = echo::spawn(socket, echo_config)?;
+        tracing::info!("echo service on UDP port {}", echo.port);
+        hub.lock().add_echo_user(echo);
+        echo_task = Some(task);
+    }
     let tracker = TaskTracker::new();
     let live = Arc::new(AtomicUsize::new(0));
     tokio::pin!(shutdown);
@@ -64,6 +78,9 @@ pub async fn run(
     hub.lock().shutdown("the server is shutting down");
     tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(3), tracker.wait()).await;
+    if let Some(task) = echo_task {
+        task.abort();
+    }
     Ok(())
 }
 

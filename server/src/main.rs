@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use fala_server::{Config, Limits, Timeouts};
+use fala_server::{Config, EchoConfig, Limits, Timeouts};
 
 /// Fala signaling server: registers names, shows who is online and sets up calls.
 #[derive(Parser, Debug)]
@@ -20,12 +20,25 @@ struct Args {
     /// Seconds of silence after which a client is dropped and its name freed.
     #[arg(long, default_value_t = 30)]
     idle_timeout: u64,
+    /// Do not host the `echo` user (a sound test that plays your voice back).
+    #[arg(long)]
+    no_echo: bool,
+    /// Seconds the echo user waits before playing audio back (0 allowed).
+    #[arg(long, default_value_t = 1.0)]
+    echo_delay: f64,
     /// Most connections served at once.
     #[arg(long, default_value_t = 16_000)]
     max_connections: usize,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("fala-server: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -43,6 +56,9 @@ fn main() -> anyhow::Result<()> {
             max_connections: args.max_connections,
             ..Limits::default()
         },
+        echo: (!args.no_echo).then(|| EchoConfig {
+            delay: Duration::from_secs_f64(args.echo_delay.max(0.0)),
+        }),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

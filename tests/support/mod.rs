@@ -165,3 +165,5 @@ impl Raw {
         seen
     }
 }
+
+pub mod audio;

@@ -1,0 +1,447 @@
+//! Whole calls through the real `fala` binary and a real server on 127.0.0.1: speech in from
+//! WAV files, what each side heard recorded and scored; exit codes and one-line reasons; the
+//! echo service; a call through the impairment relay; real sound devices via PulseAudio.
+
+mod support;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use fala::netsim::{Impairment, Relay};
+use fala_server::{Config, EchoConfig};
+use support::audio::{load, rms, score, speech_wav, temp_path, tone_share};
+use support::TestServer;
+
+/// A server on its own runtime, alive while the value is.
+struct Server {
+    rt: tokio::runtime::Runtime,
+    server: Option<TestServer>,
+}
+
+impl Server {
+    fn start(config: Config) -> Server {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = rt.block_on(TestServer::start(config));
+        Server {
+            rt,
+            server: Some(server),
+        }
+    }
+
+    fn addr(&self) -> String {
+        self.server.as_ref().unwrap().addr.to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            self.rt.block_on(s.stop());
+        }
+    }
+}
+
+fn fala(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fala"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.env_remove("RUST_BACKTRACE");
+    cmd
+}
+
+fn spawn(args: &[&str]) -> Child {
+    fala(args).spawn().expect("start fala")
+}
+
+/// Waits for a child with a time limit, so a hung client fails the test instead of CI.
+fn finish(child: Child, limit: Duration) -> Output {
+    let id = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
+            panic!("fala did not finish within {limit:?}");
+        }
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const LIMIT: Duration = Duration::from_secs(40);
+
+/// Ana calls Bob; both play speech and record what they hear. Returns both outputs.
+fn speech_call(
+    server: &str,
+    extra_ana: &[&str],
+    extra_bob: &[&str],
+    tag: &str,
+) -> (PathBuf, PathBuf, Output, Output) {
+    let speech = path(speech_wav());
+    let (ana_out, bob_out) = (
+        temp_path(&format!("{tag}-ana.wav")),
+        temp_path(&format!("{tag}-bob.wav")),
+    );
+    let bob_stats = temp_path(&format!("{tag}-bob.json"));
+    let mut bob_args = vec![
+        "answer",
+        "--name",
+        "bob",
+        "--server",
+        server,
+        "--input",
+        speech,
+        "--output",
+        path(&bob_out),
+    ];
+    bob_args.extend_from_slice(&["--stats", path(&bob_stats)]);
+    bob_args.extend_from_slice(extra_bob);
+    let bob = spawn(&bob_args);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut ana_args = vec![
+        "call",
+        "bob",
+        "--name",
+        "ana",
+        "--server",
+        server,
+        "--input",
+        speech,
+        "--output",
+        path(&ana_out),
+    ];
+    ana_args.extend_from_slice(&["--hangup-after", "6"]);
+    ana_args.extend_from_slice(extra_ana);
+    let ana = finish(spawn(&ana_args), LIMIT);
+    let bob = finish(bob, LIMIT);
+    (ana_out, bob_out, ana, bob)
+}
+
+#[test]
+fn call_and_answer_carry_speech_both_ways_encrypted() {
+    let server = Server::start(Config::default());
+    let (ana_out, bob_out, ana, bob) = speech_call(&server.addr(), &[], &[], "direct");
+    assert!(ana.status.success(), "ana: {}", stderr(&ana));
+    assert!(bob.status.success(), "bob: {}", stderr(&bob));
+    assert!(stderr(&ana).contains("encrypted (code"), "{}", stderr(&ana));
+    let sent = load(speech_wav());
+    let mut delays = Vec::new();
+    for (who, out) in [("ana", &ana_out), ("bob", &bob_out)] {
+        let heard = load(out);
+        // Recorded in real time from the moment the call connected: about 6 s.
+        let secs = heard.len() as f64 / 48_000.0;
+        assert!((5.0..7.5).contains(&secs), "{who} recorded {secs} s");
+        let s = score(&sent, &heard, 500, 800);
+        eprintln!("{who}: {s:?}");
+        assert!(
+            s.correlation > 0.75,
+            "{who} heard garbled or missing audio: {s:?}"
+        );
+        delays.push(s.delay_ms);
+    }
+    // Each side's recording starts when it learns the call is up, so one delay can be negative;
+    // their sum is the round trip mouth to ear, whatever the offset between the two starts.
+    let round_trip = delays[0] + delays[1];
+    assert!(
+        (20.0..500.0).contains(&round_trip),
+        "round trip {round_trip} ms ({delays:?})"
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(temp_path("direct-bob.json")).unwrap())
+            .unwrap();
+    assert!(stats["packets_received"].as_u64().unwrap() > 200, "{stats}");
+    assert_eq!(stats["dropped_auth"].as_u64(), Some(0));
+    assert!(stats["latency_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn failures_exit_non_zero_with_one_line_reasons() {
+    let server = Server::start(Config::default());
+    let addr = server.addr();
+    let speech = path(speech_wav());
+    let quiet = ["--input", speech, "--output", "/dev/null"];
+    // Nobody by that name.
+    let out = finish(
+        spawn(
+            &[
+                &["call", "ghost", "--name", "ana", "--server", &addr][..],
+                &quiet,
+            ]
+            .concat(),
+        ),
+        LIMIT,
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("fala: ") && last.contains("not found"),
+        "{err}"
+    );
+    // Declined: the caller fails, the one who declined succeeds.
+    let bob = spawn(
+        &[
+            &["answer", "--decline", "--name", "bob", "--server", &addr][..],
+            &quiet,
+        ]
+        .concat(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let ana = finish(
+        spawn(
+            &[
+                &["call", "bob", "--name", "ana", "--server", &addr][..],
+                &quiet,
+            ]
+            .concat(),
+        ),
+        LIMIT,
+    );
+    let bob = finish(bob, LIMIT);
+    assert!(bob.status.success(), "{}", stderr(&bob));
+    assert!(!ana.status.success());
+    assert!(
+        stderr(&ana).lines().last().unwrap().contains("declined"),
+        "{}",
+        stderr(&ana)
+    );
+    // A name already taken.
+    let holder = spawn(&[&["answer", "--name", "cris", "--server", &addr][..], &quiet].concat());
+    std::thread::sleep(Duration::from_millis(300));
+    let dup = finish(
+        spawn(&[&["answer", "--name", "CRIS", "--server", &addr][..], &quiet].concat()),
+        LIMIT,
+    );
+    assert!(
+        stderr(&dup)
+            .lines()
+            .last()
+            .unwrap()
+            .contains("already registered"),
+        "{}",
+        stderr(&dup)
+    );
+    // No server at all.
+    let free = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let none = finish(
+        spawn(
+            &[
+                &[
+                    "call",
+                    "x",
+                    "--name",
+                    "ana",
+                    "--server",
+                    &format!("127.0.0.1:{free}"),
+                ][..],
+                &quiet,
+            ]
+            .concat(),
+        ),
+        LIMIT,
+    );
+    assert!(
+        stderr(&none)
+            .lines()
+            .last()
+            .unwrap()
+            .contains("cannot reach"),
+        "{}",
+        stderr(&none)
+    );
+    let mut holder = holder;
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+#[test]
+fn echo_service_plays_the_caller_back_after_its_delay() {
+    let server = Server::start(Config {
+        echo: Some(EchoConfig {
+            delay: Duration::from_millis(500),
+        }),
+        ..Config::default()
+    });
+    let out = temp_path("echo.wav");
+    let speech = path(speech_wav());
+    let run = finish(
+        spawn(&[
+            "call",
+            "echo",
+            "--name",
+            "ana",
+            "--server",
+            &server.addr(),
+            "--input",
+            speech,
+            "--output",
+            path(&out),
+            "--hangup-after",
+            "6",
+        ]),
+        LIMIT,
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stderr(&run).contains("encrypted"), "{}", stderr(&run));
+    let s = score(&load(speech_wav()), &load(&out), 0, 1500);
+    eprintln!("echo: {s:?}");
+    assert!(s.correlation > 0.75, "{s:?}");
+    // Half a second of echo delay plus the way there and back.
+    assert!((500.0..900.0).contains(&s.delay_ms), "{s:?}");
+}
+
+/// A free UDP port on 127.0.0.1 (bound and released: racy in theory, fine on a test machine).
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn call_through_a_lossy_jittery_relay_stays_intelligible() {
+    let server = Server::start(Config::default());
+    let (pa, pb) = (free_port(), free_port());
+    let a: SocketAddr = format!("127.0.0.1:{pa}").parse().unwrap();
+    let b: SocketAddr = format!("127.0.0.1:{pb}").parse().unwrap();
+    let relay = Relay::start(a, b, Impairment::profile("loss10_jitter20").unwrap(), 7).unwrap();
+    let via = relay.addr().to_string();
+    let (pa, pb) = (pa.to_string(), pb.to_string());
+    let (ana_out, bob_out, ana, bob) = speech_call(
+        &server.addr(),
+        &["--media-port", &pa, "--advertise", &via],
+        &["--media-port", &pb, "--advertise", &via],
+        "relay",
+    );
+    assert!(
+        ana.status.success() && bob.status.success(),
+        "{} / {}",
+        stderr(&ana),
+        stderr(&bob)
+    );
+    let sent = load(speech_wav());
+    for (who, out) in [("ana", ana_out), ("bob", bob_out)] {
+        let s = score(&sent, &load(&out), 500, 1000);
+        eprintln!("{who} through loss10_jitter20: {s:?}");
+        assert!(s.correlation > 0.7, "{who}: {s:?}");
+    }
+    assert!(
+        relay
+            .counters()
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 10,
+        "the relay did not drop anything"
+    );
+}
+
+/// Both clients use real sound devices of a private PulseAudio server (scripts/test.sh starts
+/// one): the caller's microphone is a 440 Hz sine source, its speaker a null sink whose
+/// monitor we record; the callee plays speech from a file and records what it hears.
+#[test]
+fn call_with_real_devices_through_pulseaudio() {
+    if std::env::var_os("PULSE_SERVER").is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test with PulseAudio (scripts/test.sh)"
+        );
+        eprintln!("skipped: no PULSE_SERVER (run scripts/test.sh for the private sound server)");
+        return;
+    }
+    let server = Server::start(Config::default());
+    let addr = server.addr();
+    let bob_out = temp_path("device-bob.wav");
+    let speaker = temp_path("device-speaker.raw");
+    let bob = spawn(&[
+        "answer",
+        "--name",
+        "bob",
+        "--server",
+        &addr,
+        "--input",
+        path(speech_wav()),
+        "--output",
+        path(&bob_out),
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut rec = Command::new("parec")
+        .args([
+            "--device=spk2.monitor",
+            "--format=s16le",
+            "--rate=48000",
+            "--channels=1",
+            "--raw",
+        ])
+        .stdout(std::fs::File::create(&speaker).unwrap())
+        .spawn()
+        .expect("parec");
+    let mut ana_cmd = fala(&[
+        "call",
+        "bob",
+        "--name",
+        "ana",
+        "--server",
+        &addr,
+        "--hangup-after",
+        "8",
+    ]);
+    ana_cmd
+        .env("PULSE_SOURCE", "sine")
+        .env("PULSE_SINK", "spk2");
+    let ana = finish(ana_cmd.spawn().unwrap(), LIMIT);
+    let bob = finish(bob, LIMIT);
+    let _ = rec.kill();
+    let _ = rec.wait();
+    assert!(ana.status.success(), "{}", stderr(&ana));
+    assert!(bob.status.success(), "{}", stderr(&bob));
+    // The caller's real microphone (the sine source) reached the callee.
+    let heard = load(&bob_out);
+    let tail = &heard[heard.len() / 2..];
+    let share = tone_share(tail, 440.0);
+    eprintln!(
+        "callee heard: rms {:.4}, 440 Hz share {share:.2}",
+        rms(tail)
+    );
+    assert!(
+        rms(tail) > 0.01 && share > 0.5,
+        "the microphone's tone did not arrive: rms {} share {share}",
+        rms(tail)
+    );
+    // The callee's speech came out of the caller's real speaker.
+    let raw = std::fs::read(&speaker).unwrap();
+    let played: Vec<f32> = raw
+        .chunks_exact(2)
+        .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
+        .collect();
+    eprintln!(
+        "speaker: {} s recorded, rms {:.4}",
+        played.len() as f64 / 48_000.0,
+        rms(&played)
+    );
+    assert!(
+        rms(&played) > 0.005,
+        "nothing came out of the caller's speaker"
+    );
+}
