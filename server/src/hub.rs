@@ -81,11 +81,22 @@ pub(crate) struct State {
 pub(crate) struct Hub {
     state: Mutex<State>,
     pub config: Config,
+    /// The `welcome` frame, the same for every connection, encoded once.
+    pub welcome: Bytes,
 }
 
 impl Hub {
     pub fn new(config: Config) -> Arc<Hub> {
+        let t = &config.timeouts;
+        let welcome = encode_frame(&ServerMsg::Welcome {
+            version: fala_proto::PROTOCOL_VERSION,
+            server: format!("fala-server {}", env!("CARGO_PKG_VERSION")),
+            heartbeat_ms: t.heartbeat.as_millis() as u64,
+            idle_timeout_ms: t.idle.as_millis() as u64,
+        })
+        .expect("the welcome message is small");
         Arc::new(Hub {
+            welcome,
             state: Mutex::new(State {
                 conns: HashMap::new(),
                 users: HashMap::new(),

@@ -12,7 +12,7 @@ use fala_proto::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{timeout, Instant};
 
 use crate::calls::InviteOutcome;
 use crate::hub::{ConnId, Hub};
@@ -95,23 +95,42 @@ impl Session {
     ) -> std::io::Result<()> {
         let timeouts = self.hub.config.timeouts.clone();
         let mut buf = BytesMut::with_capacity(READ_BUF_START);
-        let mut deadline = Instant::now() + timeouts.hello;
+        // One timer for the life of the connection, moved forward only when something arrives:
+        // cheaper than a new timer per loop turn.
+        let silence = tokio::time::sleep(timeouts.hello);
+        tokio::pin!(silence);
+        let mut out = Vec::new();
         loop {
             tokio::select! {
-                out = rx.recv() => match out {
-                    Some(frame) => wr.write_all(&frame).await?,
+                frame = rx.recv() => match frame {
+                    Some(frame) => {
+                        // Coalesce whatever else is queued into one write.
+                        out.clear();
+                        out.extend_from_slice(&frame);
+                        while out.len() < 16 * 1024 {
+                            match rx.try_recv() {
+                                Ok(more) => out.extend_from_slice(&more),
+                                Err(_) => break,
+                            }
+                        }
+                        wr.write_all(&out).await?;
+                        if out.capacity() > 64 * 1024 {
+                            out = Vec::new();
+                        }
+                    }
                     None => return Ok(()),
                 },
                 n = rd.read_buf(&mut buf) => {
                     if n? == 0 {
                         return Ok(());
                     }
-                    deadline = Instant::now() + if self.hello_done { timeouts.idle } else { timeouts.hello };
+                    let wait = if self.hello_done { timeouts.idle } else { timeouts.hello };
+                    silence.as_mut().reset(Instant::now() + wait);
                     if let Next::Close = self.drain_frames(&mut buf) {
                         return Ok(());
                     }
                 }
-                _ = sleep_until(deadline) => {
+                _ = &mut silence => {
                     let (code, msg) = if self.hello_done {
                         (ErrorCode::IdleTimeout, format!("nothing received for {} s", timeouts.idle.as_secs()))
                     } else {
@@ -237,14 +256,9 @@ impl Session {
         match msg {
             ClientMsg::Hello { version, agent } if version == PROTOCOL_VERSION => {
                 self.hello_done = true;
-                let t = &self.hub.config.timeouts;
                 tracing::debug!(conn = self.conn, %agent, "hello");
-                self.reply(&ServerMsg::Welcome {
-                    version: PROTOCOL_VERSION,
-                    server: format!("fala-server {}", env!("CARGO_PKG_VERSION")),
-                    heartbeat_ms: t.heartbeat.as_millis() as u64,
-                    idle_timeout_ms: t.idle.as_millis() as u64,
-                });
+                let welcome = self.hub.welcome.clone();
+                self.hub.lock().send_frame(self.conn, welcome);
                 Next::Continue
             }
             ClientMsg::Hello { version, .. } => {
