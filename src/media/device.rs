@@ -515,8 +515,10 @@ impl CaptureDevice {
             if self.flowing && self.waited > 0 && level >= self.control.goal() {
                 // The device is burstier than the goal allowed for: hold more from now on,
                 // and keep priming up to the new goal (one longer gap, instead of many).
+                // Twice the wait: a burst cycle is rarely regular to a frame, and a second
+                // underrun costs far more than the extra delay.
                 self.control
-                    .grow(self.waited, frame, MAX_CAPTURE_GOAL_MS * 48);
+                    .grow(2 * self.waited, frame, MAX_CAPTURE_GOAL_MS * 48);
                 self.waited = 0;
                 self.regrown = true;
             }
