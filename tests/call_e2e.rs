@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use fala::netsim::{Impairment, Relay};
 use fala_server::{Config, EchoConfig};
-use support::audio::{load, rms, score, speech_wav, temp_path, tone_share};
+use support::audio::{load, rms, score, speech_wav, temp_path, tone_seconds, tone_share};
 use support::TestServer;
 
 /// A server on its own runtime, alive while the value is.
@@ -418,6 +418,20 @@ fn call_with_real_devices_through_pulseaudio() {
     assert!(bob.status.success(), "{}", stderr(&bob));
     // The caller's real microphone (the sine source) reached the callee.
     let heard = load(&bob_out);
+    let seconds = tone_seconds(&heard, 440.0);
+    for (i, s) in seconds.iter().enumerate() {
+        eprintln!("callee second {i}: {s:?}");
+    }
+    // After the device's start-up (ALSA through PulseAudio takes a second or two, and the
+    // sine source hands over 2 s blocks the capture buffer must learn to ride out), every
+    // second carries the tone at its pitch: no silent second, no dropped or padded stretches.
+    for (i, s) in seconds.iter().enumerate().skip(2) {
+        let sec = &heard[i * 48_000..(i + 1) * 48_000];
+        assert!(
+            s.rms > 0.05 && tone_share(sec, 440.0) > 0.8 && (430.0..450.0).contains(&s.zc_hz),
+            "second {i} of the microphone's tone is broken: {s:?}"
+        );
+    }
     let tail = &heard[heard.len() / 2..];
     let share = tone_share(tail, 440.0);
     eprintln!(
@@ -435,6 +449,9 @@ fn call_with_real_devices_through_pulseaudio() {
         .chunks_exact(2)
         .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
         .collect();
+    for (i, sec) in played.chunks(48_000).enumerate() {
+        eprintln!("speaker second {i}: rms {:.4}", rms(sec));
+    }
     eprintln!(
         "speaker: {} s recorded, rms {:.4}",
         played.len() as f64 / 48_000.0,

@@ -4,21 +4,31 @@
 //! failed all happen on the media thread.
 
 use super::codec::SAMPLE_RATE;
+use super::drift::{Adjust, FillController};
 use super::resample::Resampler;
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use cpal::{FromSample, SampleFormat, SizedSample, Stream, StreamConfig};
 use ringbuf::traits::{Consumer, Observer, Producer, Split};
 use ringbuf::{HeapCons, HeapProd, HeapRb};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Ring capacity in seconds of audio: roomy, since the media thread drains it every 20 ms.
-const RING_SECONDS: f32 = 0.5;
-/// Capture audio kept ahead of the encoder at most; older samples are dropped to bound delay.
-const MAX_CAPTURE_BACKLOG: usize = 4 * 960;
-/// Playback audio queued at most in the ring; beyond this new audio is dropped.
-const MAX_PLAYBACK_QUEUE_MS: u32 = 120;
+/// Ring capacity in seconds of audio: room for PulseAudio's start-up bursts (it can hand over
+/// a second of audio at once) and any period size; the fill controller keeps the level low.
+const RING_SECONDS: f32 = 2.0;
+/// Least safety margin above the starving point of a device buffer, ms.
+const MIN_MARGIN_MS: usize = 10;
+/// Most capture audio held back to ride out a bursty device, ms (PulseAudio's sine source,
+/// the test microphone, hands over 2 s blocks).
+const MAX_CAPTURE_GOAL_MS: usize = 2_500;
+/// Least excess above the goal tolerated before audio is skipped, ms.
+const BAND_MS: usize = 60;
+/// Period asked of the device, ms (cpal then double-buffers it): ALSA through PulseAudio
+/// otherwise picks ~10 ms periods with a 2-period buffer, which overruns constantly.
+const PERIOD_MS: u32 = 20;
+/// A running device that delivers nothing for this long is reopened.
+const STALL: Duration = Duration::from_secs(3);
 /// Wait between attempts to reopen a failed or missing device.
 const RETRY: Duration = Duration::from_secs(2);
 
@@ -66,26 +76,99 @@ struct OpenStream {
     _stream: Stream,
     failed: Arc<AtomicBool>,
     rate: u32,
+    counters: Arc<Counters>,
+    /// Frames counted at the last check, and when they last grew (stall detection).
+    last_frames: u64,
+    last_progress: Instant,
 }
 
-fn input_stream(device: &cpal::Device, ring: HeapProd<f32>) -> Result<OpenStream, String> {
+impl OpenStream {
+    /// True when the stream reported a fatal error, or delivered audio once and then stopped
+    /// for [`STALL`] (a start-up delay, before any audio, is no stall).
+    fn is_dead(&mut self) -> bool {
+        if self.failed.load(Ordering::Relaxed) {
+            return true;
+        }
+        let frames = self.counters.frames.load(Ordering::Relaxed);
+        if frames != self.last_frames {
+            self.last_frames = frames;
+            self.last_progress = Instant::now();
+            return false;
+        }
+        frames > 0 && self.last_progress.elapsed() > STALL
+    }
+}
+
+/// What the callback did, for diagnostics read on the media thread (atomics only).
+#[derive(Debug, Default)]
+struct Counters {
+    calls: AtomicU64,
+    frames: AtomicU64,
+    last_frames: AtomicU64,
+    lost: AtomicU64,
+    errors: AtomicU64,
+}
+
+fn input_stream(device: &cpal::Device) -> Result<(OpenStream, HeapCons<f32>), String> {
     let supported = device.default_input_config().map_err(|e| e.to_string())?;
     let format = supported.sample_format();
-    let config: StreamConfig = supported.config();
-    let failed = Arc::new(AtomicBool::new(false));
-    let stream = match format {
-        SampleFormat::F32 => build_input::<f32>(device, &config, ring, failed.clone()),
-        SampleFormat::I16 => build_input::<i16>(device, &config, ring, failed.clone()),
-        SampleFormat::I32 => build_input::<i32>(device, &config, ring, failed.clone()),
-        SampleFormat::U16 => build_input::<u16>(device, &config, ring, failed.clone()),
-        other => return Err(format!("sample format {other} not supported")),
-    }?;
-    stream.play().map_err(|e| e.to_string())?;
-    Ok(OpenStream {
-        _stream: stream,
-        failed,
-        rate: config.sample_rate,
-    })
+    let mut last = String::new();
+    for config in configs(&supported) {
+        let (prod, cons) = HeapRb::<f32>::new(ring_len(config.sample_rate)).split();
+        let failed = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        let (f, c) = (failed.clone(), counters.clone());
+        let stream = match format {
+            SampleFormat::F32 => build_input::<f32>(device, &config, prod, f, c),
+            SampleFormat::I16 => build_input::<i16>(device, &config, prod, f, c),
+            SampleFormat::I32 => build_input::<i32>(device, &config, prod, f, c),
+            SampleFormat::U16 => build_input::<u16>(device, &config, prod, f, c),
+            other => return Err(format!("sample format {other} not supported")),
+        };
+        match stream.and_then(|s| s.play().map(|()| s).map_err(|e| e.to_string())) {
+            Ok(stream) => {
+                tracing::debug!(?config, %format, "capture stream");
+                let open = OpenStream {
+                    _stream: stream,
+                    failed,
+                    rate: config.sample_rate,
+                    counters,
+                    last_frames: 0,
+                    last_progress: Instant::now(),
+                };
+                return Ok((open, cons));
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Configurations to try, best first: the default format with a ~20 ms period, then the
+/// device's own choice of buffer.
+fn configs(supported: &cpal::SupportedStreamConfig) -> Vec<StreamConfig> {
+    let default = supported.config();
+    let want = supported.sample_rate() * PERIOD_MS / 1000;
+    let mut list = Vec::with_capacity(2);
+    if let cpal::SupportedBufferSize::Range { min, max } = supported.buffer_size() {
+        if (*min..=*max).contains(&want) {
+            list.push(StreamConfig {
+                buffer_size: cpal::BufferSize::Fixed(want),
+                ..default
+            });
+        }
+    }
+    list.push(default);
+    list
+}
+
+/// Errors after which the stream is gone and must be reopened; the rest (over- and underruns,
+/// which cpal recovers from by itself) are only counted.
+fn is_fatal(kind: cpal::ErrorKind) -> bool {
+    matches!(
+        kind,
+        cpal::ErrorKind::DeviceNotAvailable | cpal::ErrorKind::HostUnavailable
+    )
 }
 
 fn build_input<T>(
@@ -93,50 +176,81 @@ fn build_input<T>(
     config: &StreamConfig,
     mut ring: HeapProd<f32>,
     failed: Arc<AtomicBool>,
+    counters: Arc<Counters>,
 ) -> Result<Stream, String>
 where
     T: SizedSample + Send + 'static,
     f32: FromSample<T>,
 {
     let channels = usize::from(config.channels.max(1));
+    let errs = counters.clone();
     let scale = 1.0 / channels as f32;
     device
         .build_input_stream::<T, _, _>(
             *config,
             move |data: &[T], _| {
                 // Real-time callback: arithmetic and a lock-free push only.
+                let mut lost = 0;
                 for frame in data.chunks(channels) {
                     let mut sum = 0.0f32;
                     for s in frame {
                         sum += s.to_sample::<f32>();
                     }
-                    let _ = ring.try_push(sum * scale);
+                    if ring.try_push(sum * scale).is_err() {
+                        lost += 1;
+                    }
+                }
+                let n = (data.len() / channels) as u64;
+                counters.calls.fetch_add(1, Ordering::Relaxed);
+                counters.frames.fetch_add(n, Ordering::Relaxed);
+                counters.last_frames.store(n, Ordering::Relaxed);
+                counters.lost.fetch_add(lost, Ordering::Relaxed);
+            },
+            move |err: cpal::Error| {
+                if is_fatal(err.kind()) {
+                    failed.store(true, Ordering::Relaxed);
+                } else {
+                    errs.errors.fetch_add(1, Ordering::Relaxed);
                 }
             },
-            move |_err| failed.store(true, Ordering::Relaxed),
             None,
         )
         .map_err(|e| e.to_string())
 }
 
-fn output_stream(device: &cpal::Device, ring: HeapCons<f32>) -> Result<OpenStream, String> {
+fn output_stream(device: &cpal::Device) -> Result<(OpenStream, HeapProd<f32>), String> {
     let supported = device.default_output_config().map_err(|e| e.to_string())?;
     let format = supported.sample_format();
-    let config: StreamConfig = supported.config();
-    let failed = Arc::new(AtomicBool::new(false));
-    let stream = match format {
-        SampleFormat::F32 => build_output::<f32>(device, &config, ring, failed.clone()),
-        SampleFormat::I16 => build_output::<i16>(device, &config, ring, failed.clone()),
-        SampleFormat::I32 => build_output::<i32>(device, &config, ring, failed.clone()),
-        SampleFormat::U16 => build_output::<u16>(device, &config, ring, failed.clone()),
-        other => return Err(format!("sample format {other} not supported")),
-    }?;
-    stream.play().map_err(|e| e.to_string())?;
-    Ok(OpenStream {
-        _stream: stream,
-        failed,
-        rate: config.sample_rate,
-    })
+    let mut last = String::new();
+    for config in configs(&supported) {
+        let (prod, cons) = HeapRb::<f32>::new(ring_len(config.sample_rate)).split();
+        let failed = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        let (f, c) = (failed.clone(), counters.clone());
+        let stream = match format {
+            SampleFormat::F32 => build_output::<f32>(device, &config, cons, f, c),
+            SampleFormat::I16 => build_output::<i16>(device, &config, cons, f, c),
+            SampleFormat::I32 => build_output::<i32>(device, &config, cons, f, c),
+            SampleFormat::U16 => build_output::<u16>(device, &config, cons, f, c),
+            other => return Err(format!("sample format {other} not supported")),
+        };
+        match stream.and_then(|s| s.play().map(|()| s).map_err(|e| e.to_string())) {
+            Ok(stream) => {
+                tracing::debug!(?config, %format, "playback stream");
+                let open = OpenStream {
+                    _stream: stream,
+                    failed,
+                    rate: config.sample_rate,
+                    counters,
+                    last_frames: 0,
+                    last_progress: Instant::now(),
+                };
+                return Ok((open, prod));
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 fn build_output<T>(
@@ -144,32 +258,142 @@ fn build_output<T>(
     config: &StreamConfig,
     mut ring: HeapCons<f32>,
     failed: Arc<AtomicBool>,
+    counters: Arc<Counters>,
 ) -> Result<Stream, String>
 where
     T: SizedSample + FromSample<f32> + Send + 'static,
 {
     let channels = usize::from(config.channels.max(1));
+    let errs = counters.clone();
     device
         .build_output_stream::<T, _, _>(
             *config,
             move |data: &mut [T], _| {
                 // Real-time callback: a lock-free pop per frame, silence when the ring is short.
+                let mut lost = 0;
                 for frame in data.chunks_mut(channels) {
-                    let v = ring.try_pop().unwrap_or(0.0);
+                    let v = ring.try_pop().unwrap_or_else(|| {
+                        lost += 1;
+                        0.0
+                    });
                     frame.fill(T::from_sample(v));
                 }
+                let n = (data.len() / channels) as u64;
+                counters.calls.fetch_add(1, Ordering::Relaxed);
+                counters.frames.fetch_add(n, Ordering::Relaxed);
+                counters.last_frames.store(n, Ordering::Relaxed);
+                counters.lost.fetch_add(lost, Ordering::Relaxed);
             },
-            move |_err| failed.store(true, Ordering::Relaxed),
+            move |err: cpal::Error| {
+                if is_fatal(err.kind()) {
+                    failed.store(true, Ordering::Relaxed);
+                } else {
+                    errs.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            },
             None,
         )
         .map_err(|e| e.to_string())
+}
+
+/// Once-a-second diagnostics of a device path, logged at debug level from the media thread.
+struct Diag {
+    since: Instant,
+    fill_min: usize,
+    fill_max: usize,
+    trimmed: usize,
+    padded: usize,
+    underruns: usize,
+    last: (u64, u64, u64, u64),
+}
+
+impl Diag {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            fill_min: usize::MAX,
+            fill_max: 0,
+            trimmed: 0,
+            padded: 0,
+            underruns: 0,
+            last: (0, 0, 0, 0),
+        }
+    }
+
+    fn fill(&mut self, n: usize) {
+        self.fill_min = self.fill_min.min(n);
+        self.fill_max = self.fill_max.max(n);
+    }
+
+    fn report(&mut self, what: &str, stream: Option<&OpenStream>, control: &FillController) {
+        let elapsed = self.since.elapsed();
+        if elapsed < Duration::from_secs(1) {
+            return;
+        }
+        let now = stream.map_or((0, 0, 0, 0), |s| {
+            let c = &s.counters;
+            (
+                c.calls.load(Ordering::Relaxed),
+                c.frames.load(Ordering::Relaxed),
+                c.lost.load(Ordering::Relaxed),
+                c.errors.load(Ordering::Relaxed),
+            )
+        });
+        // Counters restart with a reopened stream.
+        let last = if now.1 < self.last.1 {
+            (0, 0, 0, 0)
+        } else {
+            self.last
+        };
+        let secs = elapsed.as_secs_f64();
+        tracing::debug!(
+            "{what}: {:.1} callbacks/s, {:.0} frames/s (period {}), callback short {}, \
+             errors {}, level {}..{} (goal {}), correction {:+.0} ppm, trimmed {}, padded {}, \
+             underruns {}",
+            (now.0 - last.0) as f64 / secs,
+            (now.1 - last.1) as f64 / secs,
+            stream.map_or(0, |s| s.counters.last_frames.load(Ordering::Relaxed)),
+            now.2 - last.2,
+            now.3 - last.3,
+            if self.fill_min == usize::MAX {
+                0
+            } else {
+                self.fill_min
+            },
+            self.fill_max,
+            control.goal(),
+            control.correction() * 1e6,
+            self.trimmed,
+            self.padded,
+            self.underruns,
+        );
+        *self = Self::new();
+        self.last = now;
+    }
 }
 
 fn ring_len(rate: u32) -> usize {
     ((rate.max(8_000) as f32) * RING_SECONDS) as usize
 }
 
-/// A microphone: device samples, mixed to mono in the callback, converted to 48 kHz here.
+/// The device's period (frames per callback) in 48 kHz samples, once a callback has run.
+fn period48(stream: &OpenStream) -> usize {
+    let frames = stream.counters.last_frames.load(Ordering::Relaxed) as usize;
+    frames * SAMPLE_RATE as usize / stream.rate.max(1) as usize
+}
+
+/// Buffer targets for a device moving `period` samples (at 48 kHz) per callback while the tick
+/// moves `frame`: (goal for the low-water mark beyond `base`, band above it, window in ticks).
+fn targets(period: usize, frame: usize) -> (usize, usize, u32) {
+    let margin = (MIN_MARGIN_MS * 48).max(period / 2);
+    let band = (BAND_MS * 48).max(2 * period);
+    let window = (4 * period / frame.max(1)).max(50) as u32;
+    (margin, band, window)
+}
+
+/// A microphone: device samples, mixed to mono in the callback, converted to 48 kHz here with a
+/// drift-compensating ratio, and handed out one frame per tick from a buffer whose low-water
+/// mark is held just above one frame (see [`FillController`]).
 pub struct CaptureDevice {
     name: Option<String>,
     stream: Option<OpenStream>,
@@ -177,22 +401,42 @@ pub struct CaptureDevice {
     resampler: Resampler,
     scratch: Vec<f32>,
     fifo: Vec<f32>,
+    control: FillController,
+    /// Period and frame the targets were computed for.
+    sized_for: (usize, usize),
+    /// Waiting for enough audio before handing any out (start, reopen, after an underrun).
+    priming: bool,
+    /// The stream has handed out audio since it was opened (later primings are underruns).
+    flowing: bool,
+    /// Samples of silence sent while re-priming after an underrun.
+    waited: usize,
+    /// The goal was raised during this priming.
+    regrown: bool,
     retry_at: Instant,
     warned: bool,
+    diag: Diag,
 }
 
 impl CaptureDevice {
     /// Opens the named (or default) capture device; without one, reads silence and retries.
     pub fn open(name: Option<String>) -> Self {
+        let (goal, band, window) = targets(0, 960);
         let mut d = Self {
             name,
             stream: None,
             ring: None,
-            resampler: Resampler::new(SAMPLE_RATE, SAMPLE_RATE),
+            resampler: Resampler::adaptive(SAMPLE_RATE, SAMPLE_RATE),
             scratch: vec![0.0; ring_len(192_000)],
-            fifo: Vec::with_capacity(MAX_CAPTURE_BACKLOG * 4),
+            fifo: Vec::with_capacity(ring_len(SAMPLE_RATE) * 2),
+            control: FillController::new(960 + goal, band, window),
+            sized_for: (0, 960),
+            priming: true,
+            flowing: false,
+            waited: 0,
+            regrown: false,
             retry_at: Instant::now(),
             warned: false,
+            diag: Diag::new(),
         };
         d.try_open();
         d
@@ -201,6 +445,12 @@ impl CaptureDevice {
     fn try_open(&mut self) {
         self.stream = None;
         self.ring = None;
+        self.fifo.clear();
+        self.priming = true;
+        self.flowing = false;
+        self.waited = 0;
+        self.regrown = false;
+        self.sized_for.0 = usize::MAX;
         self.retry_at = Instant::now() + RETRY;
         // After a failure, fall back to the default device.
         let name = if self.warned {
@@ -212,13 +462,9 @@ impl CaptureDevice {
             self.warn("no capture device: sending silence");
             return;
         };
-        let rate = device
-            .default_input_config()
-            .map_or(SAMPLE_RATE, |c| c.sample_rate());
-        let (prod, cons) = HeapRb::<f32>::new(ring_len(rate)).split();
-        match input_stream(&device, prod) {
-            Ok(s) => {
-                self.resampler = Resampler::new(s.rate, SAMPLE_RATE);
+        match input_stream(&device) {
+            Ok((s, cons)) => {
+                self.resampler = Resampler::adaptive(s.rate, SAMPLE_RATE);
                 self.stream = Some(s);
                 self.ring = Some(cons);
             }
@@ -237,10 +483,7 @@ impl CaptureDevice {
 
     /// Reopens the device after an error (or retries a missing one) every few seconds.
     pub fn maintain(&mut self) {
-        let failed = self
-            .stream
-            .as_ref()
-            .is_none_or(|s| s.failed.load(Ordering::Relaxed));
+        let failed = self.stream.as_mut().is_none_or(OpenStream::is_dead);
         if failed && Instant::now() >= self.retry_at {
             if self.stream.is_some() {
                 tracing::warn!("capture device error: reopening");
@@ -250,50 +493,117 @@ impl CaptureDevice {
         }
     }
 
-    /// Fills one frame; a shortfall is silence.
+    /// Fills one frame. Until the device has delivered enough (its start-up, which through
+    /// ALSA and PulseAudio takes a second or two) and after an underrun, that is silence.
     pub fn read(&mut self, out: &mut [f32]) {
-        if let Some(ring) = &mut self.ring {
-            let n = ring.pop_slice(&mut self.scratch);
-            self.resampler.process(&self.scratch[..n], &mut self.fifo);
+        let frame = out.len();
+        let (Some(ring), Some(stream)) = (&mut self.ring, &self.stream) else {
+            out.fill(0.0);
+            return;
+        };
+        let n = ring.pop_slice(&mut self.scratch);
+        self.resampler.process(&self.scratch[..n], &mut self.fifo);
+        let period = period48(stream);
+        if (period, frame) != self.sized_for && period > 0 {
+            let (margin, band, window) = targets(period, frame);
+            self.control = FillController::new(frame + margin, band, window);
+            self.sized_for = (period, frame);
         }
-        if self.fifo.len() > MAX_CAPTURE_BACKLOG {
-            let drop = self.fifo.len() - out.len();
-            self.fifo.drain(..drop);
+        let level = self.fifo.len();
+        self.diag.fill(level);
+        if self.priming {
+            if self.flowing && self.waited > 0 && level >= self.control.goal() {
+                // The device is burstier than the goal allowed for: hold more from now on,
+                // and keep priming up to the new goal (one longer gap, instead of many).
+                // Twice the wait: a burst cycle is rarely regular to a frame, and a second
+                // underrun costs far more than the extra delay.
+                self.control
+                    .grow(2 * self.waited, frame, MAX_CAPTURE_GOAL_MS * 48);
+                self.waited = 0;
+                self.regrown = true;
+            }
+            if level < self.control.goal() {
+                out.fill(0.0);
+                self.diag.padded += frame;
+                if self.flowing && !self.regrown {
+                    self.waited += frame;
+                }
+                self.diag
+                    .report("capture", self.stream.as_ref(), &self.control);
+                return;
+            }
+            self.priming = false;
+            self.regrown = false;
+            self.control.reset();
+            self.flowing = true;
+            self.waited = 0;
         }
-        let n = out.len().min(self.fifo.len());
-        out[..n].copy_from_slice(&self.fifo[..n]);
-        out[n..].fill(0.0);
-        self.fifo.drain(..n);
+        if let Adjust::Skip(k) = self.control.observe(level) {
+            let k = k.min(level.saturating_sub(frame));
+            self.fifo.drain(..k);
+            self.diag.trimmed += k;
+        }
+        self.resampler.set_correction(self.control.correction());
+        if self.fifo.len() < frame {
+            // Underrun: keep what there is, send silence, and wait for a full buffer again.
+            out.fill(0.0);
+            self.priming = true;
+            self.diag.padded += frame;
+            self.diag.underruns += 1;
+        } else {
+            out.copy_from_slice(&self.fifo[..frame]);
+            self.fifo.drain(..frame);
+        }
+        self.diag
+            .report("capture", self.stream.as_ref(), &self.control);
     }
 
     /// Samples buffered between the microphone and the encoder (an estimate).
     pub fn latency_samples(&self) -> usize {
-        self.fifo.len() + self.ring.as_ref().map_or(0, |r| r.occupied_len())
+        let ring = match (&self.ring, &self.stream) {
+            (Some(r), Some(s)) => r.occupied_len() * SAMPLE_RATE as usize / s.rate.max(1) as usize,
+            _ => 0,
+        };
+        self.fifo.len() + ring
     }
 }
 
-/// A speaker: 48 kHz frames converted to the device rate and queued for its callback.
+/// A speaker: 48 kHz frames converted to the device rate with a drift-compensating ratio and
+/// queued for its callback, the queue's low-water mark held just above empty.
 pub struct PlaybackDevice {
     name: Option<String>,
     stream: Option<OpenStream>,
     ring: Option<HeapProd<f32>>,
     resampler: Resampler,
     scratch: Vec<f32>,
+    control: FillController,
+    sized_for: (usize, usize),
+    /// Samples of the device's silence fills (underruns) already answered.
+    lost_seen: u64,
+    /// Input still to be dropped to bring the level back into its band.
+    skip: usize,
     retry_at: Instant,
     warned: bool,
+    diag: Diag,
 }
 
 impl PlaybackDevice {
     /// Opens the named (or default) playback device; without one, discards and retries.
     pub fn open(name: Option<String>) -> Self {
+        let (goal, band, window) = targets(0, 960);
         let mut d = Self {
             name,
             stream: None,
             ring: None,
-            resampler: Resampler::new(SAMPLE_RATE, SAMPLE_RATE),
+            resampler: Resampler::adaptive(SAMPLE_RATE, SAMPLE_RATE),
             scratch: Vec::with_capacity(ring_len(192_000)),
+            control: FillController::new(goal, band, window),
+            sized_for: (0, 960),
+            lost_seen: 0,
+            skip: 0,
             retry_at: Instant::now(),
             warned: false,
+            diag: Diag::new(),
         };
         d.try_open();
         d
@@ -302,6 +612,9 @@ impl PlaybackDevice {
     fn try_open(&mut self) {
         self.stream = None;
         self.ring = None;
+        self.lost_seen = 0;
+        self.skip = 0;
+        self.sized_for.0 = usize::MAX;
         self.retry_at = Instant::now() + RETRY;
         let name = if self.warned {
             None
@@ -315,13 +628,9 @@ impl PlaybackDevice {
             }
             return;
         };
-        let rate = device
-            .default_output_config()
-            .map_or(SAMPLE_RATE, |c| c.sample_rate());
-        let (prod, cons) = HeapRb::<f32>::new(ring_len(rate)).split();
-        match output_stream(&device, cons) {
-            Ok(s) => {
-                self.resampler = Resampler::new(SAMPLE_RATE, s.rate);
+        match output_stream(&device) {
+            Ok((s, prod)) => {
+                self.resampler = Resampler::adaptive(SAMPLE_RATE, s.rate);
                 self.stream = Some(s);
                 self.ring = Some(prod);
             }
@@ -336,10 +645,7 @@ impl PlaybackDevice {
 
     /// Reopens the device after an error (or retries a missing one) every few seconds.
     pub fn maintain(&mut self) {
-        let failed = self
-            .stream
-            .as_ref()
-            .is_none_or(|s| s.failed.load(Ordering::Relaxed));
+        let failed = self.stream.as_mut().is_none_or(OpenStream::is_dead);
         if failed && Instant::now() >= self.retry_at {
             if self.stream.is_some() {
                 tracing::warn!("playback device error: reopening");
@@ -354,11 +660,46 @@ impl PlaybackDevice {
         let (Some(ring), Some(stream)) = (&mut self.ring, &self.stream) else {
             return;
         };
+        let to48 = |n: usize| n * SAMPLE_RATE as usize / stream.rate.max(1) as usize;
+        let from48 = |n: usize| n * stream.rate.max(1) as usize / SAMPLE_RATE as usize;
+        let period = period48(stream);
+        if (period, frame.len()) != self.sized_for && period > 0 {
+            let (margin, band, window) = targets(period, frame.len());
+            self.control = FillController::new(margin, band, window);
+            self.sized_for = (period, frame.len());
+        }
+        let level = to48(ring.occupied_len());
+        self.diag.fill(level);
+        // The callback played silence since the last tick: an underrun (or the device's
+        // start). Refill to the goal at once rather than starving on every period.
+        let lost = stream.counters.lost.load(Ordering::Relaxed);
+        if lost != self.lost_seen {
+            self.lost_seen = lost;
+            let missing = from48(self.control.goal().saturating_sub(level));
+            for _ in 0..missing {
+                if ring.try_push(0.0).is_err() {
+                    break;
+                }
+            }
+            self.skip = 0;
+            self.control.reset();
+            self.diag.underruns += 1;
+        } else if let Adjust::Skip(k) = self.control.observe(level) {
+            self.skip = from48(k);
+        }
+        self.resampler.set_correction(self.control.correction());
         self.scratch.clear();
         self.resampler.process(frame, &mut self.scratch);
-        let max_queue = (stream.rate * MAX_PLAYBACK_QUEUE_MS / 1000) as usize;
-        let room = max_queue.saturating_sub(ring.occupied_len());
-        ring.push_slice(&self.scratch[..self.scratch.len().min(room)]);
+        let dropped = self.skip.min(self.scratch.len());
+        self.skip -= dropped;
+        // A hard bound on delay, whatever happens (a device that stopped consuming).
+        let cap = from48(self.control.goal() + 2 * self.control.band() + period + frame.len());
+        let room = cap.saturating_sub(ring.occupied_len());
+        let keep = &self.scratch[dropped..];
+        let pushed = ring.push_slice(&keep[..keep.len().min(room)]);
+        self.diag.trimmed += self.scratch.len() - pushed;
+        self.diag
+            .report("playback", self.stream.as_ref(), &self.control);
     }
 
     /// Samples queued ahead of the speaker, at 48 kHz.

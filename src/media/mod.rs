@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod device;
+pub mod drift;
 pub mod engine;
 pub mod io;
 pub mod jitter;

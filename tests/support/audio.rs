@@ -155,3 +155,35 @@ pub fn rms(x: &[f32]) -> f64 {
     }
     (x.iter().map(|v| f64::from(*v) * f64::from(*v)).sum::<f64>() / x.len() as f64).sqrt()
 }
+
+/// Per-second picture of a recording that should hold one steady tone.
+#[derive(Debug)]
+pub struct ToneSecond {
+    /// RMS of the second.
+    pub rms: f64,
+    /// Lowest share of `hz` over the 50 ms blocks of the second (0 for a silent block).
+    pub min_share: f64,
+    /// Frequency from zero crossings, Hz.
+    pub zc_hz: f64,
+}
+
+/// Splits `x` (48 kHz) into whole seconds and describes each (see [`ToneSecond`]).
+pub fn tone_seconds(x: &[f32], hz: f64) -> Vec<ToneSecond> {
+    x.chunks_exact(48_000)
+        .map(|sec| {
+            let min_share = sec
+                .chunks_exact(2_400)
+                .map(|b| goertzel_share(b, hz))
+                .fold(f64::MAX, f64::min);
+            let crossings = sec
+                .windows(2)
+                .filter(|w| (w[0] < 0.0) != (w[1] < 0.0))
+                .count();
+            ToneSecond {
+                rms: rms(sec),
+                min_share,
+                zc_hz: crossings as f64 / 2.0,
+            }
+        })
+        .collect()
+}
