@@ -134,9 +134,17 @@ pub struct MediaHandle {
     levels: Arc<Levels>,
     stats: Arc<Mutex<MediaStats>>,
     local: SocketAddr,
+    epoch: Instant,
 }
 
 impl MediaHandle {
+    /// When the tick clock started: tick `n` runs at `epoch + n * frame`. A WAV source's sample
+    /// `i` is read at about `epoch + i / 48 kHz` and a WAV sink's sample `i` is written then, so
+    /// benches can turn positions in the files into wall-clock times.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
     /// Latest stats (published every 100 ms).
     pub fn stats(&self) -> MediaStats {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
@@ -187,7 +195,7 @@ impl MediaEngine {
         let local = config.socket.local_addr()?;
         let transport = Transport::new(config.socket, config.peer, config.crypto)?;
         let (control, control_rx) = sync_channel(4);
-        let (ready_tx, ready_rx) = sync_channel::<Result<(), MediaError>>(1);
+        let (ready_tx, ready_rx) = sync_channel::<Result<Instant, MediaError>>(1);
         let muted = Arc::new(AtomicBool::new(false));
         let levels = Arc::new(Levels::default());
         let stats = Arc::new(Mutex::new(MediaStats::default()));
@@ -200,8 +208,9 @@ impl MediaEngine {
                 // Devices are opened here: cpal streams may not move between threads.
                 match Worker::new(transport, &input, &output, codec, jitter, shared) {
                     Ok(w) => {
-                        let _ = ready_tx.send(Ok(()));
-                        w.run(control_rx);
+                        let epoch = Instant::now();
+                        let _ = ready_tx.send(Ok(epoch));
+                        w.run(control_rx, epoch);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -209,13 +218,14 @@ impl MediaEngine {
                 }
             })?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(MediaHandle {
+            Ok(Ok(epoch)) => Ok(MediaHandle {
                 control,
                 thread: Some(thread),
                 muted,
                 levels,
                 stats,
                 local,
+                epoch,
             }),
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -285,9 +295,8 @@ impl Worker {
         })
     }
 
-    fn run(mut self, control: Receiver<Control>) {
+    fn run(mut self, control: Receiver<Control>, epoch: Instant) {
         let frame_dur = Duration::from_micros(self.frame as u64 * 1_000_000 / 48_000);
-        let epoch = Instant::now();
         let mut deadline = epoch;
         let mut tick: u64 = 0;
         loop {
