@@ -412,7 +412,7 @@ impl Call {
             let latency = s.mean_lag_samples / 48.0 + offset_ms + 20.0;
             eprintln!(
                 "  {}: PESQ {:.2} STOI {:.3} latency {:.1} ms (lag {:.1} ms, epochs {:+.1} ms) \
-                 JB {:.1} ms estimate {:.1} ms lost {} fec {} concealed {} late {}",
+                 JB {:.1} ms estimate {:.1} ms lost {} fec {} concealed {} late {} stretched {:.0} ms target {:.1} ms",
                 d.heard.display(),
                 s.pesq_wb,
                 s.stoi,
@@ -425,6 +425,8 @@ impl Call {
                 d.stats.fec_recovered,
                 d.stats.concealed,
                 d.stats.late,
+                d.stats.stretched_ms,
+                d.stats.jitter_target_ms,
             );
             row.pesq += s.pesq_wb / k;
             row.stoi += s.stoi / k;
