@@ -36,6 +36,15 @@ const FORGET: f64 = 0.998;
 const TRANSIT_WINDOW: usize = 100;
 /// Quantile of relative delay the target covers.
 const QUANTILE: f64 = 0.95;
+/// Delay above target (ms, or a quarter of the target if more) that starts accelerating ...
+const ACCEL_ZONE_MS: f64 = 8.0;
+/// ... and how close to the target (ms, or an eighth of it) it stops.
+const ACCEL_STOP_MS: f64 = 3.0;
+/// Forgetting factor of the loss rate, per played frame (about 2 s of memory).
+const LOSS_FORGET: f64 = 0.99;
+/// Loss rate above which the target makes room for FEC, and below which it stops.
+const FEC_ROOM_ON: f64 = 0.02;
+const FEC_ROOM_OFF: f64 = 0.005;
 
 /// How the buffer chooses its delay.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -146,6 +155,14 @@ pub struct JitterBuffer {
     transit_count: usize,
     hist: [f64; BINS],
     delay_filt: Option<f64>,
+    /// Accelerating until the delay is back near the target.
+    accelerating: bool,
+    /// The frame concealed while waiting for it (its time has been played already).
+    waited: Option<u64>,
+    /// Recent share of frames lost (exponentially forgetting).
+    loss_rate: f64,
+    /// The target holds one more frame so FEC can be used.
+    fec_room: bool,
     stats: JitterStats,
 }
 
@@ -174,6 +191,10 @@ impl JitterBuffer {
             transit_count: 0,
             hist: [0.0; BINS],
             delay_filt: None,
+            accelerating: false,
+            waited: None,
+            loss_rate: 0.0,
+            fec_room: false,
             stats: JitterStats::default(),
         };
         jb.stats.target_ms = jb.target_ms();
@@ -207,8 +228,11 @@ impl JitterBuffer {
                         }
                     }
                 }
-                // The packet is whole on arrival: the 95th percentile alone is the target.
-                p95.clamp(
+                // The packet is whole on arrival: the 95th percentile alone is the target. Under
+                // loss, one more frame, so that when a frame turns out lost the next packet
+                // (carrying its FEC copy) is usually already here.
+                let fec_room = if self.fec_room { frame } else { 0.0 };
+                (p95 + fec_room).clamp(
                     f64::from(self.settings.min_delay_ms),
                     f64::from(self.settings.max_delay_ms).max(frame),
                 )
@@ -235,6 +259,8 @@ impl JitterBuffer {
         self.seq = SeqExtender::default();
         self.ts_base = None;
         self.delay_filt = None;
+        self.accelerating = false;
+        self.waited = None;
     }
 
     /// Extends a timestamp to 64 bits near the last one seen (wrap-safe), in samples.
@@ -342,6 +368,8 @@ impl JitterBuffer {
             self.slots[idx].ext_seq = None;
             self.held -= 1;
             self.next_seq = Some(next + 1);
+            self.waited = None;
+            self.note_loss(false);
             self.play_ts = ts.wrapping_add(frame);
             let ext_ts = self.extend_ts(ts);
             self.ts_base = Some((ts, ext_ts));
@@ -350,14 +378,26 @@ impl JitterBuffer {
             return (Decision::Normal(&slot.data[..slot.len]), stretch);
         }
 
-        self.play_ts = self.play_ts.wrapping_add(frame);
-        self.stats.concealed += 1;
         if self.held == 0 {
-            // Nothing behind it: late or lost, we cannot tell yet. Wait one frame for it.
+            // Nothing behind it: late or lost, we cannot tell yet. Conceal and wait for it; if
+            // it comes next tick it plays then (the delay grows by a frame, as it must when
+            // packets come that late).
+            self.play_ts = self.play_ts.wrapping_add(frame);
+            self.stats.concealed += 1;
+            self.waited = Some(next);
             return (Decision::Conceal, Stretch::None);
         }
         self.stats.lost += 1;
+        self.note_loss(true);
         self.next_seq = Some(next + 1);
+        if self.waited.take() == Some(next) {
+            // Lost after all, and its time was already filled by the concealment played while
+            // waiting: go straight on to the next frame. (Recovering it from FEC now would
+            // play it one frame late and add 20 ms of delay for every loss.)
+            return self.pop(now_us, pending_samples);
+        }
+        self.play_ts = self.play_ts.wrapping_add(frame);
+        self.stats.concealed += 1;
         let fec = matches!(self.settings.mode, JitterMode::Adaptive);
         if fec {
             if let Some(idx) = self.take(next + 1) {
@@ -368,6 +408,17 @@ impl JitterBuffer {
             }
         }
         (Decision::Conceal, Stretch::None)
+    }
+
+    /// Updates the loss rate with one played frame, and whether the target makes room for FEC.
+    fn note_loss(&mut self, lost: bool) {
+        self.loss_rate = LOSS_FORGET * self.loss_rate + if lost { 1.0 - LOSS_FORGET } else { 0.0 };
+        let fec = matches!(self.settings.mode, JitterMode::Adaptive);
+        if fec && self.loss_rate > FEC_ROOM_ON {
+            self.fec_room = true;
+        } else if self.loss_rate < FEC_ROOM_OFF {
+            self.fec_room = false;
+        }
     }
 
     fn earliest(&self) -> Option<u64> {
@@ -387,10 +438,18 @@ impl JitterBuffer {
         };
         self.delay_filt = Some(d);
         self.stats.delay_ms = d;
-        // Dead zone: accelerate only well above the target, expand a little below it.
-        let high = target + (0.25 * target).max(15.0);
+        // Dead zone: accelerate only well above the target, expand a little below it. Once
+        // accelerating, keep on until the delay is back near the target (hysteresis): a
+        // start-up offset or a spike is removed entirely instead of parking just under the
+        // edge of the zone.
+        let high = target + (0.25 * target).max(ACCEL_ZONE_MS);
         let low = target - 5.0;
         if d > high {
+            self.accelerating = true;
+        } else if d <= target + (0.125 * target).max(ACCEL_STOP_MS) {
+            self.accelerating = false;
+        }
+        if self.accelerating {
             Stretch::Accelerate(((d - target) * 48.0) as usize)
         } else if d < low {
             Stretch::Expand(((target - d) * 48.0) as usize)
@@ -415,3 +474,4 @@ impl JitterBuffer {
 
 #[cfg(test)]
 mod tests;
+
