@@ -39,7 +39,7 @@ const QUANTILE: f64 = 0.95;
 /// Delay above target (ms, or a quarter of the target if more) that starts accelerating ...
 const ACCEL_ZONE_MS: f64 = 8.0;
 /// ... and how close to the target (ms, or an eighth of it) it stops.
-const ACCEL_STOP_MS: f64 = 3.0;
+const ACCEL_STOP_MS: f64 = 5.0;
 /// Forgetting factor of the loss rate, per played frame (about 2 s of memory).
 const LOSS_FORGET: f64 = 0.99;
 /// Loss rate above which the target makes room for FEC, and below which it stops.
@@ -163,6 +163,8 @@ pub struct JitterBuffer {
     loss_rate: f64,
     /// The target holds one more frame so FEC can be used.
     fec_room: bool,
+    /// Most audio ever queued ahead at a pop, ms (the caller's tick size).
+    pop_lead_ms: f64,
     stats: JitterStats,
 }
 
@@ -195,6 +197,7 @@ impl JitterBuffer {
             waited: None,
             loss_rate: 0.0,
             fec_room: false,
+            pop_lead_ms: 0.0,
             stats: JitterStats::default(),
         };
         jb.stats.target_ms = jb.target_ms();
@@ -231,8 +234,11 @@ impl JitterBuffer {
                 // The packet is whole on arrival: the 95th percentile alone is the target. Under
                 // loss, one more frame, so that when a frame turns out lost the next packet
                 // (carrying its FEC copy) is usually already here.
+                // Plus the audio still queued when a frame is popped (the caller's tick
+                // granularity): a packet must be here at the pop, which comes that long before
+                // the frame is heard. 0-5 ms in the engine's 5 ms ticks.
                 let fec_room = if self.fec_room { frame } else { 0.0 };
-                (p95 + fec_room).clamp(
+                (p95 + self.pop_lead_ms + fec_room).clamp(
                     f64::from(self.settings.min_delay_ms),
                     f64::from(self.settings.max_delay_ms).max(frame),
                 )
@@ -335,6 +341,9 @@ impl JitterBuffer {
     /// ahead of this frame (so delay is measured where the frame will actually be heard).
     pub fn pop(&mut self, now_us: u64, pending_samples: usize) -> (Decision<'_>, Stretch) {
         let frame = self.frame_samples;
+        // The caller pops when less than one of its ticks of audio is queued, so the largest
+        // queue seen at a pop is its tick size: the most a pop can precede the frame's playout.
+        self.pop_lead_ms = self.pop_lead_ms.max(pending_samples as f64 / 48.0);
         let target = self.target_ms();
         self.stats.target_ms = target;
         let next = match self.next_seq {
@@ -443,7 +452,10 @@ impl JitterBuffer {
         // start-up offset or a spike is removed entirely instead of parking just under the
         // edge of the zone.
         let high = target + (0.25 * target).max(ACCEL_ZONE_MS);
-        let low = target - 5.0;
+        // Expand as soon as the delay is below target, asking for enough to land a little
+        // above it: a stretch moves whole pitch periods (several ms), so waiting until the delay
+        // is well below target lets the buffer run dry first (measured with 0.1 % clock drift).
+        let low = target - 1.0;
         if d > high {
             self.accelerating = true;
         } else if d <= target + (0.125 * target).max(ACCEL_STOP_MS) {
@@ -452,7 +464,7 @@ impl JitterBuffer {
         if self.accelerating {
             Stretch::Accelerate(((d - target) * 48.0) as usize)
         } else if d < low {
-            Stretch::Expand(((target - d) * 48.0) as usize)
+            Stretch::Expand(((target + ACCEL_STOP_MS - d) * 48.0) as usize)
         } else {
             Stretch::None
         }
@@ -474,4 +486,3 @@ impl JitterBuffer {
 
 #[cfg(test)]
 mod tests;
-
