@@ -196,6 +196,8 @@ impl Relay {
         let thread = std::thread::Builder::new()
             .name("fala-netsim".into())
             .spawn(move || {
+                // Like the kernel's netem, the relay should not add its own scheduling noise.
+                crate::media::engine::realtime_priority();
                 let mut dirs = [
                     Direction {
                         imp,

@@ -237,8 +237,12 @@ fn metric_rejects_missing_garbled_and_misaligned_audio() {
 fn direct_encrypted_call_is_clean() {
     let (s, st) = call("direct", None, JitterSettings::default(), true);
     assert!(s.correlation > 0.85, "correlation {}", s.correlation);
+    // The lag between the two files is not mouth-to-ear: it leaves out the 20 ms frame a real
+    // microphone needs to fill, and B's file starts a few ms after A's. With 5 ms playout ticks
+    // and a target of the measured arrival jitter it is now the Opus look-ahead (6.5 ms) plus a
+    // few ms, minus that start offset; `fala-bench media` measures the real thing.
     assert!(
-        (20.0..150.0).contains(&s.latency_ms),
+        (0.0..150.0).contains(&s.latency_ms),
         "latency {}",
         s.latency_ms
     );

@@ -3,6 +3,13 @@
 //! `fala-bench signaling` starts the real `fala-server` binary as a child process, connects
 //! and registers many clients over loopback TCP, and measures registrations per second, server
 //! memory per idle client and invite → incoming-call latency under concurrent call setups.
+//!
+//! `fala-bench media` runs real calls through the impairment relay on every netsim profile and
+//! scores what each side heard: PESQ-WB, STOI, mouth-to-ear latency, jitter-buffer delay,
+//! losses and CPU (see `fala-bench/media.rs`).
+
+#[path = "fala-bench/media.rs"]
+mod media;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,6 +48,25 @@ enum Bench {
         #[arg(long)]
         server_bin: Option<PathBuf>,
     },
+    /// Voice quality and latency of live calls on each netsim profile, vs a fixed-buffer
+    /// baseline and an offline Opus reference.
+    Media {
+        /// Scratch folder for the speech clip, recordings and scorer.
+        #[arg(long, default_value = "target/bench-media")]
+        work_dir: PathBuf,
+        /// Python venv holding pesq and pystoi (created when missing).
+        #[arg(long, default_value = "target/bench-venv")]
+        venv: PathBuf,
+        /// Seed of the impairment relay.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Profiles to run (repeatable; default: all).
+        #[arg(long = "profile")]
+        profiles: Vec<String>,
+        /// Skip the fixed-buffer baseline rows.
+        #[arg(long)]
+        no_baseline: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,6 +86,19 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             rt.block_on(signaling(clients, calls, concurrency, server_bin))
         }
+        Bench::Media {
+            work_dir,
+            venv,
+            seed,
+            profiles,
+            no_baseline,
+        } => media::run(media::MediaArgs {
+            work_dir,
+            venv,
+            seed,
+            profiles,
+            no_baseline,
+        }),
     }
 }
 

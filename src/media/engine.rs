@@ -1,9 +1,12 @@
 //! The media engine: one named std thread ("fala-media") on an absolute-deadline tick.
 //!
-//! Each tick: capture one frame -> Opus -> (encrypt) -> UDP; drain UDP -> (decrypt) -> jitter
-//! buffer; pull decisions until one frame of audio is ready (decode, FEC, conceal, stretch) ->
-//! sink. Deadlines are absolute (`start + n * frame`), so scheduling jitter never accumulates
-//! into drift. The thread never blocks on anyone: control arrives on a bounded channel polled
+//! The tick is a 5 ms playout quantum ([`QUANTUM`]), like a sound card's period. Every tick:
+//! drain UDP -> (decrypt) -> jitter buffer; pull decisions until one quantum of audio is ready
+//! (decode, FEC, conceal, stretch) -> sink. Every frame's worth of ticks (4 for 20 ms frames)
+//! it also captures one frame -> Opus -> (encrypt) -> UDP. A frame that arrives is heard within
+//! one quantum of being due, instead of waiting up to a whole frame for the next 20 ms tick
+//! (that wait was half of the clean-network latency). Deadlines are absolute
+//! (`start + n * quantum`), so scheduling jitter never accumulates into drift. The thread never blocks on anyone: control arrives on a bounded channel polled
 //! with `try_recv`, mute and meters are atomics, stats are published with `try_lock`.
 
 use super::codec::{CodecError, CodecSettings, VoiceDecoder, VoiceEncoder, MAX_PACKET};
@@ -20,6 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use thiserror::Error;
+
+/// Samples the sink takes per tick (5 ms at 48 kHz); frames are whole multiples of it.
+pub const QUANTUM: usize = 240;
 
 /// Everything a call's media needs.
 pub struct MediaConfig {
@@ -134,9 +140,17 @@ pub struct MediaHandle {
     levels: Arc<Levels>,
     stats: Arc<Mutex<MediaStats>>,
     local: SocketAddr,
+    epoch: Instant,
 }
 
 impl MediaHandle {
+    /// When the tick clock started: tick `n` runs at `epoch + n * frame`. A WAV source's sample
+    /// `i` is read at about `epoch + i / 48 kHz` and a WAV sink's sample `i` is written then, so
+    /// benches can turn positions in the files into wall-clock times.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
     /// Latest stats (published every 100 ms).
     pub fn stats(&self) -> MediaStats {
         self.stats.lock().map(|s| s.clone()).unwrap_or_default()
@@ -187,7 +201,7 @@ impl MediaEngine {
         let local = config.socket.local_addr()?;
         let transport = Transport::new(config.socket, config.peer, config.crypto)?;
         let (control, control_rx) = sync_channel(4);
-        let (ready_tx, ready_rx) = sync_channel::<Result<(), MediaError>>(1);
+        let (ready_tx, ready_rx) = sync_channel::<Result<Instant, MediaError>>(1);
         let muted = Arc::new(AtomicBool::new(false));
         let levels = Arc::new(Levels::default());
         let stats = Arc::new(Mutex::new(MediaStats::default()));
@@ -197,11 +211,13 @@ impl MediaEngine {
         let thread = std::thread::Builder::new()
             .name("fala-media".into())
             .spawn(move || {
+                realtime_priority();
                 // Devices are opened here: cpal streams may not move between threads.
                 match Worker::new(transport, &input, &output, codec, jitter, shared) {
                     Ok(w) => {
-                        let _ = ready_tx.send(Ok(()));
-                        w.run(control_rx);
+                        let epoch = Instant::now();
+                        let _ = ready_tx.send(Ok(epoch));
+                        w.run(control_rx, epoch);
                     }
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -209,19 +225,38 @@ impl MediaEngine {
                 }
             })?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(MediaHandle {
+            Ok(Ok(epoch)) => Ok(MediaHandle {
                 control,
                 thread: Some(thread),
                 muted,
                 levels,
                 stats,
                 local,
+                epoch,
             }),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
             }
             Err(_) => Err(MediaError::Thread),
+        }
+    }
+}
+
+/// Asks for real-time scheduling (SCHED_FIFO, low priority) for the calling thread, as audio
+/// threads do (PulseAudio and WebRTC ask rtkit for the same). On a loaded machine an ordinary
+/// thread wakes several ms late, and every late send or playout tick is jitter the peer's
+/// buffer must cover with delay. The thread sleeps between 5 ms ticks and its work per tick is
+/// bounded, so it cannot starve the machine. Best effort: without the privilege the call
+/// simply runs at normal priority.
+pub fn realtime_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 10 };
+        // SAFETY: plain libc call on the current thread (0) with a valid pointer.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+        if rc != 0 {
+            tracing::debug!("no real-time priority for the media thread; running normally");
         }
     }
 }
@@ -285,9 +320,9 @@ impl Worker {
         })
     }
 
-    fn run(mut self, control: Receiver<Control>) {
-        let frame_dur = Duration::from_micros(self.frame as u64 * 1_000_000 / 48_000);
-        let epoch = Instant::now();
+    fn run(mut self, control: Receiver<Control>, epoch: Instant) {
+        let quantum = Duration::from_micros(QUANTUM as u64 * 1_000_000 / 48_000);
+        let per_frame = (self.frame / QUANTUM).max(1) as u64;
         let mut deadline = epoch;
         let mut tick: u64 = 0;
         loop {
@@ -297,16 +332,16 @@ impl Worker {
             }
             let started = Instant::now();
             let now_us = started.duration_since(epoch).as_micros() as u64;
-            self.tick(now_us);
+            self.tick(now_us, tick.is_multiple_of(per_frame));
             tick += 1;
-            if tick.is_multiple_of(5) {
+            if tick.is_multiple_of(20) {
                 self.publish(epoch.elapsed());
             }
             self.busy += started.elapsed();
 
-            deadline += frame_dur;
+            deadline += quantum;
             let now = Instant::now();
-            if now > deadline + 5 * frame_dur {
+            if now > deadline + Duration::from_millis(100) {
                 // Far behind (machine stalled): skip ahead rather than burst.
                 deadline = now;
             } else if deadline > now {
@@ -319,11 +354,36 @@ impl Worker {
         }
     }
 
-    fn tick(&mut self, now_us: u64) {
-        self.source.maintain();
+    fn tick(&mut self, now_us: u64, send: bool) {
         self.sink.maintain();
+        if send {
+            self.send();
+        }
 
-        // Send side.
+        // Receive side.
+        let jb = &mut self.jb;
+        self.transport
+            .poll(now_us, |r| jb.insert(now_us, r.seq, r.timestamp, r.payload));
+        while self.playout.len() < QUANTUM {
+            self.decode_one(now_us);
+        }
+        let out = &self.playout[..QUANTUM];
+        self.levels
+            .output
+            .store(peak(out).to_bits(), Ordering::Relaxed);
+        if let Err(e) = self.sink.write(out) {
+            if !self.sink_failed {
+                tracing::warn!("output file write failed: {e}");
+                self.sink_failed = true;
+            }
+        }
+        self.playout.drain(..QUANTUM);
+        self.transport.maybe_report(now_us);
+    }
+
+    /// Captures, encodes and sends one frame.
+    fn send(&mut self) {
+        self.source.maintain();
         self.source.read(&mut self.capture);
         if self.muted.load(Ordering::Relaxed) {
             self.capture.fill(0.0);
@@ -347,26 +407,6 @@ impl Worker {
             }
             Err(_) => self.transport.skip_frame(self.frame as u32),
         }
-
-        // Receive side.
-        let jb = &mut self.jb;
-        self.transport
-            .poll(now_us, |r| jb.insert(now_us, r.seq, r.timestamp, r.payload));
-        while self.playout.len() < self.frame {
-            self.decode_one(now_us);
-        }
-        let out = &self.playout[..self.frame];
-        self.levels
-            .output
-            .store(peak(out).to_bits(), Ordering::Relaxed);
-        if let Err(e) = self.sink.write(out) {
-            if !self.sink_failed {
-                tracing::warn!("output file write failed: {e}");
-                self.sink_failed = true;
-            }
-        }
-        self.playout.drain(..self.frame);
-        self.transport.maybe_report(now_us);
     }
 
     /// Pulls one decision from the jitter buffer and appends its audio to the playout queue.
@@ -376,9 +416,10 @@ impl Worker {
         let dec = &mut self.decoder;
         let buf = &mut self.decoded;
         let n = match decision {
+            // One quantum of silence, so playout can start at the very next tick.
             Decision::Buffering => {
-                buf[..frame].fill(0.0);
-                Ok(frame)
+                buf[..QUANTUM].fill(0.0);
+                Ok(QUANTUM)
             }
             Decision::Normal(p) => dec.decode(p, buf).or_else(|_| dec.conceal(buf)),
             Decision::Fec(next) => dec.decode_fec(next, buf).or_else(|_| dec.conceal(buf)),

@@ -9,7 +9,10 @@
 //!   duplicate ones are dropped and counted.
 //! - Every arrival adds its *relative delay* (transit time minus the smallest transit of the last
 //!   two seconds, which also follows clock drift) to a histogram that slowly forgets; the target
-//!   playout delay is its 95th percentile plus one frame and a small safety margin.
+//!   playout delay is its 95th percentile, as in NetEq. Delay is counted from the moment the
+//!   packet could have arrived at the earliest to the moment its first sample is heard, so a
+//!   whole packet is already there at delay 0: no extra frame or fixed floor is added (they
+//!   cost 25 ms on every call, measured on a clean loopback).
 //! - The playout delay actually in force is measured on each played packet (how long after the
 //!   fastest possible arrival it is heard). Outside a dead zone around the target, the tick asks
 //!   the caller to time-stretch that frame ([`Stretch`]), by at most one pitch period, so delay
@@ -25,14 +28,23 @@ const CAPACITY: usize = 64;
 /// Largest payload kept; bigger packets are dropped (Opus at our rates is far smaller).
 const MAX_PAYLOAD: usize = 1500;
 /// Histogram resolution and reach of relative delays.
-const BIN_MS: f64 = 2.0;
-const BINS: usize = 300;
+const BIN_MS: f64 = 1.0;
+const BINS: usize = 600;
 /// Per-packet forgetting factor: about 10 s of memory at 50 packets a second.
 const FORGET: f64 = 0.998;
 /// Transits remembered for the moving minimum (2 s of 20 ms packets).
 const TRANSIT_WINDOW: usize = 100;
 /// Quantile of relative delay the target covers.
 const QUANTILE: f64 = 0.95;
+/// Delay above target (ms, or a quarter of the target if more) that starts accelerating ...
+const ACCEL_ZONE_MS: f64 = 8.0;
+/// ... and how close to the target (ms, or an eighth of it) it stops.
+const ACCEL_STOP_MS: f64 = 5.0;
+/// Forgetting factor of the loss rate, per played frame (about 2 s of memory).
+const LOSS_FORGET: f64 = 0.99;
+/// Loss rate above which the target makes room for FEC, and below which it stops.
+const FEC_ROOM_ON: f64 = 0.02;
+const FEC_ROOM_OFF: f64 = 0.005;
 
 /// How the buffer chooses its delay.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -51,7 +63,7 @@ pub enum JitterMode {
 pub struct JitterSettings {
     /// Adaptive or fixed.
     pub mode: JitterMode,
-    /// Lowest adaptive target, ms; at least one frame plus margin is always kept.
+    /// Lowest adaptive target, ms (0: as low as the measured arrival delay allows).
     pub min_delay_ms: u32,
     /// Highest adaptive target, ms.
     pub max_delay_ms: u32,
@@ -61,7 +73,7 @@ impl Default for JitterSettings {
     fn default() -> Self {
         Self {
             mode: JitterMode::Adaptive,
-            min_delay_ms: 20,
+            min_delay_ms: 0,
             max_delay_ms: 400,
         }
     }
@@ -143,6 +155,16 @@ pub struct JitterBuffer {
     transit_count: usize,
     hist: [f64; BINS],
     delay_filt: Option<f64>,
+    /// Accelerating until the delay is back near the target.
+    accelerating: bool,
+    /// The frame concealed while waiting for it (its time has been played already).
+    waited: Option<u64>,
+    /// Recent share of frames lost (exponentially forgetting).
+    loss_rate: f64,
+    /// The target holds one more frame so FEC can be used.
+    fec_room: bool,
+    /// Most audio ever queued ahead at a pop, ms (the caller's tick size).
+    pop_lead_ms: f64,
     stats: JitterStats,
 }
 
@@ -171,6 +193,11 @@ impl JitterBuffer {
             transit_count: 0,
             hist: [0.0; BINS],
             delay_filt: None,
+            accelerating: false,
+            waited: None,
+            loss_rate: 0.0,
+            fec_room: false,
+            pop_lead_ms: 0.0,
             stats: JitterStats::default(),
         };
         jb.stats.target_ms = jb.target_ms();
@@ -190,7 +217,7 @@ impl JitterBuffer {
     pub fn target_ms(&self) -> f64 {
         let frame = self.frame_ms();
         match self.settings.mode {
-            JitterMode::Fixed { delay_ms } => f64::from(delay_ms).max(frame),
+            JitterMode::Fixed { delay_ms } => f64::from(delay_ms),
             JitterMode::Adaptive => {
                 let total: f64 = self.hist.iter().sum();
                 let mut p95 = 0.0;
@@ -204,10 +231,15 @@ impl JitterBuffer {
                         }
                     }
                 }
-                // One frame so the packet is whole before it plays, plus tick-phase safety.
-                let t = p95 + frame + 5.0;
-                t.clamp(
-                    f64::from(self.settings.min_delay_ms).max(frame),
+                // The packet is whole on arrival: the 95th percentile alone is the target. Under
+                // loss, one more frame, so that when a frame turns out lost the next packet
+                // (carrying its FEC copy) is usually already here.
+                // Plus the audio still queued when a frame is popped (the caller's tick
+                // granularity): a packet must be here at the pop, which comes that long before
+                // the frame is heard. 0-5 ms in the engine's 5 ms ticks.
+                let fec_room = if self.fec_room { frame } else { 0.0 };
+                (p95 + self.pop_lead_ms + fec_room).clamp(
+                    f64::from(self.settings.min_delay_ms),
                     f64::from(self.settings.max_delay_ms).max(frame),
                 )
             }
@@ -233,6 +265,8 @@ impl JitterBuffer {
         self.seq = SeqExtender::default();
         self.ts_base = None;
         self.delay_filt = None;
+        self.accelerating = false;
+        self.waited = None;
     }
 
     /// Extends a timestamp to 64 bits near the last one seen (wrap-safe), in samples.
@@ -307,6 +341,9 @@ impl JitterBuffer {
     /// ahead of this frame (so delay is measured where the frame will actually be heard).
     pub fn pop(&mut self, now_us: u64, pending_samples: usize) -> (Decision<'_>, Stretch) {
         let frame = self.frame_samples;
+        // The caller pops when less than one of its ticks of audio is queued, so the largest
+        // queue seen at a pop is its tick size: the most a pop can precede the frame's playout.
+        self.pop_lead_ms = self.pop_lead_ms.max(pending_samples as f64 / 48.0);
         let target = self.target_ms();
         self.stats.target_ms = target;
         let next = match self.next_seq {
@@ -340,6 +377,8 @@ impl JitterBuffer {
             self.slots[idx].ext_seq = None;
             self.held -= 1;
             self.next_seq = Some(next + 1);
+            self.waited = None;
+            self.note_loss(false);
             self.play_ts = ts.wrapping_add(frame);
             let ext_ts = self.extend_ts(ts);
             self.ts_base = Some((ts, ext_ts));
@@ -348,14 +387,26 @@ impl JitterBuffer {
             return (Decision::Normal(&slot.data[..slot.len]), stretch);
         }
 
-        self.play_ts = self.play_ts.wrapping_add(frame);
-        self.stats.concealed += 1;
         if self.held == 0 {
-            // Nothing behind it: late or lost, we cannot tell yet. Wait one frame for it.
+            // Nothing behind it: late or lost, we cannot tell yet. Conceal and wait for it; if
+            // it comes next tick it plays then (the delay grows by a frame, as it must when
+            // packets come that late).
+            self.play_ts = self.play_ts.wrapping_add(frame);
+            self.stats.concealed += 1;
+            self.waited = Some(next);
             return (Decision::Conceal, Stretch::None);
         }
         self.stats.lost += 1;
+        self.note_loss(true);
         self.next_seq = Some(next + 1);
+        if self.waited.take() == Some(next) {
+            // Lost after all, and its time was already filled by the concealment played while
+            // waiting: go straight on to the next frame. (Recovering it from FEC now would
+            // play it one frame late and add 20 ms of delay for every loss.)
+            return self.pop(now_us, pending_samples);
+        }
+        self.play_ts = self.play_ts.wrapping_add(frame);
+        self.stats.concealed += 1;
         let fec = matches!(self.settings.mode, JitterMode::Adaptive);
         if fec {
             if let Some(idx) = self.take(next + 1) {
@@ -366,6 +417,17 @@ impl JitterBuffer {
             }
         }
         (Decision::Conceal, Stretch::None)
+    }
+
+    /// Updates the loss rate with one played frame, and whether the target makes room for FEC.
+    fn note_loss(&mut self, lost: bool) {
+        self.loss_rate = LOSS_FORGET * self.loss_rate + if lost { 1.0 - LOSS_FORGET } else { 0.0 };
+        let fec = matches!(self.settings.mode, JitterMode::Adaptive);
+        if fec && self.loss_rate > FEC_ROOM_ON {
+            self.fec_room = true;
+        } else if self.loss_rate < FEC_ROOM_OFF {
+            self.fec_room = false;
+        }
     }
 
     fn earliest(&self) -> Option<u64> {
@@ -385,13 +447,24 @@ impl JitterBuffer {
         };
         self.delay_filt = Some(d);
         self.stats.delay_ms = d;
-        // Dead zone: accelerate only well above the target, expand a little below it.
-        let high = target + (0.25 * target).max(15.0);
-        let low = target - 5.0;
+        // Dead zone: accelerate only well above the target, expand a little below it. Once
+        // accelerating, keep on until the delay is back near the target (hysteresis): a
+        // start-up offset or a spike is removed entirely instead of parking just under the
+        // edge of the zone.
+        let high = target + (0.25 * target).max(ACCEL_ZONE_MS);
+        // Expand as soon as the delay is below target, asking for enough to land a little
+        // above it: a stretch moves whole pitch periods (several ms), so waiting until the delay
+        // is well below target lets the buffer run dry first (measured with 0.1 % clock drift).
+        let low = target - 1.0;
         if d > high {
+            self.accelerating = true;
+        } else if d <= target + (0.125 * target).max(ACCEL_STOP_MS) {
+            self.accelerating = false;
+        }
+        if self.accelerating {
             Stretch::Accelerate(((d - target) * 48.0) as usize)
         } else if d < low {
-            Stretch::Expand(((target - d) * 48.0) as usize)
+            Stretch::Expand(((target + ACCEL_STOP_MS - d) * 48.0) as usize)
         } else {
             Stretch::None
         }

@@ -157,7 +157,10 @@ fn isolated_losses_are_recovered_by_fec_bursts_are_concealed() {
     let isolated = (0..990u64)
         .filter(|k| k % 25 == 7 && !(500..505).contains(k))
         .count() as u64;
-    assert!(o.stats.fec_recovered >= isolated, "{o:?}");
+    // The first losses of a call come before the buffer has measured any: on a loss-free
+    // network it keeps no frame of room for FEC (that room is 20 ms of latency), so those few
+    // are concealed; once loss is measured the target makes room and FEC recovers the rest.
+    assert!(o.stats.fec_recovered + 3 >= isolated, "{o:?}");
     // The burst: four concealed, the last one from the next packet's FEC.
     assert!(o.conceal >= 4, "{o:?}");
     assert_eq!(o.stats.late, 0);
@@ -208,7 +211,9 @@ fn jitter_raises_the_target_and_keeps_late_packets_rare() {
     }
     .run(|_| vec![30.0 + 20.0 + (rng.next_f64() - 0.5) * 40.0]);
     let t = o.stats.target_ms;
-    assert!((50.0..100.0).contains(&t), "target {t}");
+    // The 95th percentile of the uniform 0..40 ms relative delay is 38 ms; the target is that
+    // plus the audio queued at a pop (up to a 20 ms tick here), no longer plus a frame + 5 ms.
+    assert!((36.0..65.0).contains(&t), "target {t}");
     let late = o.stats.late as f64 / 1500.0;
     assert!(late < 0.05, "late {late} {o:?}");
     assert!(o.max_delay_ms < 130.0, "{o:?}");
@@ -223,7 +228,8 @@ fn sequence_and_timestamp_wraparound() {
     }
     .run(|k| if k % 30 == 0 { vec![] } else { vec![25.0] });
     assert!(o.conceal_ticks.is_empty(), "{:?}", o.conceal_ticks);
-    assert!(o.normal > 900 && o.fec >= 30, "{o:?}");
+    // 33 losses; the first ones come before any loss was measured (see above).
+    assert!(o.normal > 900 && o.fec >= 28, "{o:?}");
     assert!(o.max_delay_ms < 50.0, "{o:?}");
 }
 
