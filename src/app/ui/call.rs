@@ -203,7 +203,7 @@ pub fn ended_banner(app: &mut App, ui: &mut egui::Ui) {
     else {
         return;
     };
-    let mut text = format!("{} {}", fill(tr.call_ended, peer), tr.outcome(outcome));
+    let mut text = format!("{} {}.", fill(tr.call_ended, peer), tr.outcome(outcome));
     if let Some(d) = talked {
         text.push(' ');
         text.push_str(&fill(tr.call_lasted, clock(d.as_secs())));

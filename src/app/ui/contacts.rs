@@ -17,12 +17,16 @@ pub fn draw(app: &mut App, ui: &mut egui::Ui) {
         // Left: online users.
         let ui = &mut cols[0];
         ui.heading(tr.online_users);
-        ui.add(
-            egui::TextEdit::singleline(&mut app.ui.filter)
-                .hint_text(tr.filter_hint)
-                .id_salt("filter")
-                .desired_width(f32::INFINITY),
-        );
+        ui.horizontal(|ui| {
+            let label = ui.label(tr.filter_label);
+            ui.add(
+                egui::TextEdit::singleline(&mut app.ui.filter)
+                    .hint_text(tr.filter_hint)
+                    .id_salt("filter")
+                    .desired_width(f32::INFINITY),
+            )
+            .labelled_by(label.id);
+        });
         ui.add_space(6.0);
         let filter = app.ui.filter.clone();
         let users: Vec<_> = app.model.visible_users(&filter).cloned().collect();
@@ -60,15 +64,17 @@ pub fn draw(app: &mut App, ui: &mut egui::Ui) {
 
         // Right: look-up and sound test.
         let ui = &mut cols[1];
-        ui.heading(tr.lookup_heading);
+        let heading = ui.heading(tr.lookup_heading);
         let mut go = false;
         ui.horizontal(|ui| {
-            let r = ui.add(
-                egui::TextEdit::singleline(&mut app.ui.lookup_text)
-                    .hint_text(tr.lookup_hint)
-                    .id_salt("lookup")
-                    .desired_width(160.0),
-            );
+            let r = ui
+                .add(
+                    egui::TextEdit::singleline(&mut app.ui.lookup_text)
+                        .hint_text(tr.lookup_hint)
+                        .id_salt("lookup")
+                        .desired_width(160.0),
+                )
+                .labelled_by(heading.id);
             go |= r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
             go |= ui
                 .add_enabled(app.model.is_online(), egui::Button::new(tr.lookup_button))
@@ -111,12 +117,14 @@ pub fn draw(app: &mut App, ui: &mut egui::Ui) {
         ui.add_space(20.0);
         ui.heading(tr.sound_test_heading);
         ui.label(tr.sound_test_hint);
-        if ui
-            .add_enabled(can_call, egui::Button::new(tr.sound_test_button))
-            .clicked()
-        {
-            to_call = Some(ECHO_USER.to_string());
-        }
+        ui.horizontal(|ui| {
+            if ui
+                .add_enabled(can_call, egui::Button::new(tr.sound_test_button))
+                .clicked()
+            {
+                to_call = Some(ECHO_USER.to_string());
+            }
+        });
     });
 
     if let Some(peer) = to_call {
