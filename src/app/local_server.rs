@@ -1,7 +1,7 @@
 //! A fala-server running inside the window, so one command gives a working softphone on one
 //! machine when no server is running yet.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 
 use thiserror::Error;
 use tokio::runtime::Handle;
@@ -78,11 +78,8 @@ fn resolve_literal(server: &str) -> Result<SocketAddr, LocalServerError> {
     if !host.eq_ignore_ascii_case("localhost") {
         return Err(bad());
     }
-    (("127.0.0.1", port.parse::<u16>().map_err(|_| bad())?))
-        .to_socket_addrs()
-        .map_err(|_| bad())?
-        .next()
-        .ok_or_else(bad)
+    let port = port.parse::<u16>().map_err(|_| bad())?;
+    Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
 }
 
 /// Whether `server` names this machine: `localhost`, a loopback or unspecified address, or an
