@@ -43,46 +43,55 @@ echo "ok: window $WIN rendered with $(colours "$WORK/first.png") colours"
 # ---- README screenshots: connect, main with users, incoming call, in a call, settings ----
 OUT=docs/screenshots
 mkdir -p "$OUT"
+# There is no window manager: the window sits at (0,0) and keys reach it only once focused.
+xdotool windowfocus --sync "$WIN"
 click() { xdotool mousemove --sync "$1" "$2" click 1; sleep 0.4; }
-snap() { sleep 0.5; import -window "$WIN" "$OUT/$1.png"; echo "wrote $OUT/$1.png"; }
-# Positions of the buttons in the 780x560 window (no window manager: it sits at 0,0).
-REGISTER=(56 224)
-START_LOCAL=(98 366)
-TAB_SETTINGS=(246 22)
+key() { xdotool windowfocus --sync "$WIN" key "$1"; sleep 0.3; }
+snap() { sleep 0.6; import -window "$WIN" "$OUT/$1.png"; echo "wrote $OUT/$1.png ($(colours "$OUT/$1.png") colours)"; }
+# Where the buttons are in the 780x560 window (checked on the screenshots themselves).
+REGISTER=(232 241)
+START_LOCAL=(238 380)
+TAB_SETTINGS=(233 16)
 
 # Connect: no server yet, so the window offers to start one inside itself.
 click "${REGISTER[@]}"
 sleep 1
 snap connect
 click "${START_LOCAL[@]}"
-for t in $(seq 1 50); do grep -q "registered\|Registered" "$WORK/ana.log" 2>/dev/null && break; sleep 0.1; done
+sleep 1
 
-# Headless peers: `fala term` reading commands from a FIFO each.
+# Headless peers: `fala term`, each reading its commands from a FIFO held open here.
 peer() {
-    local name=$1
+    local name=$1 fd
     mkfifo "$WORK/$name.in"
     "$FALA_BIN" term --name "$name" --server "$SERVER" <"$WORK/$name.in" >"$WORK/$name.out" 2>&1 &
     GUI_CLEANUP+=("kill $!")
     exec {fd}>"$WORK/$name.in"
     eval "FD_$name=$fd"
 }
+say() { local fd="FD_$1"; echo "$2" >&"${!fd}"; sleep 0.4; }
+wait_out() { for t in $(seq 1 50); do grep -q "$2" "$WORK/$1.out" && return 0; sleep 0.1; done; return 1; }
 peer bob
 peer carol
 peer dora
-sleep 1.5
+wait_out dora "Press 0"
+# Carol calls Dora, who answers: both show as "in a call" in Ana's list.
+say carol 1; say carol dora; say carol y
+wait_out dora "Accept?"; say dora y
+sleep 1
 snap main
 
 # Bob calls Ana: the incoming-call dialog.
-echo 1 >&"$FD_bob"; sleep 0.3
-echo ana >&"$FD_bob"; sleep 0.5
-echo y >&"$FD_bob"; sleep 1
+say bob 1; say bob ana; say bob y
+wait_out bob "Ringing"
 snap incoming
 
 # Y accepts; the in-call screen (with the engine-not-connected note until audio is wired).
-xdotool key y
-sleep 2.5
+key y
+wait_out bob "connected"
+sleep 2.2
 snap in-call
-xdotool key Escape
-sleep 0.8
+key Escape
+sleep 0.5
 click "${TAB_SETTINGS[@]}"
 snap settings

@@ -96,20 +96,27 @@ pub fn in_call(app: &mut App, ui: &mut egui::Ui) {
         ui.heading(egui::RichText::new(fill(tr.in_call_with, &peer)).size(24.0));
         ui.label(
             egui::RichText::new(clock(talked.as_secs()))
-                .size(32.0)
-                .monospace(),
+                .size(34.0)
+                .strong(),
         );
     });
     ui.add_space(8.0);
     if !app.media.is_connected() {
         widgets::banner(ui, Tone::Warning, tr.engine_missing);
+        ui.add_space(8.0);
     }
-    ui.add_space(8.0);
-    let levels = app.media.levels();
-    widgets::level_meter(ui, tr.level_input, levels.input);
-    widgets::level_meter(ui, tr.level_output, levels.output);
-    ui.add_space(8.0);
-    stats_grid(app, ui);
+    ui.columns(2, |cols| {
+        egui::Frame::group(cols[0].style()).show(&mut cols[0], |ui| {
+            ui.set_width(ui.available_width());
+            let levels = app.media.levels();
+            widgets::level_meter(ui, tr.level_input, levels.input);
+            widgets::level_meter(ui, tr.level_output, levels.output);
+        });
+        egui::Frame::group(cols[1].style()).show(&mut cols[1], |ui| {
+            ui.set_width(ui.available_width());
+            stats_grid(app, ui);
+        });
+    });
     ui.add_space(12.0);
     ui.horizontal(|ui| {
         let mute_label = if app.model.muted { tr.unmute } else { tr.mute };

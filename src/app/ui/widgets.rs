@@ -41,10 +41,13 @@ pub fn status_dot(ui: &mut egui::Ui, good: bool) {
     ui.painter().circle_filled(rect.center(), 4.5, color);
 }
 
-/// A horizontal level meter, 0.0 to 1.0, green then amber then red near full scale.
+/// A horizontal level meter, 0.0 to 1.0: green, amber near the top, red at full scale.
+/// Painted by hand so silence is an empty bar (a progress bar always shows a knob).
 pub fn level_meter(ui: &mut egui::Ui, label: &str, level: f32) {
     ui.horizontal(|ui| {
-        ui.add_sized([110.0, 18.0], egui::Label::new(label));
+        ui.add_sized([120.0, 18.0], egui::Label::new(label));
+        let (rect, response) =
+            ui.allocate_exact_size(egui::vec2(220.0, 12.0), egui::Sense::hover());
         let level = level.clamp(0.0, 1.0);
         let color = if level > 0.9 {
             Color32::from_rgb(220, 60, 60)
@@ -53,10 +56,14 @@ pub fn level_meter(ui: &mut egui::Ui, label: &str, level: f32) {
         } else {
             Color32::from_rgb(60, 180, 90)
         };
-        ui.add(
-            egui::ProgressBar::new(level)
-                .desired_width(220.0)
-                .fill(color),
-        );
+        let painter = ui.painter();
+        painter.rect_filled(rect, 3.0, ui.visuals().extreme_bg_color);
+        if level > 0.0 {
+            let mut filled = rect;
+            filled.set_width(rect.width() * level);
+            painter.rect_filled(filled, 3.0, color);
+        }
+        response
+            .widget_info(|| egui::WidgetInfo::labeled(egui::Role::ProgressIndicator, true, label));
     });
 }
