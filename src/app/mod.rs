@@ -40,7 +40,7 @@ use store::Store;
 /// Longest time a frame spends applying queued events before drawing (the rest waits for the
 /// next frame, which is requested at once).
 pub const DRAIN_BUDGET: Duration = Duration::from_millis(4);
-/// Repaint period while ringing or in a call: the timer and meters move.
+/// Repaint period of the level meters while an audio engine feeds them.
 pub const LIVE_REPAINT: Duration = Duration::from_millis(100);
 
 /// Which page the main screen shows.
@@ -193,8 +193,8 @@ impl App {
         let ctx = ui.ctx().clone();
         self.handle_hotkeys(&ctx);
         ui::draw(self, ui);
-        if self.model.calls.is_busy() {
-            ctx.request_repaint_after(LIVE_REPAINT);
+        if let Some(after) = self.live_repaint(Instant::now()) {
+            ctx.request_repaint_after(after);
         }
         self.persist_settings();
         if let Some(at) = self.launched.take() {
@@ -203,6 +203,22 @@ impl App {
                 at.elapsed().as_millis()
             );
         }
+    }
+
+    /// When the next frame is due without any event: never when idle; while a call rings or
+    /// runs, at the next whole second of its clock, or every [`LIVE_REPAINT`] when an audio
+    /// engine feeds the meters.
+    fn live_repaint(&self, now: Instant) -> Option<Duration> {
+        let since = match self.model.calls.state() {
+            CallState::Dialing { since, .. }
+            | CallState::RingingOut { since, .. }
+            | CallState::RingingIn { since, .. } => *since,
+            CallState::InCall { .. } if self.media.is_connected() => return Some(LIVE_REPAINT),
+            CallState::InCall { since, .. } => *since,
+            CallState::Idle | CallState::Ended { .. } => return None,
+        };
+        let into_second = now.saturating_duration_since(since).subsec_millis() as u64;
+        Some(Duration::from_millis(1000 - into_second))
     }
 
     fn drain_events(&mut self, ctx: &egui::Context) {

@@ -14,23 +14,18 @@ use crate::app::App;
 pub fn outgoing(app: &mut App, ui: &mut egui::Ui) {
     let tr = app.tr();
     let ctx = ui.ctx().clone();
-    let (text, ringing) = match app.model.calls.state() {
-        CallState::Dialing { peer, .. } => (fill(tr.calling, peer), false),
-        CallState::RingingOut { peer, .. } => (fill(tr.ringing, peer), true),
+    let (text, since) = match app.model.calls.state() {
+        CallState::Dialing { peer, since } => (fill(tr.calling, peer), *since),
+        CallState::RingingOut { peer, since, .. } => (fill(tr.ringing, peer), *since),
         _ => return,
     };
     ui.vertical_centered(|ui| {
         ui.add_space(60.0);
         ui.heading(egui::RichText::new(text).size(26.0));
         ui.add_space(10.0);
-        if ringing {
-            // A gentle pulse so ringing reads as alive.
-            let t = ctx.input(|i| i.time) as f32;
-            let level = 0.5 + 0.5 * (t * 4.0).sin().abs();
-            ui.add(egui::ProgressBar::new(level).desired_width(160.0));
-        } else {
-            ui.spinner();
-        }
+        // How long it has been ringing, updated once a second (no animation: software
+        // rendering makes every extra frame cost CPU).
+        ui.label(egui::RichText::new(clock(since.elapsed().as_secs())).size(20.0));
         ui.add_space(20.0);
         if ui
             .add_sized([140.0, 36.0], egui::Button::new(tr.cancel))

@@ -18,7 +18,7 @@ pub fn draw(app: &mut App, ui: &mut egui::Ui) {
     if app.model.on_connect_screen() {
         if app.ui.settings_from_connect {
             egui::CentralPanel::default_margins().show(ui, |ui| {
-                if ui.button("←").on_hover_text(app.tr().register).clicked() {
+                if ui.button(app.tr().back).clicked() {
                     app.ui.settings_from_connect = false;
                 }
                 settings::draw(app, ui);
