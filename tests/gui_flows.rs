@@ -537,3 +537,57 @@ fn settings_switch_language_and_theme() {
     wait_text(&mut h, "Desconectar");
     assert!(matches!(h.state().model().calls.state(), CallState::Idle));
 }
+
+#[test]
+fn idle_window_asks_for_no_frames_and_calls_tick_once_a_second() {
+    let w = World::new(Config::default());
+    let mut h = w.window("ana");
+    register(&mut h);
+    let _bob = w.peer("bob", 5002);
+    wait_text(&mut h, "bob");
+    h.run();
+    let delay = |h: &Harness<'static, App>| {
+        h.output().viewport_output[&egui::ViewportId::ROOT].repaint_delay
+    };
+    assert_eq!(
+        delay(&h),
+        Duration::MAX,
+        "an idle window must not schedule frames"
+    );
+    click(&mut h, "Call");
+    h.run();
+    let d = delay(&h);
+    assert!(d > Duration::ZERO && d <= Duration::from_secs(1), "{d:?}");
+}
+
+#[test]
+fn configured_hang_up_key_works() {
+    let w = World::new(Config::default());
+    let settings = Settings {
+        name: "ana".into(),
+        server: w.addr().to_string(),
+        hangup_key: "H".into(),
+        ..Settings::default()
+    };
+    let mut h = window_with(settings, w.rt.handle().clone());
+    register(&mut h);
+    let mut bob = w.peer("bob", 5002);
+    let id = window_calls(&w, &mut h, &mut bob);
+    w.send(
+        &mut bob,
+        ClientMsg::Accept {
+            call_id: id,
+            media: None,
+            key: None,
+        },
+    );
+    wait_text(&mut h, "In a call with bob");
+    assert!(shows(&h, "Hang-up key: H"));
+    press(&mut h, egui::Key::Escape);
+    assert!(
+        h.state().model().calls.is_busy(),
+        "Escape is not the key any more"
+    );
+    press(&mut h, egui::Key::H);
+    wait_text(&mut h, "you hung up");
+}
