@@ -2,6 +2,7 @@
 
 pub mod headless;
 pub mod media;
+pub mod app;
 pub mod net;
 pub mod netsim;
 pub mod phone;

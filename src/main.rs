@@ -1,11 +1,13 @@
-//! `fala`: the softphone. Subcommands give scripts and tests a headless way in.
+//! `fala`: the softphone. With no arguments it opens the window; subcommands give scripts and
+//! tests a headless way in.
 
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use fala::app::{runtime::NetRuntime, store::Store, App};
 use fala::headless::{self, Mode};
 use fala::media::{CodecSettings, FrameMs, InputSpec, JitterMode, JitterSettings, OutputSpec};
 use fala::phone::{CallMedia, MediaOptions};
@@ -18,6 +20,9 @@ use fala_proto::MediaAddr;
     about = "Fala: a softphone — register a name, see who is online, call them"
 )]
 struct Cli {
+    /// Open the window and register at once with the remembered name and server.
+    #[arg(long)]
+    connect: bool,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -200,6 +205,7 @@ fn main() {
 }
 
 fn run() -> anyhow::Result<()> {
+    let launched = Instant::now();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -253,6 +259,36 @@ fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        None => anyhow::bail!("the window is not built yet; use `fala term --name NAME`"),
+        None => run_window(launched, cli.connect),
     }
+}
+
+/// Opens the window. Settings and history live in `FALA_CONFIG_DIR` or the user's config
+/// folder; signaling (and an optional local server) run on the `fala-net` thread.
+fn run_window(launched: Instant, connect: bool) -> anyhow::Result<()> {
+    let store = Store::default_location();
+    let settings = store.load_settings();
+    let net = NetRuntime::start().context("cannot start the network thread")?;
+    let handle = net.handle();
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("Fala")
+            .with_app_id("fala")
+            .with_inner_size([780.0, 560.0])
+            .with_min_inner_size([600.0, 440.0]),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "Fala",
+        options,
+        Box::new(move |_cc| {
+            let app = App::new(settings, store, handle)
+                .launched_at(launched)
+                .connect_on_start(connect);
+            Ok(Box::new(app))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("the window failed: {e}"))?;
+    drop(net);
+    Ok(())
 }

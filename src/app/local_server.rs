@@ -1,0 +1,108 @@
+//! A fala-server running inside the window, so one command gives a working softphone on one
+//! machine when no server is running yet.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+
+use thiserror::Error;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+#[derive(Debug, Error)]
+pub enum LocalServerError {
+    #[error("{0} is not an address and port")]
+    BadAddress(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The running server; dropping it shuts the server down (clients are told).
+pub struct LocalServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl LocalServer {
+    /// Listens on `server` (the address typed on the connect screen) and serves it on `rt`.
+    /// Binding happens here, synchronously, so a failure is reported at once.
+    pub fn start(rt: &Handle, server: &str) -> Result<Self, LocalServerError> {
+        let addr = resolve_literal(server)?;
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|_| l))
+            .map_err(|source| LocalServerError::Bind { addr, source })?;
+        let addr = listener.local_addr().unwrap_or(addr);
+        let _entered = rt.enter();
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|source| LocalServerError::Bind { addr, source })?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        rt.spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(e) =
+                fala_server::run(listener, fala_server::Config::default(), shutdown).await
+            {
+                tracing::warn!("local server stopped: {e}");
+            }
+        });
+        tracing::info!("local server listening on {addr}");
+        Ok(LocalServer {
+            addr,
+            stop: Some(stop),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// `host:port` without a DNS query (the UI thread must not block): an IP literal or
+/// `localhost`.
+fn resolve_literal(server: &str) -> Result<SocketAddr, LocalServerError> {
+    let bad = || LocalServerError::BadAddress(server.to_string());
+    if let Ok(addr) = server.trim().parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = server.trim().rsplit_once(':').ok_or_else(bad)?;
+    if !host.eq_ignore_ascii_case("localhost") {
+        return Err(bad());
+    }
+    let port = port.parse::<u16>().map_err(|_| bad())?;
+    Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+}
+
+/// Whether `server` names this machine: `localhost`, a loopback or unspecified address, or an
+/// address one of our interfaces has (binding a UDP socket to it succeeds only then). Never
+/// asks DNS.
+pub fn is_on_this_machine(server: &str) -> bool {
+    let Ok(addr) = resolve_literal(server) else {
+        return false;
+    };
+    let ip: IpAddr = addr.ip();
+    ip.is_loopback() || ip.is_unspecified() || UdpSocket::bind((ip, 0)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_local_addresses_without_dns() {
+        assert!(is_on_this_machine("127.0.0.1:7400"));
+        assert!(is_on_this_machine("localhost:7400"));
+        assert!(!is_on_this_machine("192.0.2.1:7400"));
+        assert!(!is_on_this_machine("example.com:7400"));
+        assert!(!is_on_this_machine("nonsense"));
+    }
+}

@@ -1,0 +1,88 @@
+//! What the user chooses once and expects to find again: identity, server, audio and look.
+//! Kept as plain serde data so the store, the logic and the tests share one type.
+
+use serde::{Deserialize, Serialize};
+
+use super::i18n::Lang;
+
+/// The server a fresh install tries first: one on this machine.
+pub const DEFAULT_SERVER: &str = "127.0.0.1:7400";
+
+/// Keys offered for hanging up: ones that never type into a text field by accident.
+pub const HANGUP_KEYS: [&str; 4] = ["Escape", "H", "End", "F12"];
+
+/// Opus bitrates offered, in kbit/s (voice is clear from 16, near transparent at 32).
+pub const BITRATES_KBPS: [u32; 5] = [12, 16, 24, 32, 48];
+
+/// Light or dark look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Theme {
+    Light,
+    #[default]
+    Dark,
+}
+
+/// Everything persisted between runs. Unknown or missing fields fall back to defaults so an
+/// older or newer settings file never stops the window from opening.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub name: String,
+    pub server: String,
+    /// IPv4 to advertise for media instead of letting the server see it; empty = none.
+    pub advertised_ip: String,
+    /// `None` is the system default device.
+    pub input_device: Option<String>,
+    pub output_device: Option<String>,
+    /// An `egui::Key` name from [`HANGUP_KEYS`].
+    pub hangup_key: String,
+    /// Audio frame length in milliseconds: 10 or 20.
+    pub frame_ms: u32,
+    pub bitrate_kbps: u32,
+    pub language: Lang,
+    pub theme: Theme,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            name: String::new(),
+            server: DEFAULT_SERVER.into(),
+            advertised_ip: String::new(),
+            input_device: None,
+            output_device: None,
+            hangup_key: "Escape".into(),
+            frame_ms: 20,
+            bitrate_kbps: 24,
+            language: Lang::English,
+            theme: Theme::Dark,
+        }
+    }
+}
+
+impl Settings {
+    /// The hang-up key as egui knows it (Escape if the stored name is unknown).
+    pub fn hangup_key(&self) -> egui::Key {
+        egui::Key::from_name(&self.hangup_key).unwrap_or(egui::Key::Escape)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_offered_hotkey_is_an_egui_key() {
+        for k in HANGUP_KEYS {
+            assert!(egui::Key::from_name(k).is_some(), "{k}");
+        }
+    }
+
+    #[test]
+    fn partial_file_keeps_defaults() {
+        let s: Settings = serde_json::from_str(r#"{"name":"ana"}"#).unwrap();
+        assert_eq!(s.name, "ana");
+        assert_eq!(s.server, DEFAULT_SERVER);
+        assert_eq!(s.hangup_key(), egui::Key::Escape);
+    }
+}

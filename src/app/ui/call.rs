@@ -1,0 +1,226 @@
+//! Call screens: calling out, the incoming-call dialog, the call itself, and how it ended.
+
+use std::time::Instant;
+
+use fala_proto::call::CallState;
+
+use super::widgets::{self, Tone};
+use crate::app::history::clock;
+use crate::app::i18n::fill;
+use crate::app::media_link::Quality;
+use crate::app::App;
+
+/// "Calling NAME…" until the server answers, then "Ringing NAME…", with Cancel.
+pub fn outgoing(app: &mut App, ui: &mut egui::Ui) {
+    let tr = app.tr();
+    let ctx = ui.ctx().clone();
+    let (text, since) = match app.model.calls.state() {
+        CallState::Dialing { peer, since } => (fill(tr.calling, peer), *since),
+        CallState::RingingOut { peer, since, .. } => (fill(tr.ringing, peer), *since),
+        _ => return,
+    };
+    ui.vertical_centered(|ui| {
+        ui.add_space(60.0);
+        ui.heading(egui::RichText::new(text).size(26.0));
+        ui.add_space(10.0);
+        // How long it has been ringing, updated once a second (no animation: software
+        // rendering makes every extra frame cost CPU).
+        ui.label(egui::RichText::new(clock(since.elapsed().as_secs())).size(20.0));
+        ui.add_space(20.0);
+        if ui
+            .add_sized([140.0, 36.0], egui::Button::new(tr.cancel))
+            .clicked()
+        {
+            app.hangup(&ctx);
+        }
+        ui.weak(fill(tr.hang_up_hotkey, &app.settings.hangup_key));
+    });
+}
+
+/// A modal with the caller's name, Accept and Decline; Y / N work too.
+pub fn incoming_dialog(app: &mut App, ui: &mut egui::Ui) {
+    let tr = app.tr();
+    let ctx = ui.ctx().clone();
+    let Some(peer) = app.model.calls.peer().map(str::to_string) else {
+        return;
+    };
+    let mut choice = None;
+    egui::Modal::new(egui::Id::unique("incoming_call")).show(&ctx, |ui| {
+        ui.set_width(320.0);
+        ui.vertical_centered(|ui| {
+            ui.heading(tr.incoming_title);
+            ui.add_space(8.0);
+            ui.label(egui::RichText::new(fill(tr.incoming_from, &peer)).size(20.0));
+            ui.add_space(12.0);
+            ui.horizontal(|ui| {
+                ui.add_space(40.0);
+                let accept = egui::Button::new(egui::RichText::new(tr.accept).strong())
+                    .fill(egui::Color32::from_rgb(40, 140, 70));
+                if ui.add_sized([110.0, 34.0], accept).clicked() {
+                    choice = Some(true);
+                }
+                let decline =
+                    egui::Button::new(tr.decline).fill(egui::Color32::from_rgb(170, 50, 50));
+                if ui.add_sized([110.0, 34.0], decline).clicked() {
+                    choice = Some(false);
+                }
+            });
+            ui.add_space(6.0);
+            ui.weak(tr.answer_keys);
+        });
+    });
+    match choice {
+        Some(true) => app.accept(&ctx),
+        Some(false) => app.decline(&ctx),
+        None => {}
+    }
+}
+
+/// Peer, timer, mute, meters, statistics, record and hang up.
+pub fn in_call(app: &mut App, ui: &mut egui::Ui) {
+    let tr = app.tr();
+    let ctx = ui.ctx().clone();
+    let peer = app.model.calls.peer().unwrap_or_default().to_string();
+    let talked = app
+        .model
+        .calls
+        .talk_time(Instant::now())
+        .unwrap_or_default();
+    ui.vertical_centered(|ui| {
+        ui.add_space(12.0);
+        ui.heading(egui::RichText::new(fill(tr.in_call_with, &peer)).size(24.0));
+        ui.label(
+            egui::RichText::new(clock(talked.as_secs()))
+                .size(34.0)
+                .strong(),
+        );
+    });
+    ui.add_space(8.0);
+    if !app.media.is_connected() {
+        widgets::banner(ui, Tone::Warning, tr.engine_missing);
+        ui.add_space(8.0);
+    }
+    ui.columns(2, |cols| {
+        egui::Frame::group(cols[0].style()).show(&mut cols[0], |ui| {
+            ui.set_width(ui.available_width());
+            let levels = app.media.levels();
+            widgets::level_meter(ui, tr.level_input, levels.input);
+            widgets::level_meter(ui, tr.level_output, levels.output);
+        });
+        egui::Frame::group(cols[1].style()).show(&mut cols[1], |ui| {
+            ui.set_width(ui.available_width());
+            stats_grid(app, ui);
+        });
+    });
+    ui.add_space(12.0);
+    ui.horizontal(|ui| {
+        let mute_label = if app.model.muted { tr.unmute } else { tr.mute };
+        if ui
+            .add_sized([110.0, 34.0], egui::Button::new(mute_label))
+            .clicked()
+        {
+            app.toggle_mute();
+        }
+        if app.ui.recording.is_some() {
+            if ui
+                .add_sized([140.0, 34.0], egui::Button::new(tr.stop_recording))
+                .clicked()
+            {
+                app.stop_recording();
+            }
+        } else if ui
+            .add_sized([110.0, 34.0], egui::Button::new(tr.record))
+            .clicked()
+        {
+            app.ask_record_path(&ctx);
+        }
+        let hang_up = egui::Button::new(egui::RichText::new(tr.hang_up).strong())
+            .fill(egui::Color32::from_rgb(170, 50, 50));
+        if ui.add_sized([130.0, 34.0], hang_up).clicked() {
+            app.hangup(&ctx);
+        }
+        ui.weak(fill(tr.hang_up_hotkey, &app.settings.hangup_key));
+    });
+    if app.model.muted {
+        ui.colored_label(ui.visuals().warn_fg_color, tr.muted);
+    }
+    if let Some(path) = &app.ui.recording {
+        ui.label(fill(tr.recording_to, path.display()));
+    }
+    if let Some(e) = &app.ui.record_error {
+        ui.colored_label(ui.visuals().error_fg_color, e);
+    }
+}
+
+fn stats_grid(app: &App, ui: &mut egui::Ui) {
+    let tr = app.tr();
+    let stats = app.media.stats().unwrap_or_default();
+    let show = |v: Option<f32>, unit: &str, digits: usize| match v {
+        Some(v) => format!("{v:.digits$} {unit}"),
+        None => tr.no_value.to_string(),
+    };
+    egui::Grid::new("call_stats")
+        .num_columns(2)
+        .spacing([24.0, 4.0])
+        .striped(true)
+        .show(ui, |ui| {
+            for (label, value) in [
+                (tr.stat_rtt, show(stats.rtt_ms, "ms", 0)),
+                (tr.stat_loss, show(stats.loss_pct, "%", 1)),
+                (tr.stat_jitter, show(stats.jitter_ms, "ms", 1)),
+                (tr.stat_buffer, show(stats.jitter_buffer_ms, "ms", 0)),
+                (tr.stat_bitrate, show(stats.send_kbps, "kbit/s", 1)),
+            ] {
+                ui.label(label);
+                ui.monospace(value);
+                ui.end_row();
+            }
+            ui.label(tr.stat_quality);
+            match stats.quality() {
+                Some(q) => {
+                    let (word, color) = match q {
+                        Quality::Good => (tr.quality_good, egui::Color32::from_rgb(60, 180, 90)),
+                        Quality::Fair => (tr.quality_fair, egui::Color32::from_rgb(220, 170, 40)),
+                        Quality::Poor => (tr.quality_poor, egui::Color32::from_rgb(220, 60, 60)),
+                    };
+                    ui.colored_label(color, word);
+                }
+                None => {
+                    ui.monospace(tr.no_value);
+                }
+            }
+            ui.end_row();
+        });
+}
+
+/// How the last call ended, in words, until dismissed or the next call.
+pub fn ended_banner(app: &mut App, ui: &mut egui::Ui) {
+    let tr = app.tr();
+    let CallState::Ended {
+        peer,
+        outcome,
+        talked,
+        ..
+    } = app.model.calls.state()
+    else {
+        return;
+    };
+    let mut text = format!("{} {}.", fill(tr.call_ended, peer), tr.outcome(outcome));
+    if let Some(d) = talked {
+        text.push(' ');
+        text.push_str(&fill(tr.call_lasted, clock(d.as_secs())));
+    }
+    let mut dismiss = false;
+    egui::Frame::group(ui.style()).show(ui, |ui| {
+        ui.set_width(ui.available_width());
+        ui.horizontal(|ui| {
+            ui.label(egui::RichText::new(text).strong());
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                dismiss = ui.button(tr.ok).clicked();
+            });
+        });
+    });
+    if dismiss {
+        app.model.ended_dismissed = true;
+    }
+}
