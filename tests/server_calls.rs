@@ -428,10 +428,16 @@ async fn pinging_client_stays_registered() {
 
 #[tokio::test]
 async fn echo_user_answers_at_once_and_is_never_busy() {
-    let config = Config { echo: Some(fala_server::EchoConfig::default()), ..Config::default() };
+    let config = Config {
+        echo: Some(fala_server::EchoConfig::default()),
+        ..Config::default()
+    };
     let server = TestServer::start(config).await;
     let (mut ana, mut bob) = pair(&server).await;
-    ana.send(&ClientMsg::Lookup { name: "Echo".into() }).await;
+    ana.send(&ClientMsg::Lookup {
+        name: "Echo".into(),
+    })
+    .await;
     match ana.recv().await {
         ServerMsg::UserFound { user } => {
             assert_eq!(user.name, "echo");
@@ -443,15 +449,25 @@ async fn echo_user_answers_at_once_and_is_never_busy() {
     }
     let mut ids = Vec::new();
     for c in [&mut ana, &mut bob] {
-        c.send(&ClientMsg::Invite { to: "echo".into(), key: Some(serde_bytes::ByteBuf::from(vec![9u8; 32])) }).await;
+        c.send(&ClientMsg::Invite {
+            to: "echo".into(),
+            key: Some(serde_bytes::ByteBuf::from(vec![9u8; 32])),
+        })
+        .await;
         let id = match c.recv().await {
             ServerMsg::Ringing { call_id, .. } => call_id,
             other => panic!("unexpected {other:?}"),
         };
         match c.recv().await {
-            ServerMsg::CallConnected { call_id, peer, key, .. } => {
+            ServerMsg::CallConnected {
+                call_id, peer, key, ..
+            } => {
                 assert_eq!((call_id, peer.as_str()), (id, "echo"));
-                assert_eq!(key.map(|k| k.len()), Some(32), "the echo takes part in the key exchange");
+                assert_eq!(
+                    key.map(|k| k.len()),
+                    Some(32),
+                    "the echo takes part in the key exchange"
+                );
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -461,6 +477,12 @@ async fn echo_user_answers_at_once_and_is_never_busy() {
     assert_eq!(ana.recv().await, ended(ids[0], "echo", EndReason::HungUp));
     // Nobody can take the echo's name.
     let mut c = Raw::hello(server.addr).await;
-    assert!(matches!(c.register("ECHO", 1).await, ServerMsg::Error { code: ErrorCode::NameTaken, .. }));
+    assert!(matches!(
+        c.register("ECHO", 1).await,
+        ServerMsg::Error {
+            code: ErrorCode::NameTaken,
+            ..
+        }
+    ));
     server.stop().await;
 }

@@ -80,7 +80,12 @@ fn main() -> anyhow::Result<()> {
             server_bin,
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(std::env::var("FALA_BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2))
+                .worker_threads(
+                    std::env::var("FALA_BENCH_THREADS")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(2),
+                )
                 .thread_name("fala-bench")
                 .enable_all()
                 .build()?;
