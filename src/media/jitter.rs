@@ -8,7 +8,8 @@
 //! - Packets are stored by extended sequence number (wraparound-safe), reordered, and late or
 //!   duplicate ones are dropped and counted.
 //! - Every arrival adds its *relative delay* (transit time minus the smallest transit of the last
-//!   two seconds, which also follows clock drift) to a histogram that slowly forgets; the target
+//!   two seconds, each carried forward by the clock drift estimated from the slope of 2 s
+//!   block minima) to a histogram that slowly forgets; the target
 //!   playout delay is its 95th percentile, as in NetEq. Delay is counted from the moment the
 //!   packet could have arrived at the earliest to the moment its first sample is heard, so a
 //!   whole packet is already there at delay 0: no extra frame or fixed floor is added (they
