@@ -103,7 +103,11 @@ impl VoiceEncoder {
         if !self.settings.fec {
             return;
         }
-        let perc = ((i32::from(fraction_lost) * 100 + 128) / 256).clamp(2, 30);
+        let measured = (i32::from(fraction_lost) * 100 + 128) / 256;
+        // Headroom over the measured loss: the expected-loss setting also sets how finely the
+        // LBRR copy is quantized (SILK lowers its gain increase with it), and a recovered frame
+        // sounds only as good as that copy. Twice the loss plus 3 points (23 % at 10 % loss).
+        let perc = if measured >= 1 { 2 * measured + 3 } else { 2 }.clamp(2, 30);
         if perc != self.loss_perc && self.enc.set_packet_loss_perc(perc).is_ok() {
             self.loss_perc = perc;
         }

@@ -8,7 +8,8 @@
 //! - Packets are stored by extended sequence number (wraparound-safe), reordered, and late or
 //!   duplicate ones are dropped and counted.
 //! - Every arrival adds its *relative delay* (transit time minus the smallest transit of the last
-//!   two seconds, which also follows clock drift) to a histogram that slowly forgets; the target
+//!   two seconds, each carried forward by the clock drift estimated from the slope of 2 s
+//!   block minima) to a histogram that slowly forgets; the target
 //!   playout delay is its 95th percentile, as in NetEq. Delay is counted from the moment the
 //!   packet could have arrived at the earliest to the moment its first sample is heard, so a
 //!   whole packet is already there at delay 0: no extra frame or fixed floor is added (they
@@ -34,6 +35,8 @@ const BINS: usize = 600;
 const FORGET: f64 = 0.998;
 /// Transits remembered for the moving minimum (2 s of 20 ms packets).
 const TRANSIT_WINDOW: usize = 100;
+/// Largest clock drift believed, as a rate (0.2 %: sound cards are within 0.01-0.1 %).
+const MAX_DRIFT: f64 = 0.002;
 /// Quantile of relative delay the target covers.
 const QUANTILE: f64 = 0.95;
 /// Delay above target (ms, or a quarter of the target if more) that starts accelerating ...
@@ -151,14 +154,22 @@ pub struct JitterBuffer {
     play_ts: u32,
     /// Last played timestamp extended to 64 bits, to measure delay across wraps.
     ts_base: Option<(u32, i64)>,
-    transits: [f64; TRANSIT_WINDOW],
+    /// (transit, arrival time) of recent packets, ms.
+    transits: [(f64, f64); TRANSIT_WINDOW],
     transit_count: usize,
+    /// Smallest (transit, arrival time) of the block of packets being collected, and of the
+    /// last complete block: the slope between block minima estimates the clock drift.
+    block_min: Option<(f64, f64)>,
+    last_block_min: Option<(f64, f64)>,
+    /// Estimated drift: ms of transit gained per ms (positive: receiver clock fast).
+    drift: f64,
     hist: [f64; BINS],
     delay_filt: Option<f64>,
     /// Accelerating until the delay is back near the target.
     accelerating: bool,
     /// The frame concealed while waiting for it (its time has been played already).
-    waited: Option<u64>,
+    /// (frame, how many frames of concealment were played waiting for it).
+    waited: Option<(u64, u32)>,
     /// Recent share of frames lost (exponentially forgetting).
     loss_rate: f64,
     /// The target holds one more frame so FEC can be used.
@@ -189,8 +200,11 @@ impl JitterBuffer {
             next_seq: None,
             play_ts: 0,
             ts_base: None,
-            transits: [0.0; TRANSIT_WINDOW],
+            transits: [(0.0, 0.0); TRANSIT_WINDOW],
             transit_count: 0,
+            block_min: None,
+            last_block_min: None,
+            drift: 0.0,
             hist: [0.0; BINS],
             delay_filt: None,
             accelerating: false,
@@ -250,9 +264,37 @@ impl JitterBuffer {
         (ext % CAPACITY as u64) as usize
     }
 
-    fn min_transit(&self) -> Option<f64> {
+    /// The fastest transit a packet could have at `now_ms`: the minimum of recent transits,
+    /// each carried forward by the estimated clock drift. Without the drift term, a receiver
+    /// clock 0.1 % fast makes every new transit 2 ms longer than the window's minimum, the
+    /// newest packet always looks "late" by that much, and the playout point slides into the
+    /// arrivals before the delay measured against the stale minimum ever drops below target.
+    fn min_transit(&self, now_ms: f64) -> Option<f64> {
         let n = self.transit_count.min(TRANSIT_WINDOW);
-        self.transits[..n].iter().copied().reduce(f64::min)
+        self.transits[..n]
+            .iter()
+            .map(|&(tr, t)| tr + self.drift * (now_ms - t))
+            .reduce(f64::min)
+    }
+
+    /// Collects block minima of transit and updates the drift estimate once per block.
+    fn track_drift(&mut self, transit: f64, now_ms: f64) {
+        let m = match self.block_min {
+            Some((tr, t)) if tr <= transit => (tr, t),
+            _ => (transit, now_ms),
+        };
+        self.block_min = Some(m);
+        if !self.transit_count.is_multiple_of(TRANSIT_WINDOW) {
+            return;
+        }
+        if let Some((tr0, t0)) = self.last_block_min {
+            if m.1 - t0 > 500.0 {
+                let raw = ((m.0 - tr0) / (m.1 - t0)).clamp(-MAX_DRIFT, MAX_DRIFT);
+                self.drift = 0.7 * self.drift + 0.3 * raw;
+            }
+        }
+        self.last_block_min = Some(m);
+        self.block_min = None;
     }
 
     fn reset(&mut self) {
@@ -320,10 +362,12 @@ impl JitterBuffer {
         }
 
         // Relative delay: this packet's transit minus the fastest recent one.
-        let transit = now_us as f64 / 1000.0 - self.extend_ts(timestamp) as f64 / 48.0;
-        self.transits[self.transit_count % TRANSIT_WINDOW] = transit;
+        let now_ms = now_us as f64 / 1000.0;
+        let transit = now_ms - self.extend_ts(timestamp) as f64 / 48.0;
+        self.transits[self.transit_count % TRANSIT_WINDOW] = (transit, now_ms);
         self.transit_count += 1;
-        let rel = transit - self.min_transit().unwrap_or(transit);
+        self.track_drift(transit, now_ms);
+        let rel = transit - self.min_transit(now_ms).unwrap_or(transit);
         let bin = ((rel / BIN_MS) as usize).min(BINS - 1);
         for v in &mut self.hist {
             *v *= FORGET;
@@ -355,7 +399,8 @@ impl JitterBuffer {
                 };
                 let idx = Self::slot_of(first);
                 let ts = self.extend_ts(self.slots[idx].timestamp) as f64 / 48.0;
-                let waited = now_us as f64 / 1000.0 - ts - self.min_transit().unwrap_or(0.0)
+                let now_ms = now_us as f64 / 1000.0;
+                let waited = now_ms - ts - self.min_transit(now_ms).unwrap_or(0.0)
                     + pending_samples as f64 / 48.0;
                 if waited + 0.5 < target {
                     return (Decision::Buffering, Stretch::None);
@@ -393,16 +438,25 @@ impl JitterBuffer {
             // packets come that late).
             self.play_ts = self.play_ts.wrapping_add(frame);
             self.stats.concealed += 1;
-            self.waited = Some(next);
+            self.waited = match self.waited {
+                Some((s, n)) if s == next => Some((s, n + 1)),
+                _ => Some((next, 1)),
+            };
             return (Decision::Conceal, Stretch::None);
         }
         self.stats.lost += 1;
         self.note_loss(true);
         self.next_seq = Some(next + 1);
-        if self.waited.take() == Some(next) {
+        if let Some((s, n)) = self.waited.take().filter(|&(s, _)| s == next) {
             // Lost after all, and its time was already filled by the concealment played while
             // waiting: go straight on to the next frame. (Recovering it from FEC now would
-            // play it one frame late and add 20 ms of delay for every loss.)
+            // play it one frame late and add 20 ms of delay for every loss.) A burst waited
+            // out for n frames covers the next n lost frames the same way; counting only one
+            // added 20 ms of delay per further frame of every burst, which was then
+            // accelerated away (~250 ms of stretching per 10 s on the bursty profile).
+            if n > 1 {
+                self.waited = Some((s + 1, n - 1));
+            }
             return self.pop(now_us, pending_samples);
         }
         self.play_ts = self.play_ts.wrapping_add(frame);
@@ -436,11 +490,11 @@ impl JitterBuffer {
 
     /// Measures the delay at which this frame will be heard and advises a stretch.
     fn measure(&mut self, now_us: u64, pending: usize, ext_ts: i64, target: f64) -> Stretch {
-        let Some(min_transit) = self.min_transit() else {
+        let now_ms = now_us as f64 / 1000.0;
+        let Some(min_transit) = self.min_transit(now_ms) else {
             return Stretch::None;
         };
-        let delay =
-            now_us as f64 / 1000.0 + pending as f64 / 48.0 - ext_ts as f64 / 48.0 - min_transit;
+        let delay = now_ms + pending as f64 / 48.0 - ext_ts as f64 / 48.0 - min_transit;
         let d = match self.delay_filt {
             Some(f) => 0.7 * f + 0.3 * delay,
             None => delay,
@@ -455,7 +509,10 @@ impl JitterBuffer {
         // Expand as soon as the delay is below target, asking for enough to land a little
         // above it: a stretch moves whole pitch periods (several ms), so waiting until the delay
         // is well below target lets the buffer run dry first (measured with 0.1 % clock drift).
-        let low = target - 1.0;
+        // Half a millisecond under target: the target's 1 ms histogram bin is rounded up, so
+        // this still leaves the packet popped at least 0.5 ms after it arrived, and a slow
+        // drain (clock drift, 0.02 ms per frame at 0.1 %) is caught before the buffer runs dry.
+        let low = target - 0.5;
         if d > high {
             self.accelerating = true;
         } else if d <= target + (0.125 * target).max(ACCEL_STOP_MS) {
