@@ -29,7 +29,7 @@ cat >"$WORK/ana/settings.json" <<JSON
 {"name": "ana", "server": "$SERVER"}
 JSON
 
-FALA_CONFIG_DIR=$WORK/ana RUST_LOG=fala=info "$FALA_BIN" 2>"$WORK/ana.log" &
+FALA_CONFIG_DIR=$WORK/ana RUST_LOG=${FALA_LOG:-fala=info} "$FALA_BIN" 2>"$WORK/ana.log" &
 APP=$!
 GUI_CLEANUP+=("kill $APP")
 WIN=$(wait_window 30) || { echo "FAIL: no window named Fala within 30 s" >&2; cat "$WORK/ana.log" >&2; exit 1; }
@@ -70,7 +70,7 @@ peer() {
     eval "FD_$name=$fd"
 }
 say() { local fd="FD_$1"; echo "$2" >&"${!fd}"; sleep 0.4; }
-wait_out() { for t in $(seq 1 50); do grep -q "$2" "$WORK/$1.out" && return 0; sleep 0.1; done; return 1; }
+wait_out() { for t in $(seq 1 ${3:-50}); do grep -q "$2" "$WORK/$1.out" && return 0; sleep 0.1; done; return 1; }
 peer bob
 peer carol
 peer dora
@@ -88,7 +88,7 @@ snap incoming
 
 # Y accepts; the in-call screen (with the engine-not-connected note until audio is wired).
 key y
-wait_out bob "connected"
+wait_out bob "connected" 200 || { echo "FAIL: the call did not connect" >&2; cat "$WORK/bob.out" "$WORK/ana.log" >&2; exit 1; }
 sleep 2.2
 snap in-call
 key Escape

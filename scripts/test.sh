@@ -32,5 +32,5 @@ fi
 if [ -x scripts/gui-smoke.sh ]; then
   echo "== window smoke test"
   cargo build --quiet --bin fala
-  scripts/gui-smoke.sh target/debug/fala
+  FALA_BIN=target/debug/fala scripts/gui-smoke.sh
 fi

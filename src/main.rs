@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use fala::app::{runtime::NetRuntime, store::Store, App};
+use fala::app::{engine_link::EngineLink, runtime::NetRuntime, store::Store, App};
 use fala::headless::{self, Mode};
 use fala::media::{CodecSettings, FrameMs, InputSpec, JitterMode, JitterSettings, OutputSpec};
 use fala::phone::{CallMedia, MediaOptions};
@@ -283,6 +283,7 @@ fn run_window(launched: Instant, connect: bool) -> anyhow::Result<()> {
         options,
         Box::new(move |_cc| {
             let app = App::new(settings, store, handle)
+                .with_media(Box::new(EngineLink::new()))
                 .launched_at(launched)
                 .connect_on_start(connect);
             Ok(Box::new(app))

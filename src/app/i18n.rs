@@ -112,6 +112,9 @@ pub struct Strings {
     pub quality_poor: &'static str,
     pub no_value: &'static str,
     pub engine_missing: &'static str,
+    /// Shown in a call with encrypted media; `{}` is the six-digit code both sides compare.
+    pub encrypted_code: &'static str,
+    pub not_encrypted: &'static str,
     pub hang_up: &'static str,
     pub hang_up_hotkey: &'static str,
     pub record: &'static str,
@@ -238,6 +241,9 @@ static EN: Strings = Strings {
     quality_poor: "poor",
     no_value: "—",
     engine_missing: "Audio engine not connected: no sound is sent or played yet.",
+    encrypted_code:
+        "Encrypted. Security code {} (the same on both screens means nobody is listening in)",
+    not_encrypted: "Not encrypted: the other side did not offer a key",
     hang_up: "Hang up",
     hang_up_hotkey: "Hang-up key: {}",
     record: "Record…",
@@ -361,6 +367,9 @@ static PT_BR: Strings = Strings {
     quality_poor: "ruim",
     no_value: "—",
     engine_missing: "Motor de áudio não conectado: nenhum som é enviado ou tocado ainda.",
+    encrypted_code:
+        "Criptografada. Código de segurança {} (o mesmo nas duas telas: ninguém está ouvindo)",
+    not_encrypted: "Sem criptografia: o outro lado não ofereceu uma chave",
     hang_up: "Desligar",
     hang_up_hotkey: "Tecla para desligar: {}",
     record: "Gravar…",

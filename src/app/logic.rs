@@ -84,6 +84,8 @@ pub enum Effect {
     StartMedia {
         peer: MediaAddr,
         peer_key: Option<Vec<u8>>,
+        /// We placed the call (fixes the order of keys in the key schedule).
+        outgoing: bool,
     },
     StopMedia,
     StartRinging,
@@ -257,9 +259,13 @@ impl Model {
             Some(CallEvent::Connected) => {
                 fx.push(Effect::StopRinging);
                 if let CallState::InCall { media, key, .. } = self.calls.state() {
+                    let outgoing = self
+                        .meta
+                        .is_some_and(|m| m.direction == Direction::Outgoing);
                     fx.push(Effect::StartMedia {
                         peer: *media,
                         peer_key: key.as_ref().map(|k| k.to_vec()),
+                        outgoing,
                     });
                 }
             }
@@ -516,6 +522,7 @@ mod tests {
         assert!(fx.contains(&Effect::StartMedia {
             peer: "127.0.0.1:5002".parse().unwrap(),
             peer_key: Some(vec![7]),
+            outgoing: false,
         }));
         let later = t + std::time::Duration::from_secs(65);
         let fx = m.on_event(

@@ -24,6 +24,8 @@ pub struct CallMedia {
     pub peer: MediaAddr,
     /// The peer's public media key from `incoming_call` / `call_connected`, if it sent one.
     pub peer_key: Option<Vec<u8>>,
+    /// We placed the call (the caller's key comes first in the key schedule).
+    pub outgoing: bool,
     /// Audio choices from Settings, read when the call starts.
     pub audio: AudioChoice,
 }
@@ -128,6 +130,10 @@ pub trait MediaLink: Send {
     /// Opens (or closes) the chosen input device just to feed the settings' level meter.
     fn monitor_input(&mut self, audio: Option<&AudioChoice>);
     fn devices(&self) -> Devices;
+    /// The running call's short authentication string when its media is encrypted.
+    fn security_code(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The stand-in used until the audio engine is wired in: it does nothing and says so.

@@ -7,6 +7,7 @@
 //! window therefore does not repaint at all; only ringing and calls repaint on a timer (for
 //! the call timer and meters).
 
+pub mod engine_link;
 pub mod history;
 pub mod i18n;
 pub mod local_server;
@@ -60,6 +61,8 @@ struct UiState {
     lookup_text: String,
     /// Settings opened from the connect screen.
     settings_from_connect: bool,
+    /// Whether the settings screen was drawn this frame (its microphone meter runs only then).
+    settings_drawn: bool,
     record_error: Option<String>,
     recording: Option<PathBuf>,
     /// Last error from a media action (test tone, ringtone), shown where it happened.
@@ -309,7 +312,11 @@ impl App {
                         net.handle.disconnect();
                     }
                 }
-                Effect::StartMedia { peer, peer_key } => self.start_media(peer, peer_key),
+                Effect::StartMedia {
+                    peer,
+                    peer_key,
+                    outgoing,
+                } => self.start_media(peer, peer_key, outgoing),
                 Effect::StopMedia => {
                     self.media.stop();
                     self.ui.recording = None;
@@ -345,7 +352,7 @@ impl App {
         }
     }
 
-    fn start_media(&mut self, peer: MediaAddr, peer_key: Option<Vec<u8>>) {
+    fn start_media(&mut self, peer: MediaAddr, peer_key: Option<Vec<u8>>, outgoing: bool) {
         let Some(socket) = self.media_socket.as_ref().and_then(|s| s.try_clone().ok()) else {
             tracing::warn!("no media socket to start audio on");
             return;
@@ -354,6 +361,7 @@ impl App {
             socket,
             peer,
             peer_key,
+            outgoing,
             audio: self.audio_choice(),
         };
         if let Err(e) = self.media.start(call) {

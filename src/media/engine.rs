@@ -12,6 +12,7 @@
 use super::codec::{CodecError, CodecSettings, VoiceDecoder, VoiceEncoder, MAX_PACKET};
 use super::io::{InputSpec, IoError, OutputSpec, Sink, Source};
 use super::jitter::{Decision, JitterBuffer, JitterSettings, Stretch};
+use super::recorder::Recorder;
 use super::stretch;
 use super::transport::Transport;
 use fala_proto::media_crypto::SessionKeys;
@@ -130,6 +131,8 @@ fn peak(x: &[f32]) -> f32 {
 
 enum Control {
     Stop,
+    /// Start recording the call to this file, or stop (and finish) the current recording.
+    Record(Option<Box<super::recorder::WavOut>>),
 }
 
 /// A running engine. Dropping it stops the thread too.
@@ -157,6 +160,26 @@ impl MediaHandle {
     }
 
     /// Mutes the microphone (silence is still sent, so the peer's buffer keeps its timing).
+    /// Records both directions of the call, mixed, to a 48 kHz mono WAV file until
+    /// [`MediaHandle::stop_recording`] or the end of the call. The file is created here; the
+    /// media thread writes it.
+    pub fn record(&self, path: &std::path::Path) -> Result<(), MediaError> {
+        let wav = super::recorder::create_wav(path).map_err(|e| {
+            MediaError::Io(IoError::Wav {
+                path: path.to_owned(),
+                source: e,
+            })
+        })?;
+        self.control
+            .try_send(Control::Record(Some(Box::new(wav))))
+            .map_err(|_| MediaError::Thread)
+    }
+
+    /// Stops a recording started with [`MediaHandle::record`].
+    pub fn stop_recording(&self) {
+        let _ = self.control.try_send(Control::Record(None));
+    }
+
     pub fn set_muted(&self, muted: bool) {
         self.muted.store(muted, Ordering::Relaxed);
     }
@@ -253,8 +276,12 @@ pub fn realtime_priority() {
     #[cfg(target_os = "linux")]
     {
         let param = libc::sched_param { sched_priority: 10 };
+        // Threads this one creates (cpal's device threads, opened from here) must NOT inherit
+        // the real-time policy: a device thread that busy-polls at real-time priority starves
+        // everything else on its core, this thread included, so the call could never stop.
+        let policy = libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK;
         // SAFETY: plain libc call on the current thread (0) with a valid pointer.
-        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+        let rc = unsafe { libc::sched_setscheduler(0, policy, &param) };
         if rc != 0 {
             tracing::debug!("no real-time priority for the media thread; running normally");
         }
@@ -281,6 +308,8 @@ struct Worker {
     playout: Vec<f32>,
     dtx_run: u32,
     busy: Duration,
+    /// The call recording, when one is running.
+    recorder: Option<Recorder>,
     sink_failed: bool,
 }
 
@@ -316,6 +345,7 @@ impl Worker {
             playout: Vec::with_capacity(8 * frame),
             dtx_run: 0,
             busy: Duration::ZERO,
+            recorder: None,
             sink_failed: false,
         })
     }
@@ -328,6 +358,12 @@ impl Worker {
         loop {
             match control.try_recv() {
                 Ok(Control::Stop) | Err(TryRecvError::Disconnected) => break,
+                Ok(Control::Record(wav)) => {
+                    if let Some(old) = self.recorder.take() {
+                        old.finish();
+                    }
+                    self.recorder = wav.map(|w| Recorder::new(*w, self.frame));
+                }
                 Err(TryRecvError::Empty) => {}
             }
             let started = Instant::now();
@@ -349,6 +385,9 @@ impl Worker {
             }
         }
         self.publish(epoch.elapsed());
+        if let Some(rec) = self.recorder.take() {
+            rec.finish();
+        }
         if let Err(e) = self.sink.finish() {
             tracing::warn!("could not finish the output file: {e}");
         }
@@ -377,6 +416,9 @@ impl Worker {
                 self.sink_failed = true;
             }
         }
+        if let Some(rec) = &mut self.recorder {
+            rec.played(out);
+        }
         self.playout.drain(..QUANTUM);
         self.transport.maybe_report(now_us);
     }
@@ -391,6 +433,9 @@ impl Worker {
         self.levels
             .input
             .store(peak(&self.capture).to_bits(), Ordering::Relaxed);
+        if let Some(rec) = &mut self.recorder {
+            rec.captured(&self.capture);
+        }
         self.encoder
             .set_peer_loss(self.transport.peer_fraction_lost());
         match self.encoder.encode(&self.capture, &mut self.packet) {

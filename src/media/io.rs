@@ -59,21 +59,29 @@ pub fn load_wav(path: &Path) -> Result<Vec<f32>, IoError> {
         path: path.to_owned(),
         source,
     };
-    let mut reader = hound::WavReader::open(path).map_err(err)?;
+    let reader = hound::WavReader::open(path).map_err(err)?;
+    wav_to_mono48(reader).map_err(err)
+}
+
+/// Decodes WAV bytes held in memory (a built-in sound such as the ringtone) as 48 kHz mono.
+pub fn decode_wav(bytes: &[u8]) -> Result<Vec<f32>, hound::Error> {
+    wav_to_mono48(hound::WavReader::new(std::io::Cursor::new(bytes))?)
+}
+
+/// Averages channels and converts the rate: every sound inside Fala is 48 kHz mono.
+fn wav_to_mono48<R: std::io::Read>(
+    mut reader: hound::WavReader<R>,
+) -> Result<Vec<f32>, hound::Error> {
     let spec = reader.spec();
     let channels = usize::from(spec.channels.max(1));
     let interleaved: Vec<f32> = match spec.sample_format {
-        hound::SampleFormat::Float => reader
-            .samples::<f32>()
-            .collect::<Result<_, _>>()
-            .map_err(err)?,
+        hound::SampleFormat::Float => reader.samples::<f32>().collect::<Result<_, _>>()?,
         hound::SampleFormat::Int => {
             let scale = 1.0 / (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
             reader
                 .samples::<i32>()
                 .map(|s| s.map(|v| v as f32 * scale))
-                .collect::<Result<_, _>>()
-                .map_err(err)?
+                .collect::<Result<_, _>>()?
         }
     };
     let mono: Vec<f32> = interleaved

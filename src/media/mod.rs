@@ -10,6 +10,8 @@ pub mod drift;
 pub mod engine;
 pub mod io;
 pub mod jitter;
+pub mod player;
+pub mod recorder;
 pub mod resample;
 pub mod stretch;
 pub mod transport;

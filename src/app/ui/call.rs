@@ -99,6 +99,12 @@ pub fn in_call(app: &mut App, ui: &mut egui::Ui) {
     if !app.media.is_connected() {
         widgets::banner(ui, Tone::Warning, tr.engine_missing);
         ui.add_space(8.0);
+    } else {
+        match app.media.security_code() {
+            Some(code) => widgets::banner(ui, Tone::Info, &fill(tr.encrypted_code, code)),
+            None => widgets::banner(ui, Tone::Warning, tr.not_encrypted),
+        }
+        ui.add_space(8.0);
     }
     ui.columns(2, |cols| {
         egui::Frame::group(cols[0].style()).show(&mut cols[0], |ui| {

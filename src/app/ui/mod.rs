@@ -15,6 +15,15 @@ use super::{i18n::fill, App, Tab};
 
 /// Draws the whole window for this frame.
 pub fn draw(app: &mut App, ui: &mut egui::Ui) {
+    app.ui.settings_drawn = false;
+    draw_screens(app, ui);
+    if !app.ui.settings_drawn {
+        // Leaving the settings screen closes the microphone its level meter opened.
+        app.media.monitor_input(None);
+    }
+}
+
+fn draw_screens(app: &mut App, ui: &mut egui::Ui) {
     if app.model.on_connect_screen() {
         if app.ui.settings_from_connect {
             egui::CentralPanel::default_margins().show(ui, |ui| {

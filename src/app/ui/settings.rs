@@ -41,6 +41,7 @@ pub fn draw(app: &mut App, ui: &mut egui::Ui) {
             if !app.media.is_connected() {
                 widgets::banner(ui, Tone::Info, tr.devices_placeholder);
             }
+            app.ui.settings_drawn = true;
             let audio = app.audio_choice();
             let monitoring = app.media.is_connected() && !app.model.calls.is_busy();
             app.media.monitor_input(monitoring.then_some(&audio));
