@@ -84,5 +84,5 @@ echo "| first frame drawn (from process start, logged by the app) | ${FIRST_MS:-
 echo "| window visible and rendered (first non-flat screenshot) | ${VISIBLE_MS} ms | |"
 echo "| CPU idle, registered, ${SAMPLE} s | ${IDLE_CPU} % of a core | ≤ 1 % |"
 echo "| RSS idle (total / private) | ${IDLE_RSS} MB / ${IDLE_ANON} MB | ≤ 80 MB |"
-echo "| CPU in a call (no audio engine yet), ${SAMPLE} s | ${CALL_CPU} % of a core | |"
+echo "| CPU in a call (audio engine running on the default devices; window repainting every 100 ms for the meters), ${SAMPLE} s | ${CALL_CPU} % of a core | |"
 echo "| RSS in a call (total / private) | ${CALL_RSS} MB / ${CALL_ANON} MB | |"
