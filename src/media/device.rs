@@ -111,23 +111,47 @@ struct Counters {
 
 fn input_stream(device: &cpal::Device) -> Result<(OpenStream, HeapCons<f32>), String> {
     let supported = device.default_input_config().map_err(|e| e.to_string())?;
+    open_stream(
+        &supported,
+        "capture",
+        |rb| {
+            let (p, c) = rb.split();
+            (c, p)
+        },
+        |config, format, prod, f, c| match format {
+            SampleFormat::F32 => build_input::<f32>(device, config, prod, f, c),
+            SampleFormat::I16 => build_input::<i16>(device, config, prod, f, c),
+            SampleFormat::I32 => build_input::<i32>(device, config, prod, f, c),
+            SampleFormat::U16 => build_input::<u16>(device, config, prod, f, c),
+            other => Err(format!("sample format {other} not supported")),
+        },
+    )
+}
+
+/// Opens a stream in the first configuration that plays. Each attempt gets a fresh ring:
+/// `split` says which half the callback gets (`Give`) and which the engine keeps (`Keep`).
+fn open_stream<Keep, Give>(
+    supported: &cpal::SupportedStreamConfig,
+    what: &str,
+    split: impl Fn(HeapRb<f32>) -> (Keep, Give),
+    mut build: impl FnMut(
+        &StreamConfig,
+        SampleFormat,
+        Give,
+        Arc<AtomicBool>,
+        Arc<Counters>,
+    ) -> Result<cpal::Stream, String>,
+) -> Result<(OpenStream, Keep), String> {
     let format = supported.sample_format();
     let mut last = String::new();
-    for config in configs(&supported) {
-        let (prod, cons) = HeapRb::<f32>::new(ring_len(config.sample_rate)).split();
+    for config in configs(supported) {
+        let (keep, give) = split(HeapRb::<f32>::new(ring_len(config.sample_rate)));
         let failed = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
-        let (f, c) = (failed.clone(), counters.clone());
-        let stream = match format {
-            SampleFormat::F32 => build_input::<f32>(device, &config, prod, f, c),
-            SampleFormat::I16 => build_input::<i16>(device, &config, prod, f, c),
-            SampleFormat::I32 => build_input::<i32>(device, &config, prod, f, c),
-            SampleFormat::U16 => build_input::<u16>(device, &config, prod, f, c),
-            other => return Err(format!("sample format {other} not supported")),
-        };
+        let stream = build(&config, format, give, failed.clone(), counters.clone());
         match stream.and_then(|s| s.play().map(|()| s).map_err(|e| e.to_string())) {
             Ok(stream) => {
-                tracing::debug!(?config, %format, "capture stream");
+                tracing::debug!(?config, %format, "{what} stream");
                 let open = OpenStream {
                     _stream: stream,
                     failed,
@@ -136,7 +160,7 @@ fn input_stream(device: &cpal::Device) -> Result<(OpenStream, HeapCons<f32>), St
                     last_frames: 0,
                     last_progress: Instant::now(),
                 };
-                return Ok((open, cons));
+                return Ok((open, keep));
             }
             Err(e) => last = e,
         }
@@ -220,37 +244,18 @@ where
 
 fn output_stream(device: &cpal::Device) -> Result<(OpenStream, HeapProd<f32>), String> {
     let supported = device.default_output_config().map_err(|e| e.to_string())?;
-    let format = supported.sample_format();
-    let mut last = String::new();
-    for config in configs(&supported) {
-        let (prod, cons) = HeapRb::<f32>::new(ring_len(config.sample_rate)).split();
-        let failed = Arc::new(AtomicBool::new(false));
-        let counters = Arc::new(Counters::default());
-        let (f, c) = (failed.clone(), counters.clone());
-        let stream = match format {
-            SampleFormat::F32 => build_output::<f32>(device, &config, cons, f, c),
-            SampleFormat::I16 => build_output::<i16>(device, &config, cons, f, c),
-            SampleFormat::I32 => build_output::<i32>(device, &config, cons, f, c),
-            SampleFormat::U16 => build_output::<u16>(device, &config, cons, f, c),
-            other => return Err(format!("sample format {other} not supported")),
-        };
-        match stream.and_then(|s| s.play().map(|()| s).map_err(|e| e.to_string())) {
-            Ok(stream) => {
-                tracing::debug!(?config, %format, "playback stream");
-                let open = OpenStream {
-                    _stream: stream,
-                    failed,
-                    rate: config.sample_rate,
-                    counters,
-                    last_frames: 0,
-                    last_progress: Instant::now(),
-                };
-                return Ok((open, prod));
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
+    open_stream(
+        &supported,
+        "playback",
+        |rb| rb.split(),
+        |config, format, cons, f, c| match format {
+            SampleFormat::F32 => build_output::<f32>(device, config, cons, f, c),
+            SampleFormat::I16 => build_output::<i16>(device, config, cons, f, c),
+            SampleFormat::I32 => build_output::<i32>(device, config, cons, f, c),
+            SampleFormat::U16 => build_output::<u16>(device, config, cons, f, c),
+            other => Err(format!("sample format {other} not supported")),
+        },
+    )
 }
 
 fn build_output<T>(
