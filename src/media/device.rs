@@ -224,22 +224,35 @@ where
                         lost += 1;
                     }
                 }
-                let n = (data.len() / channels) as u64;
-                counters.calls.fetch_add(1, Ordering::Relaxed);
-                counters.frames.fetch_add(n, Ordering::Relaxed);
-                counters.last_frames.store(n, Ordering::Relaxed);
-                counters.lost.fetch_add(lost, Ordering::Relaxed);
+                counters.callback((data.len() / channels) as u64, lost);
             },
-            move |err: cpal::Error| {
-                if is_fatal(err.kind()) {
-                    failed.store(true, Ordering::Relaxed);
-                } else {
-                    errs.errors.fetch_add(1, Ordering::Relaxed);
-                }
-            },
+            on_error(failed, errs),
             None,
         )
         .map_err(|e| e.to_string())
+}
+
+impl Counters {
+    /// Records one callback of `frames` frames, `lost` of which found no room or no data.
+    /// Atomics only: called from the real-time callback.
+    fn callback(&self, frames: u64, lost: u64) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.frames.fetch_add(frames, Ordering::Relaxed);
+        self.last_frames.store(frames, Ordering::Relaxed);
+        self.lost.fetch_add(lost, Ordering::Relaxed);
+    }
+}
+
+/// The stream error callback: a lost device marks the stream dead (the owner reopens it);
+/// anything else (over- and underruns, which cpal recovers from) is only counted.
+fn on_error(failed: Arc<AtomicBool>, counters: Arc<Counters>) -> impl FnMut(cpal::Error) + Send {
+    move |err: cpal::Error| {
+        if is_fatal(err.kind()) {
+            failed.store(true, Ordering::Relaxed);
+        } else {
+            counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 fn output_stream(device: &cpal::Device) -> Result<(OpenStream, HeapProd<f32>), String> {
@@ -283,19 +296,9 @@ where
                     });
                     frame.fill(T::from_sample(v));
                 }
-                let n = (data.len() / channels) as u64;
-                counters.calls.fetch_add(1, Ordering::Relaxed);
-                counters.frames.fetch_add(n, Ordering::Relaxed);
-                counters.last_frames.store(n, Ordering::Relaxed);
-                counters.lost.fetch_add(lost, Ordering::Relaxed);
+                counters.callback((data.len() / channels) as u64, lost);
             },
-            move |err: cpal::Error| {
-                if is_fatal(err.kind()) {
-                    failed.store(true, Ordering::Relaxed);
-                } else {
-                    errs.errors.fetch_add(1, Ordering::Relaxed);
-                }
-            },
+            on_error(failed, errs),
             None,
         )
         .map_err(|e| e.to_string())
