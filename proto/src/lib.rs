@@ -7,6 +7,7 @@ pub mod call;
 pub mod frame;
 pub mod media_crypto;
 pub mod name;
+pub mod red;
 pub mod rtcp;
 pub mod rtp;
 pub mod signal;

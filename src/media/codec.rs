@@ -42,7 +42,8 @@ pub struct CodecSettings {
     pub bitrate: u32,
     /// Frame duration.
     pub frame: FrameMs,
-    /// In-band forward error correction (LBRR), tuned by the peer's reported loss.
+    /// Loss protection: in-band FEC (LBRR) and redundant copies of earlier packets, as much
+    /// as the loss the peer reports calls for ([`super::protection`]). Off = none of it.
     pub fec: bool,
     /// Discontinuous transmission: near-empty packets during silence.
     pub dtx: bool,
@@ -70,26 +71,32 @@ impl Default for CodecSettings {
 pub struct VoiceEncoder {
     enc: Encoder,
     settings: CodecSettings,
-    loss_perc: i32,
+    /// In-band FEC expected-loss percentage in force (`None`: FEC off).
+    inband_fec: Option<i32>,
 }
 
 impl VoiceEncoder {
-    /// Makes an encoder with `settings`.
+    /// Makes an encoder with `settings`; in-band FEC starts as [`LossProtection`] starts a call.
+    ///
+    /// [`LossProtection`]: super::protection::LossProtection
     pub fn new(settings: CodecSettings) -> Result<Self, CodecError> {
         let mut enc = Encoder::new(SAMPLE_RATE, Channels::Mono, Application::Voip)?;
         enc.set_bitrate(Bitrate::Bits(settings.bitrate.clamp(6_000, 510_000) as i32))?;
-        enc.set_inband_fec(settings.fec)?;
         enc.set_dtx(settings.dtx)?;
         enc.set_complexity(i32::from(settings.complexity.min(10)))?;
-        // FEC is emitted only when the encoder expects loss; start with a small guess so the
-        // first lost packet of a call can already be recovered.
-        let loss_perc = if settings.fec { 5 } else { 0 };
-        enc.set_packet_loss_perc(loss_perc)?;
-        Ok(Self {
+        enc.set_inband_fec(false)?;
+        enc.set_packet_loss_perc(0)?;
+        let mut me = Self {
             enc,
             settings,
-            loss_perc,
-        })
+            inband_fec: None,
+        };
+        me.set_inband_fec(
+            super::protection::LossProtection::new(settings.fec)
+                .current()
+                .inband_fec_perc,
+        );
+        Ok(me)
     }
 
     /// Samples of look-ahead the encoder adds (part of mouth-to-ear latency).
@@ -97,19 +104,21 @@ impl VoiceEncoder {
         self.enc.get_lookahead().map_or(312, |v| v.max(0) as usize)
     }
 
-    /// Feeds the loss fraction (0..=255, as in RTCP) the peer reported, so FEC strength follows
-    /// the real network. Keeps a floor of 2 % so a first loss is still covered.
-    pub fn set_peer_loss(&mut self, fraction_lost: u8) {
-        if !self.settings.fec {
+    /// Turns in-band FEC (LBRR) on with this expected loss in percent, or off (`None`). Always
+    /// off when the settings disable loss protection.
+    pub fn set_inband_fec(&mut self, perc: Option<i32>) {
+        let want = if self.settings.fec {
+            perc.map(|p| p.clamp(1, 100))
+        } else {
+            None
+        };
+        if want == self.inband_fec {
             return;
         }
-        let measured = (i32::from(fraction_lost) * 100 + 128) / 256;
-        // Headroom over the measured loss: the expected-loss setting also sets how finely the
-        // LBRR copy is quantized (SILK lowers its gain increase with it), and a recovered frame
-        // sounds only as good as that copy. Twice the loss plus 3 points (23 % at 10 % loss).
-        let perc = if measured >= 1 { 2 * measured + 3 } else { 2 }.clamp(2, 30);
-        if perc != self.loss_perc && self.enc.set_packet_loss_perc(perc).is_ok() {
-            self.loss_perc = perc;
+        let applied = self.enc.set_inband_fec(want.is_some()).is_ok()
+            && self.enc.set_packet_loss_perc(want.unwrap_or(0)).is_ok();
+        if applied {
+            self.inband_fec = want;
         }
     }
 
@@ -159,7 +168,7 @@ mod tests {
     fn encode_decode_conceal_fec() {
         let settings = CodecSettings::default();
         let mut enc = VoiceEncoder::new(settings).unwrap();
-        enc.set_peer_loss(26);
+        enc.set_inband_fec(Some(20));
         let mut dec = VoiceDecoder::new(settings.frame).unwrap();
         let mut pkt = [0u8; MAX_PACKET];
         let mut out = vec![0f32; 5760];

@@ -12,6 +12,7 @@
 use super::codec::{CodecError, CodecSettings, VoiceDecoder, VoiceEncoder, MAX_PACKET};
 use super::io::{InputSpec, IoError, OutputSpec, Sink, Source};
 use super::jitter::{Decision, JitterBuffer, JitterSettings, Stretch};
+use super::protection::LossProtection;
 use super::recorder::Recorder;
 use super::stretch;
 use super::transport::Transport;
@@ -76,6 +77,11 @@ pub struct MediaStats {
     pub packets_lost: i64,
     /// Lost frames recovered from in-band FEC.
     pub fec_recovered: u64,
+    /// Lost packets replaced by a redundant copy carried in a later packet.
+    pub copy_recovered: u64,
+    /// Redundant copies of earlier packets we put in each packet now (0-2), from the loss the
+    /// peer reports.
+    pub copies_sent: u8,
     /// Frames synthesized by concealment (losses and underruns).
     pub concealed: u64,
     /// Packets that arrived after their playout time.
@@ -294,6 +300,7 @@ struct Worker {
     sink: Sink,
     encoder: VoiceEncoder,
     decoder: VoiceDecoder,
+    protection: LossProtection,
     jb: JitterBuffer,
     codec: CodecSettings,
     frame: usize,
@@ -331,6 +338,7 @@ impl Worker {
             sink: Sink::open(output)?,
             encoder,
             decoder: VoiceDecoder::new(codec.frame)?,
+            protection: LossProtection::new(codec.fec),
             jb: JitterBuffer::new(jitter, frame as u32),
             codec,
             frame,
@@ -396,13 +404,15 @@ impl Worker {
     fn tick(&mut self, now_us: u64, send: bool) {
         self.sink.maintain();
         if send {
-            self.send();
+            self.send(now_us);
         }
 
         // Receive side.
         let jb = &mut self.jb;
-        self.transport
-            .poll(now_us, |r| jb.insert(now_us, r.seq, r.timestamp, r.payload));
+        self.transport.poll(now_us, |r| match r.copy {
+            false => jb.insert(now_us, r.seq, r.timestamp, r.payload),
+            true => jb.insert_copy(r.seq, r.timestamp, r.payload),
+        });
         while self.playout.len() < QUANTUM {
             self.decode_one(now_us);
         }
@@ -424,7 +434,7 @@ impl Worker {
     }
 
     /// Captures, encodes and sends one frame.
-    fn send(&mut self) {
+    fn send(&mut self, now_us: u64) {
         self.source.maintain();
         self.source.read(&mut self.capture);
         if self.muted.load(Ordering::Relaxed) {
@@ -436,8 +446,12 @@ impl Worker {
         if let Some(rec) = &mut self.recorder {
             rec.captured(&self.capture);
         }
-        self.encoder
-            .set_peer_loss(self.transport.peer_fraction_lost());
+        if let Some(lost) = self.transport.take_peer_report() {
+            self.protection.on_report(now_us, lost);
+            self.encoder
+                .set_inband_fec(self.protection.current().inband_fec_perc);
+        }
+        let copies = self.protection.current().copies;
         match self.encoder.encode(&self.capture, &mut self.packet) {
             // With DTX, Opus marks silence with packets of 1-2 bytes: send one every 400 ms
             // (so the peer keeps its comfort noise) and skip the rest.
@@ -448,7 +462,7 @@ impl Worker {
             Ok(n) => {
                 self.dtx_run = if n <= 2 { self.dtx_run + 1 } else { 0 };
                 self.transport
-                    .send_frame(&self.packet[..n], self.frame as u32);
+                    .send_frame(&self.packet[..n], self.frame as u32, copies);
             }
             Err(_) => self.transport.skip_frame(self.frame as u32),
         }
@@ -508,6 +522,8 @@ impl Worker {
             packets_received: t.packets_received,
             packets_lost: t.packets_lost,
             fec_recovered: j.fec_recovered,
+            copy_recovered: j.copy_recovered,
+            copies_sent: self.protection.current().copies as u8,
             concealed: j.concealed,
             late: j.late,
             duplicates: j.duplicates,

@@ -48,6 +48,13 @@ const LOSS_FORGET: f64 = 0.99;
 /// Loss rate above which the target makes room for FEC, and below which it stops.
 const FEC_ROOM_ON: f64 = 0.02;
 const FEC_ROOM_OFF: f64 = 0.005;
+/// Forgetting factor of the double-loss rate (about 10 s of memory: pairs are rarer) ...
+const DOUBLE_LOSS_FORGET: f64 = 0.998;
+/// ... above which the target makes room for a second frame, and below which it stops.
+const DOUBLE_ROOM_ON: f64 = 0.003;
+const DOUBLE_ROOM_OFF: f64 = 0.001;
+/// Packets for which a copy two packets deep counts as "the sender sends two copies".
+const TWO_COPIES_MEMORY: u64 = 100;
 
 /// How the buffer chooses its delay.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -119,8 +126,10 @@ pub struct JitterStats {
     pub duplicates: u64,
     /// Frames declared lost.
     pub lost: u64,
-    /// Lost frames recovered from FEC.
+    /// Lost frames recovered from in-band FEC.
     pub fec_recovered: u64,
+    /// Lost packets replaced by a redundant copy from a later packet, in time to be played.
+    pub copy_recovered: u64,
     /// Frames produced by concealment (losses and underruns).
     pub concealed: u64,
     /// Samples removed / added by time-stretching.
@@ -135,6 +144,8 @@ pub struct JitterStats {
 
 struct Slot {
     ext_seq: Option<u64>,
+    /// Filled from a redundant copy carried by a later packet: the packet itself was lost.
+    copy: bool,
     timestamp: u32,
     len: usize,
     data: Box<[u8]>,
@@ -172,8 +183,17 @@ pub struct JitterBuffer {
     waited: Option<(u64, u32)>,
     /// Recent share of frames lost (exponentially forgetting).
     loss_rate: f64,
-    /// The target holds one more frame so FEC can be used.
-    fec_room: bool,
+    /// Recent share of frames lost right after a lost frame (slowly forgetting).
+    double_loss_rate: f64,
+    /// The last played frame was lost.
+    last_lost: bool,
+    /// Copies reaching two packets back were seen until this extended sequence number: only
+    /// then can a second frame of room restore a pair of losses.
+    two_copies_until: u64,
+    /// Frames of room the target keeps for recovery (0, 1 or 2): the packet after a lost one
+    /// (FEC, or the first copy) or the one after that (the second copy) is usually here when
+    /// the lost frame's turn comes.
+    fec_room: u8,
     /// Most audio ever queued ahead at a pop, ms (the caller's tick size).
     pop_lead_ms: f64,
     stats: JitterStats,
@@ -185,6 +205,7 @@ impl JitterBuffer {
         let slots = (0..CAPACITY)
             .map(|_| Slot {
                 ext_seq: None,
+                copy: false,
                 timestamp: 0,
                 len: 0,
                 data: vec![0; MAX_PAYLOAD].into_boxed_slice(),
@@ -210,7 +231,10 @@ impl JitterBuffer {
             accelerating: false,
             waited: None,
             loss_rate: 0.0,
-            fec_room: false,
+            double_loss_rate: 0.0,
+            last_lost: false,
+            two_copies_until: 0,
+            fec_room: 0,
             pop_lead_ms: 0.0,
             stats: JitterStats::default(),
         };
@@ -251,7 +275,7 @@ impl JitterBuffer {
                 // Plus the audio still queued when a frame is popped (the caller's tick
                 // granularity): a packet must be here at the pop, which comes that long before
                 // the frame is heard. 0-5 ms in the engine's 5 ms ticks.
-                let fec_room = if self.fec_room { frame } else { 0.0 };
+                let fec_room = f64::from(self.fec_room) * frame;
                 (p95 + self.pop_lead_ms + fec_room).clamp(
                     f64::from(self.settings.min_delay_ms),
                     f64::from(self.settings.max_delay_ms).max(frame),
@@ -344,14 +368,16 @@ impl JitterBuffer {
         }
         let idx = Self::slot_of(ext);
         let slot = &mut self.slots[idx];
-        if slot.ext_seq == Some(ext) {
+        if slot.ext_seq == Some(ext) && !slot.copy {
             self.stats.duplicates += 1;
             return;
         }
+        // (A copy already standing in for this packet is simply replaced by the original.)
         if slot.ext_seq.is_none() {
             self.held += 1;
         }
         slot.ext_seq = Some(ext);
+        slot.copy = false;
         slot.timestamp = timestamp;
         slot.len = payload.len();
         slot.data[..payload.len()].copy_from_slice(payload);
@@ -374,6 +400,46 @@ impl JitterBuffer {
         }
         self.hist[bin] += 1.0 - FORGET;
         self.stats.target_ms = self.target_ms();
+    }
+
+    /// Offers a redundant copy of an earlier packet (RFC 2198) that came inside a later one.
+    /// It fills the slot only if the packet itself is missing and its turn has not passed; it
+    /// says nothing about network delay, so the delay statistics ignore it.
+    pub fn insert_copy(&mut self, seq: u16, timestamp: u32, payload: &[u8]) {
+        if payload.len() > MAX_PAYLOAD || self.newest.is_none() {
+            return;
+        }
+        let ext = self.seq.peek(seq);
+        let newest = self.newest.unwrap_or(ext);
+        if ext >= newest || ext + CAPACITY as u64 <= newest {
+            return;
+        }
+        if newest - ext >= 2 {
+            self.two_copies_until = newest + TWO_COPIES_MEMORY;
+        }
+        if self.next_seq.is_some_and(|next| ext < next) {
+            return;
+        }
+        // Its time was already filled by concealment while we waited for it: playing it now
+        // would push every later frame back by a frame. A late *original* is played (the
+        // network got slower and the delay must grow), but a copy arriving late only means the
+        // original was lost; the copy that matters is the next frame's, on time.
+        if self
+            .waited
+            .is_some_and(|(s, n)| ext >= s && ext < s + u64::from(n))
+        {
+            return;
+        }
+        let slot = &mut self.slots[Self::slot_of(ext)];
+        if slot.ext_seq.is_some() {
+            return;
+        }
+        slot.ext_seq = Some(ext);
+        slot.copy = true;
+        slot.timestamp = timestamp;
+        slot.len = payload.len();
+        slot.data[..payload.len()].copy_from_slice(payload);
+        self.held += 1;
     }
 
     fn take(&mut self, ext: u64) -> Option<usize> {
@@ -423,7 +489,13 @@ impl JitterBuffer {
             self.held -= 1;
             self.next_seq = Some(next + 1);
             self.waited = None;
-            self.note_loss(false);
+            // A copy stands in for a lost packet: the network lost it all the same, and the
+            // loss rate (which makes room for recovery in the target) must see that.
+            let copy = self.slots[idx].copy;
+            if copy {
+                self.stats.copy_recovered += 1;
+            }
+            self.note_loss(copy);
             self.play_ts = ts.wrapping_add(frame);
             let ext_ts = self.extend_ts(ts);
             self.ts_base = Some((ts, ext_ts));
@@ -473,15 +545,42 @@ impl JitterBuffer {
         (Decision::Conceal, Stretch::None)
     }
 
-    /// Updates the loss rate with one played frame, and whether the target makes room for FEC.
+    /// Updates the loss rates with one played frame, and how much room the target makes for
+    /// recovery: one frame while frames are being lost, two while losses come in pairs (at
+    /// 10 % random loss, one frame in a hundred) and the sender sends two copies, which can
+    /// then restore both if the packet after them is here in time. (Without a second copy the
+    /// second frame of room would buy nothing but delay.)
     fn note_loss(&mut self, lost: bool) {
         self.loss_rate = LOSS_FORGET * self.loss_rate + if lost { 1.0 - LOSS_FORGET } else { 0.0 };
-        let fec = matches!(self.settings.mode, JitterMode::Adaptive);
-        if fec && self.loss_rate > FEC_ROOM_ON {
-            self.fec_room = true;
-        } else if self.loss_rate < FEC_ROOM_OFF {
-            self.fec_room = false;
+        let double = lost && self.last_lost;
+        self.last_lost = lost;
+        self.double_loss_rate = DOUBLE_LOSS_FORGET * self.double_loss_rate
+            + if double {
+                1.0 - DOUBLE_LOSS_FORGET
+            } else {
+                0.0
+            };
+        if !matches!(self.settings.mode, JitterMode::Adaptive) {
+            return;
         }
+        let one = if self.loss_rate > FEC_ROOM_ON {
+            1
+        } else if self.loss_rate < FEC_ROOM_OFF {
+            0
+        } else {
+            self.fec_room.min(1)
+        };
+        let two_copies = self.newest.is_some_and(|n| n < self.two_copies_until);
+        let two = if !two_copies {
+            false
+        } else if self.double_loss_rate > DOUBLE_ROOM_ON {
+            true
+        } else if self.double_loss_rate < DOUBLE_ROOM_OFF {
+            false
+        } else {
+            self.fec_room == 2
+        };
+        self.fec_room = if two && one == 1 { 2 } else { one };
     }
 
     fn earliest(&self) -> Option<u64> {

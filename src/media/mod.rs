@@ -11,6 +11,7 @@ pub mod engine;
 pub mod io;
 pub mod jitter;
 pub mod player;
+pub mod protection;
 pub mod recorder;
 pub mod resample;
 pub mod stretch;

@@ -5,6 +5,7 @@
 //! The socket is non-blocking: the media thread drains it once per tick and never waits on it.
 
 use fala_proto::media_crypto::{SessionKeys, RTCP_OVERHEAD, TAG_LEN};
+use fala_proto::red::{self, RED_PAYLOAD_TYPE};
 use fala_proto::rtcp::{self, ReceptionStats, Report, SenderInfo};
 use fala_proto::rtp::{self, RtpHeader, OPUS_PAYLOAD_TYPE, RTP_HEADER_LEN};
 use std::io::ErrorKind;
@@ -15,6 +16,9 @@ use std::net::{SocketAddr, UdpSocket};
 const REPORT_INTERVAL_US: u64 = 1_000_000;
 /// Datagrams read per tick at most, so a flood cannot stall the audio.
 const MAX_READS_PER_TICK: usize = 256;
+/// Largest RTP payload sent: redundant copies are left out rather than going past it, so a
+/// packet never needs IP fragmentation on an ordinary 1280+ byte path MTU.
+const MAX_PAYLOAD: usize = 1100;
 
 /// Counters of the network side.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -55,6 +59,48 @@ pub struct Received<'a> {
     pub timestamp: u32,
     /// Opus payload.
     pub payload: &'a [u8],
+    /// A redundant copy of an earlier packet (RFC 2198), not the packet itself: it says nothing
+    /// about arrival times.
+    pub copy: bool,
+}
+
+/// The last packets sent, for redundant copies.
+struct SentHistory {
+    /// (timestamp, length, bytes); the next push goes to `head`.
+    packets: [(u32, usize, Box<[u8; red::MAX_BLOCK_LEN]>); red::MAX_COPIES],
+    head: usize,
+    count: usize,
+}
+
+impl SentHistory {
+    fn new() -> Self {
+        Self {
+            packets: std::array::from_fn(|_| (0, 0, Box::new([0; red::MAX_BLOCK_LEN]))),
+            head: 0,
+            count: 0,
+        }
+    }
+
+    fn push(&mut self, timestamp: u32, payload: &[u8]) {
+        if payload.len() > red::MAX_BLOCK_LEN {
+            // Cannot be carried as a copy: nothing older can be either (copies are contiguous).
+            self.count = 0;
+            return;
+        }
+        let slot = &mut self.packets[self.head];
+        slot.0 = timestamp;
+        slot.1 = payload.len();
+        slot.2[..payload.len()].copy_from_slice(payload);
+        self.head = (self.head + 1) % red::MAX_COPIES;
+        self.count = (self.count + 1).min(red::MAX_COPIES);
+    }
+
+    /// The `back`-th packet before the next one (1 = the last sent).
+    fn get(&self, back: usize) -> (u32, &[u8]) {
+        let idx = (self.head + red::MAX_COPIES - back) % red::MAX_COPIES;
+        let (ts, len, data) = &self.packets[idx];
+        (*ts, &data[..*len])
+    }
 }
 
 /// The call's RTP session.
@@ -76,6 +122,11 @@ pub struct Transport {
     buf: Box<[u8; 2048]>,
     /// Whether the next packet starts a talk spurt (after DTX silence), for the marker bit.
     talk_start: bool,
+    /// Packets sent before, for redundant copies, and the RED payload being built.
+    history: SentHistory,
+    red_buf: Box<[u8; 2048]>,
+    /// A receiver report from the peer came in since [`Transport::take_peer_report`].
+    new_report: bool,
 }
 
 fn random_u32() -> u32 {
@@ -110,6 +161,9 @@ impl Transport {
             stats: TransportStats::default(),
             buf: Box::new([0; 2048]),
             talk_start: true,
+            history: SentHistory::new(),
+            red_buf: Box::new([0; 2048]),
+            new_report: false,
         })
     }
 
@@ -126,9 +180,9 @@ impl Transport {
         s
     }
 
-    /// Loss the peer last reported (RTCP fraction, 0..=255), for the encoder's FEC.
-    pub fn peer_fraction_lost(&self) -> u8 {
-        self.peer_fraction_lost
+    /// The loss fraction (RTCP, 0..=255) of a report that came in since the last call, once.
+    pub fn take_peer_report(&mut self) -> Option<u8> {
+        std::mem::take(&mut self.new_report).then_some(self.peer_fraction_lost)
     }
 
     /// Advances the media clock by one frame without sending (DTX silence).
@@ -137,13 +191,48 @@ impl Transport {
         self.talk_start = true;
     }
 
-    /// Sends one Opus frame; send errors (no route, buffer full) count as a lost packet.
-    pub fn send_frame(&mut self, payload: &[u8], frame_samples: u32) {
+    /// Sends one Opus frame with up to `copies` redundant copies of the packets sent just
+    /// before it (RFC 2198; copies that would not fit are left out). Send errors (no route,
+    /// buffer full) count as a lost packet.
+    pub fn send_frame(&mut self, payload: &[u8], frame_samples: u32, copies: usize) {
+        let timestamp = self.timestamp;
+        // Copies must be of the immediately preceding sequence numbers: take the newest ones
+        // whose timestamp offset and size fit.
+        let mut n = 0;
+        let mut size = payload.len() + 1;
+        while n < copies.min(self.history.count) {
+            let (ts, data) = self.history.get(n + 1);
+            let offset = timestamp.wrapping_sub(ts);
+            size += 4 + data.len();
+            if offset > red::MAX_TS_OFFSET || size > MAX_PAYLOAD {
+                break;
+            }
+            n += 1;
+        }
+        let mut blocks: [(u32, &[u8]); red::MAX_COPIES] = [(0, &[]); red::MAX_COPIES];
+        for (i, block) in blocks[..n].iter_mut().enumerate() {
+            // Oldest first.
+            let (ts, data) = self.history.get(n - i);
+            *block = (timestamp.wrapping_sub(ts), data);
+        }
+        let (payload_type, body) = if n == 0 {
+            (OPUS_PAYLOAD_TYPE, payload)
+        } else {
+            match red::write(
+                OPUS_PAYLOAD_TYPE,
+                &blocks[..n],
+                payload,
+                &mut self.red_buf[..],
+            ) {
+                Ok(len) => (RED_PAYLOAD_TYPE, &self.red_buf[..len]),
+                Err(_) => (OPUS_PAYLOAD_TYPE, payload),
+            }
+        };
         let header = RtpHeader {
             marker: std::mem::take(&mut self.talk_start),
-            payload_type: OPUS_PAYLOAD_TYPE,
+            payload_type,
             sequence: self.next_ext_seq as u16,
-            timestamp: self.timestamp,
+            timestamp,
             ssrc: self.ssrc,
         };
         let ext = self.next_ext_seq;
@@ -151,7 +240,9 @@ impl Transport {
         self.timestamp = self.timestamp.wrapping_add(frame_samples);
         let buf = &mut self.buf[..];
         let room = buf.len() - TAG_LEN;
-        let Ok(mut len) = rtp::write_packet(&header, payload, &mut buf[..room]) else {
+        let written = rtp::write_packet(&header, body, &mut buf[..room]);
+        self.history.push(timestamp, payload);
+        let Ok(mut len) = written else {
             return;
         };
         if let Some(c) = &self.crypto {
@@ -189,7 +280,9 @@ impl Transport {
 
     fn handle_rtp(&mut self, now_us: u64, len: usize, on_packet: &mut impl FnMut(Received<'_>)) {
         let (header, header_len) = match rtp::parse(&self.buf[..len]) {
-            Ok(p) if p.header.payload_type == OPUS_PAYLOAD_TYPE => (p.header, p.header_len),
+            Ok(p) if matches!(p.header.payload_type, OPUS_PAYLOAD_TYPE | RED_PAYLOAD_TYPE) => {
+                (p.header, p.header_len)
+            }
             _ => {
                 self.stats.dropped_malformed += 1;
                 return;
@@ -210,6 +303,18 @@ impl Transport {
                 }
             }
         }
+        let body = &self.buf[header_len..end];
+        let red = if header.payload_type == RED_PAYLOAD_TYPE {
+            match red::parse(body) {
+                Ok(r) if r.primary_type == OPUS_PAYLOAD_TYPE => Some(r),
+                _ => {
+                    self.stats.dropped_malformed += 1;
+                    return;
+                }
+            }
+        } else {
+            None
+        };
         self.remote_ssrc = Some(header.ssrc);
         self.stats.packets_received += 1;
         self.reception
@@ -217,8 +322,19 @@ impl Transport {
         on_packet(Received {
             seq: header.sequence,
             timestamp: header.timestamp,
-            payload: &self.buf[header_len..end],
+            payload: red.map_or(body, |r| r.primary),
+            copy: false,
         });
+        for (back, block) in red.iter().flat_map(|r| r.copies()) {
+            if block.payload_type == OPUS_PAYLOAD_TYPE {
+                on_packet(Received {
+                    seq: header.sequence.wrapping_sub(back),
+                    timestamp: header.timestamp.wrapping_sub(block.ts_offset),
+                    payload: block.data,
+                    copy: true,
+                });
+            }
+        }
     }
 
     fn handle_rtcp(&mut self, now_us: u64, len: usize) {
@@ -250,6 +366,7 @@ impl Transport {
                 self.stats.rtt_ms = Some(rtt);
             }
             self.peer_fraction_lost = b.fraction_lost;
+            self.new_report = true;
             self.stats.peer_loss = f64::from(b.fraction_lost) / 256.0;
         }
     }
@@ -339,7 +456,7 @@ mod tests {
         for crypto in [false, true] {
             let (mut a, mut b, stranger) = pair(crypto);
             for i in 0..5u8 {
-                a.send_frame(&[i; 20], 960);
+                a.send_frame(&[i; 20], 960, 0);
             }
             let got = drain(&mut b, 100_000);
             assert_eq!(got.len(), 5, "crypto {crypto}");
@@ -380,6 +497,66 @@ mod tests {
     }
 
     #[test]
+    fn redundant_copies_come_with_their_own_sequence_and_timestamp() {
+        for crypto in [false, true] {
+            let (mut a, mut b, _s) = pair(crypto);
+            let first_ts = a.timestamp;
+            a.send_frame(&[1; 30], 960, 2);
+            a.send_frame(&[2; 31], 960, 2);
+            a.send_frame(&[3; 32], 960, 2);
+            let mut got = Vec::new();
+            for _ in 0..50 {
+                b.poll(0, |r| {
+                    got.push((r.seq, r.timestamp, r.payload.to_vec(), r.copy))
+                });
+                if got.len() >= 6 {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            // Packet 1: alone; packet 2: + copy of 1; packet 3: + copies of 1 and 2.
+            assert_eq!(got.len(), 6, "crypto {crypto}");
+            let s0 = got[0].0;
+            let expect = [
+                (0u16, 0u32, 1u8, false),
+                (1, 960, 2, false),
+                (0, 0, 1, true),
+                (2, 1920, 3, false),
+                (0, 0, 1, true),
+                (1, 960, 2, true),
+            ];
+            for (g, e) in got.iter().zip(expect) {
+                assert_eq!(g.0, s0.wrapping_add(e.0));
+                assert_eq!(g.1, first_ts.wrapping_add(e.1));
+                assert!(g.2.iter().all(|&v| v == e.2) && g.2.len() == 29 + usize::from(e.2));
+                assert_eq!(g.3, e.3);
+            }
+            assert_eq!(b.stats().packets_received, 3);
+            assert_eq!(b.stats().packets_lost, 0);
+        }
+    }
+
+    #[test]
+    fn copies_never_push_a_packet_past_the_payload_limit() {
+        let (mut a, mut b, _s) = pair(false);
+        a.send_frame(&[1; 600], 960, 2);
+        a.send_frame(&[2; 600], 960, 2);
+        let mut got = Vec::new();
+        for _ in 0..50 {
+            b.poll(0, |r| got.push(r.copy));
+            if got.len() >= 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_eq!(
+            got,
+            vec![false, false],
+            "a 600-byte copy would make the packet too big"
+        );
+    }
+
+    #[test]
     fn wrong_key_is_dropped_and_counted() {
         let (mut a, mut b, _s) = pair(true);
         let k = KeyPair::generate().unwrap();
@@ -387,7 +564,7 @@ mod tests {
             k.derive(Role::Caller, &KeyPair::generate().unwrap().public_bytes())
                 .unwrap(),
         );
-        a.send_frame(&[1; 20], 960);
+        a.send_frame(&[1; 20], 960, 0);
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert!(drain(&mut b, 0).is_empty());
         assert_eq!(b.stats().dropped_auth, 1);

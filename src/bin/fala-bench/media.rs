@@ -103,7 +103,10 @@ struct Row {
     latency_ms: Option<f64>,
     estimate_ms: Option<f64>,
     jb_ms: Option<f64>,
-    losses: Option<(i64, u64, u64)>,
+    /// Lost, recovered from a redundant copy, from in-band FEC, concealed.
+    losses: Option<(i64, u64, u64, u64)>,
+    /// Send bitrate with RTP headers and tags, kb/s.
+    kbps: Option<f64>,
     cpu: Option<f64>,
 }
 
@@ -143,6 +146,7 @@ pub fn run(args: MediaArgs) -> anyhow::Result<()> {
         estimate_ms: None,
         jb_ms: None,
         losses: None,
+        kbps: None,
         cpu: None,
     });
 
@@ -261,13 +265,12 @@ impl Scorer {
     }
 }
 
-/// The clip through the same Opus settings as a clean call (FEC on, loss hint at its 2 % floor),
-/// every packet decoded: the best any call can sound.
+/// The clip through the same Opus settings as the start of a clean call (in-band FEC at the
+/// starting loss hint), every packet decoded: the best any call can sound.
 fn offline_reference(clip: &Path, out: &Path) -> anyhow::Result<()> {
     let settings = CodecSettings::default();
     let frame = settings.frame.samples();
     let mut enc = VoiceEncoder::new(settings)?;
-    enc.set_peer_loss(0);
     let mut dec = VoiceDecoder::new(settings.frame)?;
     let pcm = load_wav(clip)?;
     let spec = hound::WavSpec {
@@ -402,7 +405,8 @@ impl Call {
             latency_ms: Some(0.0),
             estimate_ms: Some(0.0),
             jb_ms: Some(0.0),
-            losses: Some((0, 0, 0)),
+            losses: Some((0, 0, 0, 0)),
+            kbps: Some(0.0),
             cpu: self.cpu_percent,
         };
         let k = self.directions.len() as f64;
@@ -412,7 +416,7 @@ impl Call {
             let latency = s.mean_lag_samples / 48.0 + offset_ms + 20.0;
             eprintln!(
                 "  {}: PESQ {:.2} STOI {:.3} latency {:.1} ms (lag {:.1} ms, epochs {:+.1} ms) \
-                 JB {:.1} ms estimate {:.1} ms lost {} fec {} concealed {} late {} stretched {:.0} ms target {:.1} ms",
+                 JB {:.1} ms estimate {:.1} ms lost {} copy {} fec {} concealed {} late {} stretched {:.0} ms target {:.1} ms",
                 d.heard.display(),
                 s.pesq_wb,
                 s.stoi,
@@ -422,6 +426,7 @@ impl Call {
                 d.mean_jb_ms,
                 d.mean_estimate_ms,
                 d.stats.packets_lost,
+                d.stats.copy_recovered,
                 d.stats.fec_recovered,
                 d.stats.concealed,
                 d.stats.late,
@@ -433,13 +438,15 @@ impl Call {
             row.latency_ms = row.latency_ms.map(|v| v + latency / k);
             row.estimate_ms = row.estimate_ms.map(|v| v + d.mean_estimate_ms / k);
             row.jb_ms = row.jb_ms.map(|v| v + d.mean_jb_ms / k);
-            row.losses = row.losses.map(|(l, f, c)| {
+            row.losses = row.losses.map(|(l, r, f, c)| {
                 (
                     l + d.stats.packets_lost,
+                    r + d.stats.copy_recovered,
                     f + d.stats.fec_recovered,
                     c + d.stats.concealed,
                 )
             });
+            row.kbps = row.kbps.map(|v| v + d.stats.bitrate_kbps / k);
         }
         Ok(row)
     }
@@ -500,16 +507,16 @@ fn print_table(rows: &[Row], reference_pesq: f64, clean_live: Option<f64>) {
     let _ = writeln!(
         t,
         "| profile | mode | PESQ-WB | STOI | mouth-to-ear ms | engine estimate ms | \
-         jitter buffer ms | lost / FEC / concealed | CPU % of a core per call |"
+         jitter buffer ms | lost / copy / FEC / concealed | send kb/s | CPU % of a core per call |"
     );
-    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
-        let losses = r
-            .losses
-            .map_or("—".into(), |(l, f, c)| format!("{l} / {f} / {c}"));
+        let losses = r.losses.map_or("—".into(), |(l, r, f, c)| {
+            format!("{l} / {r} / {f} / {c}")
+        });
         let _ = writeln!(
             t,
-            "| {} | {} | {:.2} | {:.3} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.2} | {:.3} | {} | {} | {} | {} | {} | {} |",
             r.profile,
             r.mode,
             r.pesq,
@@ -518,6 +525,7 @@ fn print_table(rows: &[Row], reference_pesq: f64, clean_live: Option<f64>) {
             opt(r.estimate_ms, 1),
             opt(r.jb_ms, 1),
             losses,
+            opt(r.kbps, 0),
             opt(r.cpu, 2),
         );
     }
@@ -530,5 +538,6 @@ fn print_table(rows: &[Row], reference_pesq: f64, clean_live: Option<f64>) {
             reference_pesq - c
         );
     }
+    println!("Lost packets (by sequence number) and how their frames were recovered: from a redundant copy in a later packet, from in-band FEC, or concealed (concealment also covers late packets).");
     println!("Losses are summed over both directions; every other column is the mean of both directions. CPU: schedstat run time of the two fala-media threads over the call's wall time, per thread (= per call end).");
 }

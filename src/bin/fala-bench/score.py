@@ -8,7 +8,8 @@
 # 3. Per-segment lags: each 500 ms segment of speech is re-aligned within +-50 ms of the global
 #    lag; segments whose normalised correlation peak is >= 0.5 give the mean/min/max lag (the
 #    adaptive jitter buffer legitimately moves its delay during a call).
-# 4. PESQ wideband (ITU-T P.862.2) and STOI, both at 16 kHz mono (resample_poly 1:3).
+# 4. PESQ wideband (ITU-T P.862.2) on HEARD at the global lag, and STOI on HEARD re-assembled
+#    from the segments at their own lags (see below), both at 16 kHz mono (resample_poly 1:3).
 import json
 import sys
 
@@ -55,7 +56,13 @@ d = deg[lag + s0:lag + s1]
 
 seg, reach = FS // 2, FS // 20
 lags = []
+# STOI compares envelopes of 384 ms windows at one fixed offset, so a delay that moves by a
+# frame mid-call (the adaptive buffer growing under loss) reads as lost intelligibility. It is
+# scored on HEARD re-assembled from each 500 ms segment at that segment's own lag (the global
+# lag where a segment has no clear peak). PESQ aligns utterances itself and gets HEARD as is.
+stoi_parts = []
 for a in range(s0, s1 - seg, seg):
+    stoi_parts.append(deg[a + lag:a + lag + seg])
     part = ref[a:a + seg]
     e = np.sum(part ** 2)
     if e < energy.max() * 1e-3 * (seg / frame):
@@ -70,6 +77,7 @@ for a in range(s0, s1 - seg, seg):
     ncc = cc[k] / np.sqrt(e * np.sum(w ** 2) + 1e-12)
     if ncc >= 0.5:
         lags.append(lag - reach + k)
+        stoi_parts[-1] = w
 
 r16 = resample_poly(r, 1, 3)
 d16 = resample_poly(d, 1, 3)
@@ -78,7 +86,10 @@ try:
 except Exception as e:  # no utterances found, etc.
     print(f"pesq failed: {e}", file=sys.stderr)
     p = float("nan")
-s = float(stoi(r16, d16, 16_000, extended=False))
+n_seg = len(stoi_parts)
+tail = deg[s0 + n_seg * seg + lag:s1 + lag]
+d_seg = np.concatenate(stoi_parts + [tail])[:len(r)]
+s = float(stoi(r16, resample_poly(d_seg, 1, 3)[:len(r16)], 16_000, extended=False))
 print(json.dumps({
     "lag_samples": lag,
     "mean_lag_samples": float(np.mean(lags)) if lags else float(lag),

@@ -39,6 +39,8 @@ struct Scenario {
     start_seq: u16,
     start_ts: u32,
     warmup_s: f64,
+    /// Redundant copies of the packets before it that each packet carries (RFC 2198).
+    copies: u64,
 }
 
 impl Default for Scenario {
@@ -51,6 +53,7 @@ impl Default for Scenario {
             start_seq: 100,
             start_ts: 5000,
             warmup_s: 3.0,
+            copies: 0,
         }
     }
 }
@@ -85,6 +88,14 @@ impl Scenario {
                 let seq = self.start_seq.wrapping_add(k as u16);
                 let ts = self.start_ts.wrapping_add((k as u32).wrapping_mul(FRAME));
                 jb.insert(arrivals[ai].0, seq, ts, &[(k % 256) as u8; 3]);
+                for back in 1..=self.copies.min(k) {
+                    let j = k - back;
+                    jb.insert_copy(
+                        self.start_seq.wrapping_add(j as u16),
+                        self.start_ts.wrapping_add((j as u32).wrapping_mul(FRAME)),
+                        &[(j % 256) as u8; 3],
+                    );
+                }
                 ai += 1;
             }
             let warm = tick as f64 * 0.02 >= self.warmup_s;
@@ -300,4 +311,91 @@ fn burst_waited_out_does_not_grow_the_delay() {
     assert!(o.max_delay_ms < 50.0, "{o:?}");
     // Each missing frame is heard as one frame of concealment (or FEC), not more.
     assert!(o.conceal + o.fec <= 9 + 1, "{o:?}");
+}
+
+#[test]
+fn two_redundant_copies_restore_pairs_of_losses_in_time() {
+    let mut rng = Lcg(7);
+    let lost: Vec<bool> = (0..1000).map(|_| rng.next_f64() < 0.10).collect();
+    let scenario = Scenario {
+        copies: 2,
+        ..Default::default()
+    };
+    let o = scenario.run(|k| if lost[k as usize] { vec![] } else { vec![30.0] });
+    let warm_from = (scenario.warmup_s * 50.0) as usize;
+    let losses = lost[warm_from..980].iter().filter(|&&l| l).count() as u64;
+    let pairs = lost[warm_from..980]
+        .windows(2)
+        .filter(|w| w[0] && w[1])
+        .count();
+    let triples = lost[warm_from..980]
+        .windows(3)
+        .filter(|w| w.iter().all(|&l| l))
+        .count();
+    assert!(
+        pairs >= 3,
+        "the seed must produce pairs of losses to test: {pairs}"
+    );
+    // Pairs are restored on time once the buffer has seen them and made two frames of room;
+    // only three in a row (nothing left to copy from) may be concealed after warm-up.
+    assert!(
+        o.conceal_ticks.len() <= triples + 2,
+        "{} concealed after warm-up, {triples} triples, {o:?}",
+        o.conceal_ticks.len()
+    );
+    assert!(
+        o.stats.copy_recovered + 5 >= losses,
+        "{losses} lost: {:?}",
+        o.stats
+    );
+    assert_eq!(o.stats.fec_recovered + o.fec, 0, "copies come first: {o:?}");
+    assert!(
+        o.stats.target_ms >= 40.0,
+        "two frames of room: {:?}",
+        o.stats
+    );
+}
+
+#[test]
+fn a_copy_of_a_frame_already_concealed_is_not_played_late() {
+    // Packets 300 and 301 are lost; 302 (carrying both as copies) comes only after 300's turn,
+    // which was concealed while waiting. The copy of 300 must be dropped (its time is filled:
+    // playing it would push every later frame back by 20 ms) and 301 played from its copy, on
+    // its own turn.
+    let mut jb = JitterBuffer::new(JitterSettings::default(), FRAME);
+    let packet = |k: u64| {
+        (
+            100u16.wrapping_add(k as u16),
+            5000 + k as u32 * FRAME,
+            [(k % 256) as u8; 3],
+        )
+    };
+    let mut played = Vec::new();
+    for k in 0..300u64 {
+        let (seq, ts, data) = packet(k);
+        jb.insert(k * 20_000 + 5_000, seq, ts, &data);
+        match jb.pop(k * 20_000 + 6_000, 0).0 {
+            Decision::Normal(p) => played.push(p[0]),
+            Decision::Buffering => {}
+            other => panic!("frame {k}: {other:?}"),
+        }
+    }
+    assert!(played.len() >= 298, "{}", played.len());
+    assert_eq!(jb.pop(300 * 20_000 + 6_000, 0).0, Decision::Conceal);
+    let (seq, ts, data) = packet(302);
+    jb.insert(301 * 20_000 + 3_000, seq, ts, &data);
+    for k in [300u64, 301] {
+        let (seq, ts, data) = packet(k);
+        jb.insert_copy(seq, ts, &data);
+    }
+    assert_eq!(
+        jb.pop(301 * 20_000 + 6_000, 0).0,
+        Decision::Normal(&[45u8; 3])
+    );
+    assert_eq!(
+        jb.pop(302 * 20_000 + 6_000, 0).0,
+        Decision::Normal(&[46u8; 3])
+    );
+    let s = jb.stats();
+    assert_eq!((s.copy_recovered, s.concealed, s.lost), (1, 1, 1), "{s:?}");
 }
