@@ -68,7 +68,12 @@ struct AudioArgs {
     /// Send near-empty packets during silence (Opus DTX).
     #[arg(long)]
     dtx: bool,
-    /// Baseline mode: a fixed playout delay of this many ms and no FEC (what simple phones do).
+    /// Most redundant copies of earlier packets to send while the peer reports loss (each
+    /// multiplies the send bitrate while in use; 0 = in-band FEC only).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
+    max_copies: u8,
+    /// Baseline mode: a fixed playout delay of this many ms and no FEC or copies (what simple
+    /// phones do).
     #[arg(long)]
     fixed_jitter_ms: Option<u32>,
     /// Send media in clear (for packet captures); encrypted by default.
@@ -94,6 +99,7 @@ impl AudioArgs {
                 FrameMs::Twenty
             },
             dtx: self.dtx,
+            max_copies: self.max_copies,
             ..CodecSettings::default()
         };
         let mut jitter = JitterSettings::default();

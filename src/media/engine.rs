@@ -338,7 +338,7 @@ impl Worker {
             sink: Sink::open(output)?,
             encoder,
             decoder: VoiceDecoder::new(codec.frame)?,
-            protection: LossProtection::new(codec.fec),
+            protection: LossProtection::new(codec.fec, codec.max_copies),
             jb: JitterBuffer::new(jitter, frame as u32),
             codec,
             frame,

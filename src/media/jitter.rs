@@ -174,7 +174,13 @@ pub struct JitterBuffer {
     last_block_min: Option<(f64, f64)>,
     /// Estimated drift: ms of transit gained per ms (positive: receiver clock fast).
     drift: f64,
+    /// Relative-delay histogram, in units of `hist_unit`: instead of multiplying every bin by
+    /// [`FORGET`] per packet (600 multiplications), each new packet adds a weight that grows by
+    /// 1 / FORGET, which keeps the same proportions; the bins are rescaled now and then.
     hist: [f64; BINS],
+    /// Weight the next packet adds, and the sum of all bins.
+    hist_unit: f64,
+    hist_total: f64,
     delay_filt: Option<f64>,
     /// Accelerating until the delay is back near the target.
     accelerating: bool,
@@ -227,6 +233,8 @@ impl JitterBuffer {
             last_block_min: None,
             drift: 0.0,
             hist: [0.0; BINS],
+            hist_unit: 1.0,
+            hist_total: 0.0,
             delay_filt: None,
             accelerating: false,
             waited: None,
@@ -257,7 +265,7 @@ impl JitterBuffer {
         match self.settings.mode {
             JitterMode::Fixed { delay_ms } => f64::from(delay_ms),
             JitterMode::Adaptive => {
-                let total: f64 = self.hist.iter().sum();
+                let total = self.hist_total;
                 let mut p95 = 0.0;
                 if total > 0.0 {
                     let mut acc = 0.0;
@@ -395,10 +403,16 @@ impl JitterBuffer {
         self.track_drift(transit, now_ms);
         let rel = transit - self.min_transit(now_ms).unwrap_or(transit);
         let bin = ((rel / BIN_MS) as usize).min(BINS - 1);
-        for v in &mut self.hist {
-            *v *= FORGET;
+        self.hist_unit /= FORGET;
+        if self.hist_unit > 1e12 {
+            for v in &mut self.hist {
+                *v /= self.hist_unit;
+            }
+            self.hist_total /= self.hist_unit;
+            self.hist_unit = 1.0;
         }
-        self.hist[bin] += 1.0 - FORGET;
+        self.hist[bin] += self.hist_unit;
+        self.hist_total += self.hist_unit;
         self.stats.target_ms = self.target_ms();
     }
 

@@ -1,7 +1,7 @@
 //! How much loss protection the sender adds, chosen from the loss the peer reports: a pure
 //! state machine with time as an input.
 //!
-//! Levels, cheapest first:
+//! Levels, cheapest first (a call starts at one copy: the network is not known yet):
 //! - none: a clean network; every bit goes to the speech (in-band FEC alone costs ~0.1 PESQ
 //!   and ~15 % of the encoder's CPU, measured with `examples`-style offline runs);
 //! - in-band FEC (Opus LBRR): a coarse copy of the previous frame inside the same bitrate, for
@@ -26,9 +26,14 @@ const ONE_COPY_AT: f64 = 0.015;
 const TWO_COPIES_AT: f64 = 0.06;
 /// Weight of a new report in the smoothed loss.
 const ALPHA: f64 = 0.5;
-/// Expected loss the encoder is told at the start of a call, before any report: covers the
-/// first lost packets of a call with in-band FEC.
+/// At the start of a call, before any report, the network is unknown: one copy is sent (in-band
+/// FEC with this expected loss if copies are capped to 0) ...
 const START_HINT_PERC: i32 = 5;
+/// ... for this long, or longer if the reports show loss (three clean reports are evidence
+/// enough of a clean network; a loss asks for its level for [`HOLD_US`]). Costs 2x the
+/// bitrate for 3 s of every call; measured on `loss10_jitter20`, the first second is where
+/// most of the remaining damage was.
+const START_HOLD_US: u64 = 3_000_000;
 
 /// What the sender does right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +57,7 @@ enum Level {
 #[derive(Debug, Clone)]
 pub struct LossProtection {
     enabled: bool,
+    max_copies: usize,
     /// Smoothed loss; `None` before the first report (which is then taken as it is).
     smoothed: Option<f64>,
     /// When each level was last asked for (indexed by `Level as usize`).
@@ -63,15 +69,17 @@ pub struct LossProtection {
 
 impl LossProtection {
     /// A policy for a new call; `enabled = false` keeps every protection off (the baseline).
-    pub fn new(enabled: bool) -> Self {
-        let mut asked_at = [None; 4];
-        asked_at[Level::InbandFec as usize] = Some(0);
+    /// `max_copies` caps the copies (bandwidth); where the loss calls for more, in-band FEC
+    /// makes up for what is missing.
+    pub fn new(enabled: bool, max_copies: u8) -> Self {
+        let asked_at = [None; 4];
         Self {
             enabled,
+            max_copies: usize::from(max_copies.min(2)),
             smoothed: None,
             asked_at,
             level: if enabled {
-                Level::InbandFec
+                Level::OneCopy
             } else {
                 Level::None
             },
@@ -87,19 +95,21 @@ impl LossProtection {
         let f = f64::from(fraction_lost) / 256.0;
         let smoothed = self.smoothed.map_or(f, |s| ALPHA * f + (1.0 - ALPHA) * s);
         self.smoothed = Some(smoothed);
+        // Twice the loss plus 3 points: the expected-loss setting also sets how finely the LBRR
+        // copy is quantized, and a recovered frame is only as good as that copy.
+        let perc = (smoothed.max(f) * 100.0).round() as i32;
         let asked = if smoothed >= TWO_COPIES_AT {
             Level::TwoCopies
         } else if smoothed >= ONE_COPY_AT {
             Level::OneCopy
         } else if f > 0.0 || smoothed > 0.002 {
-            // Twice the loss plus 3 points: the expected-loss setting also sets how finely the
-            // LBRR copy is quantized, and a recovered frame is only as good as that copy.
-            let perc = (smoothed.max(f) * 100.0).round() as i32;
-            self.fec_perc = (2 * perc + 3).clamp(2, 30);
             Level::InbandFec
         } else {
             Level::None
         };
+        if asked != Level::None {
+            self.fec_perc = (2 * perc + 3).clamp(2, 30);
+        }
         self.asked_at[asked as usize] = Some(now_us);
         self.level = [
             Level::TwoCopies,
@@ -110,6 +120,7 @@ impl LossProtection {
         .into_iter()
         .find(|&l| {
             l == Level::None
+                || (l == Level::OneCopy && now_us < START_HOLD_US)
                 || self.asked_at[l as usize].is_some_and(|t| now_us.saturating_sub(t) < HOLD_US)
         })
         .unwrap_or(Level::None);
@@ -117,23 +128,21 @@ impl LossProtection {
 
     /// What to send now.
     pub fn current(&self) -> Protection {
-        match self.level {
-            Level::None => Protection {
-                inband_fec_perc: None,
-                copies: 0,
-            },
-            Level::InbandFec => Protection {
-                inband_fec_perc: Some(self.fec_perc),
-                copies: 0,
-            },
-            Level::OneCopy => Protection {
-                inband_fec_perc: None,
-                copies: 1,
-            },
-            Level::TwoCopies => Protection {
-                inband_fec_perc: None,
-                copies: 2,
-            },
+        let copies = match self.level {
+            Level::None | Level::InbandFec => 0,
+            Level::OneCopy => 1,
+            Level::TwoCopies => 2,
+        };
+        let copies = copies.min(self.max_copies);
+        let fec = match self.level {
+            Level::None => false,
+            Level::InbandFec => true,
+            // Copies replace in-band FEC; without any (capped to 0), FEC is all there is.
+            Level::OneCopy | Level::TwoCopies => copies == 0,
+        };
+        Protection {
+            inband_fec_perc: fec.then_some(self.fec_perc),
+            copies,
         }
     }
 }
@@ -150,24 +159,21 @@ mod tests {
     }
 
     #[test]
-    fn starts_with_inband_fec_then_drops_it_on_a_clean_network() {
-        let mut p = LossProtection::new(true);
-        assert_eq!(p.current().inband_fec_perc, Some(START_HINT_PERC));
-        assert_eq!(p.current().copies, 0);
-        for t in 1..10 {
-            assert!(
-                report(&mut p, t, 0).inband_fec_perc.is_some(),
-                "held at {t} s"
-            );
+    fn starts_with_one_copy_then_drops_it_on_a_clean_network() {
+        let mut p = LossProtection::new(true, 2);
+        assert_eq!(p.current().inband_fec_perc, None);
+        assert_eq!(p.current().copies, 1);
+        for t in 1..3 {
+            assert_eq!(report(&mut p, t, 0).copies, 1, "held at {t} s");
         }
-        let clean = report(&mut p, 11, 0);
+        let clean = report(&mut p, 3, 0);
         assert_eq!(clean.inband_fec_perc, None);
         assert_eq!(clean.copies, 0);
     }
 
     #[test]
     fn heavy_loss_gets_two_copies_at_once_and_keeps_them_through_a_quiet_spell() {
-        let mut p = LossProtection::new(true);
+        let mut p = LossProtection::new(true, 2);
         let hit = report(&mut p, 1, 12);
         assert_eq!(hit.copies, 2);
         assert_eq!(hit.inband_fec_perc, None, "copies replace in-band FEC");
@@ -193,7 +199,7 @@ mod tests {
 
     #[test]
     fn moderate_loss_gets_one_copy_and_a_single_blip_only_fec() {
-        let mut p = LossProtection::new(true);
+        let mut p = LossProtection::new(true, 2);
         for t in 1..20 {
             report(&mut p, t, 0);
         }
@@ -208,8 +214,20 @@ mod tests {
     }
 
     #[test]
+    fn capped_copies_fall_back_to_inband_fec() {
+        let start = LossProtection::new(true, 0).current();
+        assert_eq!(start.inband_fec_perc, Some(START_HINT_PERC));
+        let mut p = LossProtection::new(true, 1);
+        assert_eq!(report(&mut p, 1, 12).copies, 1);
+        let mut p = LossProtection::new(true, 0);
+        let capped = report(&mut p, 1, 12);
+        assert_eq!(capped.copies, 0);
+        assert!(capped.inband_fec_perc.unwrap() >= 20, "{capped:?}");
+    }
+
+    #[test]
     fn disabled_never_protects() {
-        let mut p = LossProtection::new(false);
+        let mut p = LossProtection::new(false, 2);
         assert_eq!(
             report(&mut p, 1, 30),
             Protection {

@@ -265,8 +265,9 @@ impl Scorer {
     }
 }
 
-/// The clip through the same Opus settings as the start of a clean call (in-band FEC at the
-/// starting loss hint), every packet decoded: the best any call can sound.
+/// The clip through the same Opus settings as a clean call (no in-band FEC: a call starts
+/// with a redundant copy instead, which does not change the Opus stream), every packet
+/// decoded: the best any call can sound.
 fn offline_reference(clip: &Path, out: &Path) -> anyhow::Result<()> {
     let settings = CodecSettings::default();
     let frame = settings.frame.samples();
