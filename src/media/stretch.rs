@@ -32,10 +32,22 @@ fn best_lag(x: &[f32], min: usize, max: usize) -> usize {
         }
         xy / (xx * yy).sqrt()
     };
-    let best = (min..=max).map(score).fold(f32::MIN, f32::max);
-    (min..=max)
-        .find(|&lag| score(lag) >= best - 0.01 * best.abs())
-        .unwrap_or(min)
+    // Each score is computed once (it is the costly part: up to 360 lags x 480 samples);
+    // on the stack, as this runs on the media thread.
+    let mut scores = [0.0f32; MAX_LAG - MIN_LAG + 1];
+    let (min, max) = (min.max(MIN_LAG), max.min(MAX_LAG));
+    if min > max {
+        return min;
+    }
+    let scores = &mut scores[..=max - min];
+    for (k, s) in scores.iter_mut().enumerate() {
+        *s = score(min + k);
+    }
+    let best = scores.iter().copied().fold(f32::MIN, f32::max);
+    scores
+        .iter()
+        .position(|&s| s >= best - 0.01 * best.abs())
+        .map_or(min, |k| min + k)
 }
 
 fn lag_for(frame: &[f32], max: usize) -> Option<usize> {
