@@ -376,7 +376,7 @@ impl Worker {
             }
             let started = Instant::now();
             let now_us = started.duration_since(epoch).as_micros() as u64;
-            self.tick(now_us, tick.is_multiple_of(per_frame));
+            self.tick(now_us, epoch, tick.is_multiple_of(per_frame));
             tick += 1;
             if tick.is_multiple_of(20) {
                 self.publish(epoch.elapsed());
@@ -401,16 +401,18 @@ impl Worker {
         }
     }
 
-    fn tick(&mut self, now_us: u64, send: bool) {
+    fn tick(&mut self, now_us: u64, epoch: Instant, send: bool) {
         self.sink.maintain();
         if send {
             self.send(now_us);
         }
 
-        // Receive side.
+        // Receive side, on the clock as it is now (sending took a moment): packets carry their
+        // kernel arrival times, and the playout decisions below see every packet drained.
+        let now_us = epoch.elapsed().as_micros() as u64;
         let jb = &mut self.jb;
         self.transport.poll(now_us, |r| match r.copy {
-            false => jb.insert(now_us, r.seq, r.timestamp, r.payload),
+            false => jb.insert(r.arrival_us, r.seq, r.timestamp, r.payload),
             true => jb.insert_copy(r.seq, r.timestamp, r.payload),
         });
         while self.playout.len() < QUANTUM {

@@ -14,6 +14,7 @@ pub mod player;
 pub mod protection;
 pub mod recorder;
 pub mod resample;
+pub mod rx_time;
 pub mod stretch;
 pub mod transport;
 

@@ -78,11 +78,7 @@ impl LossProtection {
             max_copies: usize::from(max_copies.min(2)),
             smoothed: None,
             asked_at,
-            level: if enabled {
-                Level::OneCopy
-            } else {
-                Level::None
-            },
+            level: if enabled { Level::OneCopy } else { Level::None },
             fec_perc: START_HINT_PERC,
         }
     }
