@@ -399,13 +399,113 @@ fn targets(period: usize, frame: usize) -> (usize, usize, u32) {
     (margin, band, window)
 }
 
+/// The life of one device, the same for microphone and speaker: which one was asked for, the
+/// open stream and its ring, and when to try again after a failure (the default device then).
+struct DeviceSlot<R> {
+    name: Option<String>,
+    input: bool,
+    stream: Option<OpenStream>,
+    ring: Option<R>,
+    retry_at: Instant,
+    /// A failure was reported already (once per device, not once per retry).
+    warned: bool,
+}
+
+impl<R: Observer> DeviceSlot<R> {
+    fn new(name: Option<String>, input: bool) -> Self {
+        Self {
+            name,
+            input,
+            stream: None,
+            ring: None,
+            retry_at: Instant::now(),
+            warned: false,
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        if self.input {
+            "capture"
+        } else {
+            "playback"
+        }
+    }
+
+    /// Closes the stream and opens the device again with `open`: the named one, or the
+    /// default one once something failed. Returns the new stream's rate, or `None` (warned
+    /// once; tried again after [`RETRY`]).
+    fn reopen(
+        &mut self,
+        open: fn(&cpal::Device) -> Result<(OpenStream, R), String>,
+    ) -> Option<u32> {
+        self.stream = None;
+        self.ring = None;
+        self.retry_at = Instant::now() + RETRY;
+        let name = if self.warned {
+            None
+        } else {
+            self.name.as_deref()
+        };
+        let without = if self.input {
+            "sending silence"
+        } else {
+            "the call goes on without sound"
+        };
+        let Some(device) = find(name, self.input) else {
+            self.warn(&format!("no {} device: {without}", self.kind()));
+            return None;
+        };
+        match open(&device) {
+            Ok((stream, ring)) => {
+                let rate = stream.rate;
+                self.stream = Some(stream);
+                self.ring = Some(ring);
+                Some(rate)
+            }
+            Err(e) => {
+                self.warn(&format!(
+                    "{} device failed to open ({e}): {without}",
+                    self.kind()
+                ));
+                None
+            }
+        }
+    }
+
+    fn warn(&mut self, msg: &str) {
+        if !self.warned {
+            tracing::warn!("{msg}");
+            self.warned = true;
+        }
+    }
+
+    /// Whether the stream failed (or never opened) and it is time to try again.
+    fn needs_reopen(&mut self) -> bool {
+        let failed = self.stream.as_mut().is_none_or(OpenStream::is_dead);
+        if !failed || Instant::now() < self.retry_at {
+            return false;
+        }
+        if self.stream.is_some() {
+            tracing::warn!("{} device error: reopening", self.kind());
+            self.warned = true;
+        }
+        true
+    }
+
+    /// Samples waiting in the ring, counted at 48 kHz.
+    fn queued48(&self) -> usize {
+        match (&self.ring, &self.stream) {
+            (Some(r), Some(s)) => r.occupied_len() * SAMPLE_RATE as usize / s.rate.max(1) as usize,
+            _ => 0,
+        }
+    }
+}
+
 /// A microphone: device samples, mixed to mono in the callback, converted to 48 kHz here with a
 /// drift-compensating ratio, and handed out one frame per tick from a buffer whose low-water
 /// mark is held just above one frame (see [`FillController`]).
 pub struct CaptureDevice {
-    name: Option<String>,
-    stream: Option<OpenStream>,
-    ring: Option<HeapCons<f32>>,
+    dev: DeviceSlot<HeapCons<f32>>,
     resampler: Resampler,
     scratch: Vec<f32>,
     fifo: Vec<f32>,
@@ -420,8 +520,6 @@ pub struct CaptureDevice {
     waited: usize,
     /// The goal was raised during this priming.
     regrown: bool,
-    retry_at: Instant,
-    warned: bool,
     diag: Diag,
 }
 
@@ -430,9 +528,7 @@ impl CaptureDevice {
     pub fn open(name: Option<String>) -> Self {
         let (goal, band, window) = targets(0, 960);
         let mut d = Self {
-            name,
-            stream: None,
-            ring: None,
+            dev: DeviceSlot::new(name, true),
             resampler: Resampler::adaptive(SAMPLE_RATE, SAMPLE_RATE),
             scratch: vec![0.0; ring_len(192_000)],
             fifo: Vec::with_capacity(ring_len(SAMPLE_RATE) * 2),
@@ -442,8 +538,6 @@ impl CaptureDevice {
             flowing: false,
             waited: 0,
             regrown: false,
-            retry_at: Instant::now(),
-            warned: false,
             diag: Diag::new(),
         };
         d.try_open();
@@ -451,52 +545,20 @@ impl CaptureDevice {
     }
 
     fn try_open(&mut self) {
-        self.stream = None;
-        self.ring = None;
         self.fifo.clear();
         self.priming = true;
         self.flowing = false;
         self.waited = 0;
         self.regrown = false;
         self.sized_for.0 = usize::MAX;
-        self.retry_at = Instant::now() + RETRY;
-        // After a failure, fall back to the default device.
-        let name = if self.warned {
-            None
-        } else {
-            self.name.as_deref()
-        };
-        let Some(device) = find(name, true) else {
-            self.warn("no capture device: sending silence");
-            return;
-        };
-        match input_stream(&device) {
-            Ok((s, cons)) => {
-                self.resampler = Resampler::adaptive(s.rate, SAMPLE_RATE);
-                self.stream = Some(s);
-                self.ring = Some(cons);
-            }
-            Err(e) => self.warn(&format!(
-                "capture device failed to open ({e}): sending silence"
-            )),
-        }
-    }
-
-    fn warn(&mut self, msg: &str) {
-        if !self.warned {
-            tracing::warn!("{msg}");
-            self.warned = true;
+        if let Some(rate) = self.dev.reopen(input_stream) {
+            self.resampler = Resampler::adaptive(rate, SAMPLE_RATE);
         }
     }
 
     /// Reopens the device after an error (or retries a missing one) every few seconds.
     pub fn maintain(&mut self) {
-        let failed = self.stream.as_mut().is_none_or(OpenStream::is_dead);
-        if failed && Instant::now() >= self.retry_at {
-            if self.stream.is_some() {
-                tracing::warn!("capture device error: reopening");
-                self.warned = true;
-            }
+        if self.dev.needs_reopen() {
             self.try_open();
         }
     }
@@ -505,7 +567,7 @@ impl CaptureDevice {
     /// ALSA and PulseAudio takes a second or two) and after an underrun, that is silence.
     pub fn read(&mut self, out: &mut [f32]) {
         let frame = out.len();
-        let (Some(ring), Some(stream)) = (&mut self.ring, &self.stream) else {
+        let (Some(ring), Some(stream)) = (&mut self.dev.ring, &self.dev.stream) else {
             out.fill(0.0);
             return;
         };
@@ -537,7 +599,7 @@ impl CaptureDevice {
                     self.waited += frame;
                 }
                 self.diag
-                    .report("capture", self.stream.as_ref(), &self.control);
+                    .report("capture", self.dev.stream.as_ref(), &self.control);
                 return;
             }
             self.priming = false;
@@ -563,54 +625,46 @@ impl CaptureDevice {
             self.fifo.drain(..frame);
         }
         self.diag
-            .report("capture", self.stream.as_ref(), &self.control);
+            .report("capture", self.dev.stream.as_ref(), &self.control);
     }
 
     /// Samples buffered between the microphone and the encoder (an estimate).
     pub fn latency_samples(&self) -> usize {
-        let ring = match (&self.ring, &self.stream) {
-            (Some(r), Some(s)) => r.occupied_len() * SAMPLE_RATE as usize / s.rate.max(1) as usize,
-            _ => 0,
-        };
-        self.fifo.len() + ring
+        self.fifo.len() + self.dev.queued48()
     }
 }
 
 /// A speaker: 48 kHz frames converted to the device rate with a drift-compensating ratio and
 /// queued for its callback, the queue's low-water mark held just above empty.
 pub struct PlaybackDevice {
-    name: Option<String>,
-    stream: Option<OpenStream>,
-    ring: Option<HeapProd<f32>>,
+    dev: DeviceSlot<HeapProd<f32>>,
     resampler: Resampler,
     scratch: Vec<f32>,
     control: FillController,
     sized_for: (usize, usize),
+    /// Samples the engine usually writes at once (a frame; stretched frames vary around it).
+    frame: usize,
     /// Samples of the device's silence fills (underruns) already answered.
     lost_seen: u64,
     /// Input still to be dropped to bring the level back into its band.
     skip: usize,
-    retry_at: Instant,
-    warned: bool,
     diag: Diag,
 }
 
 impl PlaybackDevice {
-    /// Opens the named (or default) playback device; without one, discards and retries.
-    pub fn open(name: Option<String>) -> Self {
-        let (goal, band, window) = targets(0, 960);
+    /// Opens the named (or default) playback device for writes of about `frame` samples;
+    /// without one, discards and retries.
+    pub fn open(name: Option<String>, frame: usize) -> Self {
+        let (goal, band, window) = targets(0, frame);
         let mut d = Self {
-            name,
-            stream: None,
-            ring: None,
+            dev: DeviceSlot::new(name, false),
             resampler: Resampler::adaptive(SAMPLE_RATE, SAMPLE_RATE),
             scratch: Vec::with_capacity(ring_len(192_000)),
             control: FillController::new(goal, band, window),
-            sized_for: (0, 960),
+            sized_for: (0, frame),
+            frame,
             lost_seen: 0,
             skip: 0,
-            retry_at: Instant::now(),
-            warned: false,
             diag: Diag::new(),
         };
         d.try_open();
@@ -618,63 +672,33 @@ impl PlaybackDevice {
     }
 
     fn try_open(&mut self) {
-        self.stream = None;
-        self.ring = None;
         self.lost_seen = 0;
         self.skip = 0;
         self.sized_for.0 = usize::MAX;
-        self.retry_at = Instant::now() + RETRY;
-        let name = if self.warned {
-            None
-        } else {
-            self.name.as_deref()
-        };
-        let Some(device) = find(name, false) else {
-            if !self.warned {
-                tracing::warn!("no playback device: the call goes on without sound");
-                self.warned = true;
-            }
-            return;
-        };
-        match output_stream(&device) {
-            Ok((s, prod)) => {
-                self.resampler = Resampler::adaptive(SAMPLE_RATE, s.rate);
-                self.stream = Some(s);
-                self.ring = Some(prod);
-            }
-            Err(e) => {
-                if !self.warned {
-                    tracing::warn!("playback device failed to open ({e}): no sound");
-                    self.warned = true;
-                }
-            }
+        if let Some(rate) = self.dev.reopen(output_stream) {
+            self.resampler = Resampler::adaptive(SAMPLE_RATE, rate);
         }
     }
 
     /// Reopens the device after an error (or retries a missing one) every few seconds.
     pub fn maintain(&mut self) {
-        let failed = self.stream.as_mut().is_none_or(OpenStream::is_dead);
-        if failed && Instant::now() >= self.retry_at {
-            if self.stream.is_some() {
-                tracing::warn!("playback device error: reopening");
-                self.warned = true;
-            }
+        if self.dev.needs_reopen() {
             self.try_open();
         }
     }
 
-    /// Queues one 48 kHz frame.
+    /// Queues 48 kHz samples (about a frame).
     pub fn write(&mut self, frame: &[f32]) {
-        let (Some(ring), Some(stream)) = (&mut self.ring, &self.stream) else {
+        let (Some(ring), Some(stream)) = (&mut self.dev.ring, &self.dev.stream) else {
             return;
         };
         let to48 = |n: usize| n * SAMPLE_RATE as usize / stream.rate.max(1) as usize;
         let from48 = |n: usize| n * stream.rate.max(1) as usize / SAMPLE_RATE as usize;
         let period = period48(stream);
-        if (period, frame.len()) != self.sized_for && period > 0 {
-            let (margin, band, window) = targets(period, frame.len());
+        if (period, self.frame) != self.sized_for && period > 0 {
+            let (margin, band, window) = targets(period, self.frame);
             self.control = FillController::new(margin, band, window);
-            self.sized_for = (period, frame.len());
+            self.sized_for = (period, self.frame);
         }
         let level = to48(ring.occupied_len());
         self.diag.fill(level);
@@ -701,21 +725,20 @@ impl PlaybackDevice {
         let dropped = self.skip.min(self.scratch.len());
         self.skip -= dropped;
         // A hard bound on delay, whatever happens (a device that stopped consuming).
-        let cap = from48(self.control.goal() + 2 * self.control.band() + period + frame.len());
+        let cap = from48(
+            self.control.goal() + 2 * self.control.band() + period + self.frame.max(frame.len()),
+        );
         let room = cap.saturating_sub(ring.occupied_len());
         let keep = &self.scratch[dropped..];
         let pushed = ring.push_slice(&keep[..keep.len().min(room)]);
         self.diag.trimmed += self.scratch.len() - pushed;
         self.diag
-            .report("playback", self.stream.as_ref(), &self.control);
+            .report("playback", self.dev.stream.as_ref(), &self.control);
     }
 
     /// Samples queued ahead of the speaker, at 48 kHz.
     pub fn latency_samples(&self) -> usize {
-        match (&self.ring, &self.stream) {
-            (Some(r), Some(s)) => r.occupied_len() * SAMPLE_RATE as usize / s.rate.max(1) as usize,
-            _ => 0,
-        }
+        self.dev.queued48()
     }
 }
 
@@ -731,7 +754,7 @@ mod tests {
         let mut frame = [1.0f32; 960];
         c.read(&mut frame);
         c.maintain();
-        let mut p = PlaybackDevice::open(Some("no such device at all".into()));
+        let mut p = PlaybackDevice::open(Some("no such device at all".into()), 960);
         p.write(&frame);
         p.maintain();
         let _ = list_devices();

@@ -1,13 +1,18 @@
-//! The media engine: one named std thread ("fala-media") on an absolute-deadline tick.
+//! The media engine: one named std thread ("fala-media") on absolute deadlines.
 //!
-//! The tick is a 5 ms playout quantum ([`QUANTUM`]), like a sound card's period. Every tick:
-//! drain UDP -> (decrypt) -> jitter buffer; pull decisions until one quantum of audio is ready
-//! (decode, FEC, conceal, stretch) -> sink. Every frame's worth of ticks (4 for 20 ms frames)
-//! it also captures one frame -> Opus -> (encrypt) -> UDP. A frame that arrives is heard within
-//! one quantum of being due, instead of waiting up to a whole frame for the next 20 ms tick
-//! (that wait was half of the clean-network latency). Deadlines are absolute
-//! (`start + n * quantum`), so scheduling jitter never accumulates into drift. The thread never blocks on anyone: control arrives on a bounded channel polled
-//! with `try_recv`, mute and meters are atomics, stats are published with `try_lock`.
+//! Two schedules, each a multiple of samples after the start (`epoch`), so scheduling jitter
+//! never accumulates into drift:
+//! - send: every frame (20 ms) capture one frame -> Opus -> (redundancy, encrypt) -> UDP;
+//! - play: when the sink has been handed everything before the next frame, drain UDP (packets
+//!   carry the kernel's arrival time) -> (decrypt) -> jitter buffer -> one decision (decode,
+//!   copy, FEC, conceal, stretch) -> the whole frame to the sink at once. A packet arriving up
+//!   to that instant still makes it, and the thread wakes about twice a frame. (A fixed 5 ms
+//!   tick woke 200 times a second, and on this VM a wake-up costs ~20 us: 0.4 % of a core.)
+//!
+//! While nothing has come yet, playout moves in 5 ms steps of silence ([`QUANTUM`]), so the
+//! first frame starts within 5 ms of having waited out its target. The thread never blocks on
+//! anyone: control arrives on a bounded channel polled with `try_recv`, mute and meters are
+//! atomics, stats are published with `try_lock`.
 
 use super::codec::{CodecError, CodecSettings, VoiceDecoder, VoiceEncoder, MAX_PACKET};
 use super::io::{InputSpec, IoError, OutputSpec, Sink, Source};
@@ -26,8 +31,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
-/// Samples the sink takes per tick (5 ms at 48 kHz); frames are whole multiples of it.
+/// Silence played at a time while nothing has come yet (5 ms at 48 kHz): playout starts within
+/// that long of the first packet having waited out its target.
 pub const QUANTUM: usize = 240;
+
+fn samples_to_duration(samples: u64) -> Duration {
+    Duration::from_nanos(samples * 1_000_000_000 / 48_000)
+}
 
 /// Everything a call's media needs.
 pub struct MediaConfig {
@@ -153,9 +163,10 @@ pub struct MediaHandle {
 }
 
 impl MediaHandle {
-    /// When the tick clock started: tick `n` runs at `epoch + n * frame`. A WAV source's sample
-    /// `i` is read at about `epoch + i / 48 kHz` and a WAV sink's sample `i` is written then, so
-    /// benches can turn positions in the files into wall-clock times.
+    /// When the schedules started: frame `n` is sent at `epoch + n * frame`, so a WAV source's
+    /// sample `i` is read at about `epoch + i / 48 kHz` (rounded down to its frame); a WAV
+    /// sink's sample `i` plays at `epoch + i / 48 kHz` (written at most a frame before). Benches
+    /// turn positions in the files into wall-clock times with it.
     pub fn epoch(&self) -> Instant {
         self.epoch
     }
@@ -274,8 +285,8 @@ impl MediaEngine {
 
 /// Asks for real-time scheduling (SCHED_FIFO, low priority) for the calling thread, as audio
 /// threads do (PulseAudio and WebRTC ask rtkit for the same). On a loaded machine an ordinary
-/// thread wakes several ms late, and every late send or playout tick is jitter the peer's
-/// buffer must cover with delay. The thread sleeps between 5 ms ticks and its work per tick is
+/// thread wakes several ms late, and every late send or playout is jitter the peer's
+/// buffer must cover with delay. The thread sleeps between deadlines and its work at each is
 /// bounded, so it cannot starve the machine. Best effort: without the privilege the call
 /// simply runs at normal priority.
 pub fn realtime_priority() {
@@ -335,7 +346,7 @@ impl Worker {
         Ok(Self {
             transport,
             source: Source::open(input)?,
-            sink: Sink::open(output)?,
+            sink: Sink::open(output, frame)?,
             encoder,
             decoder: VoiceDecoder::new(codec.frame)?,
             protection: LossProtection::new(codec.fec, codec.max_copies),
@@ -359,10 +370,15 @@ impl Worker {
     }
 
     fn run(mut self, control: Receiver<Control>, epoch: Instant) {
-        let quantum = Duration::from_micros(QUANTUM as u64 * 1_000_000 / 48_000);
-        let per_frame = (self.frame / QUANTUM).max(1) as u64;
-        let mut deadline = epoch;
-        let mut tick: u64 = 0;
+        let frame_time = samples_to_duration(self.frame as u64);
+        let mut next_send = epoch;
+        // The playout clock: samples handed to the sink since `play_anchor`. The next frame is
+        // decided when the sink has played everything before it, not earlier: a packet that
+        // arrives up to that instant still makes it.
+        let mut play_anchor = epoch;
+        let mut played: u64 = 0;
+        let mut next_publish = epoch;
+        let stall = Duration::from_millis(100);
         loop {
             match control.try_recv() {
                 Ok(Control::Stop) | Err(TryRecvError::Disconnected) => break,
@@ -375,21 +391,32 @@ impl Worker {
                 Err(TryRecvError::Empty) => {}
             }
             let started = Instant::now();
-            let now_us = started.duration_since(epoch).as_micros() as u64;
-            self.tick(now_us, epoch, tick.is_multiple_of(per_frame));
-            tick += 1;
-            if tick.is_multiple_of(20) {
+            if started >= next_send {
+                self.send(started.duration_since(epoch).as_micros() as u64);
+                next_send += frame_time;
+                if started > next_send + stall {
+                    // Far behind (machine stalled): skip ahead rather than burst.
+                    next_send = started + frame_time;
+                }
+            }
+            let next_play = play_anchor + samples_to_duration(played);
+            if started >= next_play {
+                played += self.play(epoch) as u64;
+                if started > next_play + stall {
+                    play_anchor = started;
+                    played = 0;
+                }
+            }
+            if started >= next_publish {
                 self.publish(epoch.elapsed());
+                next_publish += Duration::from_millis(100);
             }
             self.busy += started.elapsed();
 
-            deadline += quantum;
+            let wake = next_send.min(play_anchor + samples_to_duration(played));
             let now = Instant::now();
-            if now > deadline + Duration::from_millis(100) {
-                // Far behind (machine stalled): skip ahead rather than burst.
-                deadline = now;
-            } else if deadline > now {
-                std::thread::sleep(deadline - now);
+            if wake > now {
+                std::thread::sleep(wake - now);
             }
         }
         self.publish(epoch.elapsed());
@@ -401,24 +428,24 @@ impl Worker {
         }
     }
 
-    fn tick(&mut self, now_us: u64, epoch: Instant, send: bool) {
+    /// Decides and plays the next piece of audio: drains the socket (packets carry their
+    /// kernel arrival times), takes one decision from the jitter buffer (a frame, stretched or
+    /// not; or silence while buffering) and hands all of it to the sink at once. Returns the
+    /// samples played, which set when this runs next.
+    fn play(&mut self, epoch: Instant) -> usize {
         self.sink.maintain();
-        if send {
-            self.send(now_us);
-        }
-
-        // Receive side, on the clock as it is now (sending took a moment): packets carry their
-        // kernel arrival times, and the playout decisions below see every packet drained.
         let now_us = epoch.elapsed().as_micros() as u64;
         let jb = &mut self.jb;
         self.transport.poll(now_us, |r| match r.copy {
             false => jb.insert(r.arrival_us, r.seq, r.timestamp, r.payload),
             true => jb.insert_copy(r.seq, r.timestamp, r.payload),
         });
-        while self.playout.len() < QUANTUM {
-            self.decode_one(now_us);
+        self.playout.clear();
+        self.decode_one(now_us);
+        if self.playout.is_empty() {
+            self.playout.resize(QUANTUM, 0.0);
         }
-        let out = &self.playout[..QUANTUM];
+        let out = &self.playout[..];
         self.levels
             .output
             .store(peak(out).to_bits(), Ordering::Relaxed);
@@ -431,8 +458,8 @@ impl Worker {
         if let Some(rec) = &mut self.recorder {
             rec.played(out);
         }
-        self.playout.drain(..QUANTUM);
         self.transport.maybe_report(now_us);
+        self.playout.len()
     }
 
     /// Captures, encodes and sends one frame.
@@ -477,7 +504,7 @@ impl Worker {
         let dec = &mut self.decoder;
         let buf = &mut self.decoded;
         let n = match decision {
-            // One quantum of silence, so playout can start at the very next tick.
+            // Silence while buffering: one quantum, so playout can start 5 ms later.
             Decision::Buffering => {
                 buf[..QUANTUM].fill(0.0);
                 Ok(QUANTUM)

@@ -1,8 +1,8 @@
 //! Where the engine's samples come from and go to: sound devices, WAV files, a tone, silence.
 //!
-//! Every source yields exactly one 48 kHz mono frame per tick and every sink takes one, so the
-//! engine's clock alone paces the call and a file records what was heard in real time, gaps
-//! included (as silence).
+//! Every source yields exactly one 48 kHz mono frame per send and every sink takes what is
+//! played as it is played, so the engine's clock alone paces the call and a file records what
+//! was heard in real time, gaps included (as silence).
 
 use super::codec::SAMPLE_RATE;
 use super::device::{CaptureDevice, PlaybackDevice};
@@ -162,7 +162,7 @@ impl Source {
     }
 }
 
-/// A sink of one frame per tick.
+/// A sink of decoded audio, written a frame (as stretched) at a time.
 pub(crate) enum Sink {
     Device(Box<PlaybackDevice>),
     Wav(Box<hound::WavWriter<std::io::BufWriter<std::fs::File>>>),
@@ -170,10 +170,13 @@ pub(crate) enum Sink {
 }
 
 impl Sink {
-    /// Opens the sink; a missing device degrades to discarding inside [`PlaybackDevice`].
-    pub(crate) fn open(spec: &OutputSpec) -> Result<Self, IoError> {
+    /// Opens the sink for writes of about `frame` samples; a missing device degrades to
+    /// discarding inside [`PlaybackDevice`].
+    pub(crate) fn open(spec: &OutputSpec, frame: usize) -> Result<Self, IoError> {
         Ok(match spec {
-            OutputSpec::Device(name) => Sink::Device(Box::new(PlaybackDevice::open(name.clone()))),
+            OutputSpec::Device(name) => {
+                Sink::Device(Box::new(PlaybackDevice::open(name.clone(), frame)))
+            }
             OutputSpec::Wav(path) => {
                 let spec = hound::WavSpec {
                     channels: 1,
@@ -191,7 +194,7 @@ impl Sink {
         })
     }
 
-    /// Takes one frame. Write errors on a file are reported once by the caller through the
+    /// Takes the next samples. Write errors on a file are reported once by the caller through the
     /// return value; a device never fails here.
     pub(crate) fn write(&mut self, frame: &[f32]) -> Result<(), hound::Error> {
         match self {
@@ -217,7 +220,7 @@ impl Sink {
         }
     }
 
-    /// Keeps a device healthy (reopen after an error); called once a tick.
+    /// Keeps a device healthy (reopen after an error); called before each write.
     pub(crate) fn maintain(&mut self) {
         if let Sink::Device(d) = self {
             d.maintain();
@@ -234,7 +237,7 @@ impl Sink {
 }
 
 impl Source {
-    /// Keeps a device healthy (reopen after an error); called once a tick.
+    /// Keeps a device healthy (reopen after an error); called before each read.
     pub(crate) fn maintain(&mut self) {
         if let Source::Device(d) = self {
             d.maintain();

@@ -59,9 +59,10 @@ const TWO_COPIES_MEMORY: u64 = 100;
 /// How the buffer chooses its delay.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum JitterMode {
-    /// Target from measured arrival delay, in-band FEC used for single losses.
+    /// Target from measured arrival delay; lost packets come back from redundant copies or
+    /// in-band FEC.
     Adaptive,
-    /// Constant target, no FEC: the baseline to compare against.
+    /// Constant target, no FEC and no redundant copies: the baseline to compare against.
     Fixed {
         /// Playout delay to hold, ms.
         delay_ms: u32,
@@ -420,7 +421,9 @@ impl JitterBuffer {
     /// It fills the slot only if the packet itself is missing and its turn has not passed; it
     /// says nothing about network delay, so the delay statistics ignore it.
     pub fn insert_copy(&mut self, seq: u16, timestamp: u32, payload: &[u8]) {
-        if payload.len() > MAX_PAYLOAD || self.newest.is_none() {
+        // The fixed baseline models a simple phone: no FEC, no redundancy.
+        let fixed = matches!(self.settings.mode, JitterMode::Fixed { .. });
+        if fixed || payload.len() > MAX_PAYLOAD || self.newest.is_none() {
             return;
         }
         let ext = self.seq.peek(seq);

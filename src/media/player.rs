@@ -72,7 +72,7 @@ impl Player {
         looped: bool,
     ) -> std::io::Result<Player> {
         let worker = Worker::spawn("fala-player", move |stop| {
-            let mut out = PlaybackDevice::open(device);
+            let mut out = PlaybackDevice::open(device, FRAME);
             let mut frame = [0.0f32; FRAME];
             let mut at = 0;
             // A one-shot clip is followed by 200 ms of silence so its tail drains through the
