@@ -264,14 +264,26 @@ fn call_accepted_then_hung_up_from_the_window() {
         h.state().model().session == Session::Offline
     });
     wait_text(&mut h, "Register");
-    w.send(&mut bob, ClientMsg::Lookup { name: "ana".into() });
-    let reply = w.expect(&mut bob, |m| {
-        matches!(
-            m,
-            ServerMsg::UserNotFound { .. } | ServerMsg::UserFound { .. }
-        )
-    });
-    assert!(matches!(reply, ServerMsg::UserNotFound { .. }), "{reply:?}");
+    // The window is offline at once; the server forgets "ana" when her connection closes, a
+    // moment later: ask until it does (bounded).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        w.send(&mut bob, ClientMsg::Lookup { name: "ana".into() });
+        let reply = w.expect(&mut bob, |m| {
+            matches!(
+                m,
+                ServerMsg::UserNotFound { .. } | ServerMsg::UserFound { .. }
+            )
+        });
+        if matches!(reply, ServerMsg::UserNotFound { .. }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still registered 3 s after Disconnect: {reply:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
