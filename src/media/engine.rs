@@ -35,6 +35,10 @@ use thiserror::Error;
 /// that long of the first packet having waited out its target.
 pub const QUANTUM: usize = 240;
 
+/// Most frames a non-urgent expansion (room for loss recovery) waits for a quiet frame: speech
+/// has one every few hundred ms, and the room protects nothing until it is there.
+const ROOM_WAIT_FRAMES: u32 = 15;
+
 fn samples_to_duration(samples: u64) -> Duration {
     Duration::from_nanos(samples * 1_000_000_000 / 48_000)
 }
@@ -328,6 +332,10 @@ struct Worker {
     busy: Duration,
     /// The call recording, when one is running.
     recorder: Option<Recorder>,
+    /// How loud the peer has been lately, to find quiet frames to grow the delay in.
+    quiet: stretch::QuietDetector,
+    /// Frames since the jitter buffer first asked to grow the delay in a pause.
+    room_wait: u32,
     sink_failed: bool,
 }
 
@@ -365,6 +373,8 @@ impl Worker {
             dtx_run: 0,
             busy: Duration::ZERO,
             recorder: None,
+            quiet: stretch::QuietDetector::default(),
+            room_wait: 0,
             sink_failed: false,
         })
     }
@@ -521,12 +531,24 @@ impl Worker {
             }
         };
         let pcm = &self.decoded[..n];
+        self.quiet.observe(pcm);
         let moved = match advice {
             Stretch::None => 0,
             Stretch::Accelerate(max) => {
                 -(stretch::accelerate(pcm, max, &mut self.stretched) as i64)
             }
             Stretch::Expand(max) => stretch::expand(pcm, max, &mut self.stretched) as i64,
+            Stretch::ExpandInPause(max) => {
+                // In a quiet frame (a pause, or far below the recent speech level), or after
+                // waiting too long for one.
+                self.room_wait += 1;
+                if self.quiet.is_quiet(pcm) || self.room_wait > ROOM_WAIT_FRAMES {
+                    self.room_wait = 0;
+                    stretch::expand(pcm, max, &mut self.stretched) as i64
+                } else {
+                    0
+                }
+            }
         };
         if moved == 0 {
             self.playout.extend_from_slice(pcm);

@@ -53,6 +53,10 @@ const DOUBLE_LOSS_FORGET: f64 = 0.998;
 /// ... above which the target makes room for a second frame, and below which it stops.
 const DOUBLE_ROOM_ON: f64 = 0.003;
 const DOUBLE_ROOM_OFF: f64 = 0.001;
+/// Loss rate above which a second frame of room is kept (two copies coming), and below which
+/// it goes.
+const TWO_ROOM_ON: f64 = 0.05;
+const TWO_ROOM_OFF: f64 = 0.03;
 /// Packets for which a copy two packets deep counts as "the sender sends two copies".
 const TWO_COPIES_MEMORY: u64 = 100;
 
@@ -114,6 +118,11 @@ pub enum Stretch {
     Accelerate(usize),
     /// Lengthen it by up to this many samples (delay is below target).
     Expand(usize),
+    /// Lengthen it by up to this many samples only if it is a pause (silence). The delay is
+    /// short only of the room kept for recovering lost packets: not needed this instant, so it
+    /// is added where it cannot be heard (speech pauses come every second or two) instead of
+    /// stretching speech.
+    ExpandInPause(usize),
 }
 
 /// Counters and gauges for stats.
@@ -194,6 +203,8 @@ pub struct JitterBuffer {
     double_loss_rate: f64,
     /// The last played frame was lost.
     last_lost: bool,
+    /// Frames played so far (the loss rates start as plain means).
+    frames_seen: u64,
     /// Copies reaching two packets back were seen until this extended sequence number: only
     /// then can a second frame of room restore a pair of losses.
     two_copies_until: u64,
@@ -242,6 +253,7 @@ impl JitterBuffer {
             loss_rate: 0.0,
             double_loss_rate: 0.0,
             last_lost: false,
+            frames_seen: 0,
             two_copies_until: 0,
             fec_room: 0,
             pop_lead_ms: 0.0,
@@ -568,15 +580,18 @@ impl JitterBuffer {
     /// then restore both if the packet after them is here in time. (Without a second copy the
     /// second frame of room would buy nothing but delay.)
     fn note_loss(&mut self, lost: bool) {
-        self.loss_rate = LOSS_FORGET * self.loss_rate + if lost { 1.0 - LOSS_FORGET } else { 0.0 };
+        // A plain mean over the first frames, then forgetting: the rates are right within a
+        // fraction of a second of the start, when the room is most needed and cheapest to make.
+        self.frames_seen += 1;
+        let n = self.frames_seen as f64;
+        let learn = |rate: &mut f64, forget: f64, hit: bool| {
+            let w = (1.0 / n).max(1.0 - forget);
+            *rate += w * (f64::from(u8::from(hit)) - *rate);
+        };
+        learn(&mut self.loss_rate, LOSS_FORGET, lost);
         let double = lost && self.last_lost;
         self.last_lost = lost;
-        self.double_loss_rate = DOUBLE_LOSS_FORGET * self.double_loss_rate
-            + if double {
-                1.0 - DOUBLE_LOSS_FORGET
-            } else {
-                0.0
-            };
+        learn(&mut self.double_loss_rate, DOUBLE_LOSS_FORGET, double);
         if !matches!(self.settings.mode, JitterMode::Adaptive) {
             return;
         }
@@ -588,11 +603,12 @@ impl JitterBuffer {
             self.fec_room.min(1)
         };
         let two_copies = self.newest.is_some_and(|n| n < self.two_copies_until);
+        // Pairs of losses: seen often, or likely (at 5 % random loss, one frame in 400).
         let two = if !two_copies {
             false
-        } else if self.double_loss_rate > DOUBLE_ROOM_ON {
+        } else if self.double_loss_rate > DOUBLE_ROOM_ON || self.loss_rate > TWO_ROOM_ON {
             true
-        } else if self.double_loss_rate < DOUBLE_ROOM_OFF {
+        } else if self.double_loss_rate < DOUBLE_ROOM_OFF && self.loss_rate < TWO_ROOM_OFF {
             false
         } else {
             self.fec_room == 2
@@ -634,10 +650,17 @@ impl JitterBuffer {
         } else if d <= target + (0.125 * target).max(ACCEL_STOP_MS) {
             self.accelerating = false;
         }
+        // The part of the target that is room for loss recovery (not arrival jitter).
+        let room = match self.settings.mode {
+            JitterMode::Adaptive => f64::from(self.fec_room) * self.frame_ms(),
+            JitterMode::Fixed { .. } => 0.0,
+        };
         if self.accelerating {
             Stretch::Accelerate(((d - target) * 48.0) as usize)
-        } else if d < low {
+        } else if d < low - room {
             Stretch::Expand(((target + ACCEL_STOP_MS - d) * 48.0) as usize)
+        } else if d < low {
+            Stretch::ExpandInPause(((target + ACCEL_STOP_MS - d) * 48.0) as usize)
         } else {
             Stretch::None
         }

@@ -58,6 +58,30 @@ fn lag_for(frame: &[f32], max: usize) -> Option<usize> {
     (cap >= MIN_LAG).then(|| best_lag(frame, MIN_LAG, cap))
 }
 
+/// Finds quiet frames: pauses, and frames far below the recent speech level (word ends,
+/// breaths, weak consonants), where a stretch is least audible.
+#[derive(Debug, Default)]
+pub struct QuietDetector {
+    /// Loudest recent frame RMS, slowly decaying (about 3 s half-life at 50 frames a second).
+    loud: f32,
+    last: f32,
+}
+
+impl QuietDetector {
+    /// Notes a decoded frame's level.
+    pub fn observe(&mut self, frame: &[f32]) {
+        self.last = rms(frame);
+        self.loud = (self.loud * 0.995).max(self.last);
+    }
+
+    /// Whether `frame` (the one just observed) is quiet: silence, or under a sixth of the
+    /// recent peak level (-16 dB).
+    pub fn is_quiet(&self, frame: &[f32]) -> bool {
+        let level = if frame.is_empty() { 0.0 } else { self.last };
+        level < SILENCE_RMS.max(self.loud / 6.0)
+    }
+}
+
 /// Writes `frame` shortened by up to `max` samples into `out`; returns how many were removed.
 pub fn accelerate(frame: &[f32], max: usize, out: &mut Vec<f32>) -> usize {
     out.clear();
@@ -106,6 +130,23 @@ mod tests {
         x.windows(2)
             .map(|w| (w[1] - w[0]).abs())
             .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn quiet_frames_are_pauses_and_frames_far_below_recent_speech() {
+        let mut q = QuietDetector::default();
+        let loud = tone(200.0, 960);
+        q.observe(&loud);
+        assert!(!q.is_quiet(&loud));
+        let soft: Vec<f32> = loud.iter().map(|v| v * 0.1).collect();
+        q.observe(&soft);
+        assert!(q.is_quiet(&soft), "-20 dB under the recent peak");
+        let silence = vec![0.0; 960];
+        q.observe(&silence);
+        assert!(q.is_quiet(&silence));
+        let mut fresh = QuietDetector::default();
+        fresh.observe(&soft);
+        assert!(!fresh.is_quiet(&soft), "soft but the loudest heard: speech");
     }
 
     #[test]

@@ -117,10 +117,13 @@ impl Scenario {
                     Decision::Dtx => out.dtx += 1,
                     Decision::Buffering => {}
                 }
-                // Model a voiced frame: the stretcher moves one pitch period (5 ms) at most.
+                // Model speech: voiced frames, where the stretcher moves one pitch period (5 ms)
+                // at most, with a pause every tenth frame (up to 10 ms can come there).
+                let pause = tick % 10 == 0;
                 let moved = match s {
                     Stretch::Accelerate(m) if m >= 240 => -240,
                     Stretch::Expand(m) if m >= 240 => 240,
+                    Stretch::ExpandInPause(m) if pause => m.min(480) as i64,
                     _ => 0,
                 };
                 if moved != 0 {
