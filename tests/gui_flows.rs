@@ -126,6 +126,27 @@ fn incoming_id(msg: &ServerMsg) -> CallId {
     }
 }
 
+/// The peer is told the call ended, and why.
+fn expect_ended(w: &World, peer: &mut Raw, want: EndReason) {
+    let ended = w.expect(peer, |m| matches!(m, ServerMsg::CallEnded { .. }));
+    assert!(
+        matches!(&ended, ServerMsg::CallEnded { reason, .. } if *reason == want),
+        "expected {want:?}: {ended:?}"
+    );
+}
+
+/// Bob (a raw peer) calls Ana (the window) and the window rings.
+fn peer_calls_window(w: &World, h: &mut Harness<'static, App>, bob: &mut Raw) {
+    w.send(
+        bob,
+        ClientMsg::Invite {
+            to: "ana".into(),
+            key: None,
+        },
+    );
+    wait_text(h, "bob is calling you");
+}
+
 /// Ana (the window) calls Bob (a raw peer) from the user list; returns Bob's call id.
 fn window_calls(w: &World, h: &mut Harness<'static, App>, bob: &mut Raw) -> CallId {
     wait_text(h, "bob");
@@ -244,14 +265,7 @@ fn call_accepted_then_hung_up_from_the_window() {
     wait_text(&mut h, "Hang up first: you are in a call.");
     assert!(h.state().model().is_online());
     click(&mut h, "Hang up");
-    let ended = w.expect(&mut bob, |m| matches!(m, ServerMsg::CallEnded { .. }));
-    assert!(matches!(
-        ended,
-        ServerMsg::CallEnded {
-            reason: EndReason::PeerHungUp,
-            ..
-        }
-    ));
+    expect_ended(&w, &mut bob, EndReason::PeerHungUp);
     wait_text(&mut h, "Call with bob ended: you hung up.");
     let entry = &h.state().history().entries[0];
     assert_eq!(entry.peer, "bob");
@@ -303,14 +317,7 @@ fn hang_up_hotkey_ends_the_call() {
     );
     wait_text(&mut h, "In a call with bob");
     press(&mut h, egui::Key::Escape);
-    let ended = w.expect(&mut bob, |m| matches!(m, ServerMsg::CallEnded { .. }));
-    assert!(matches!(
-        ended,
-        ServerMsg::CallEnded {
-            reason: EndReason::PeerHungUp,
-            ..
-        }
-    ));
+    expect_ended(&w, &mut bob, EndReason::PeerHungUp);
     wait_text(&mut h, "you hung up");
 }
 
@@ -320,24 +327,10 @@ fn incoming_call_declined_with_the_button() {
     let mut h = w.window("ana");
     register(&mut h);
     let mut bob = w.peer("bob", 5002);
-    w.send(
-        &mut bob,
-        ClientMsg::Invite {
-            to: "ana".into(),
-            key: None,
-        },
-    );
-    wait_text(&mut h, "bob is calling you");
+    peer_calls_window(&w, &mut h, &mut bob);
     assert!(shows(&h, "Press Y to accept or N to decline."));
     click(&mut h, "Decline");
-    let ended = w.expect(&mut bob, |m| matches!(m, ServerMsg::CallEnded { .. }));
-    assert!(matches!(
-        ended,
-        ServerMsg::CallEnded {
-            reason: EndReason::Declined,
-            ..
-        }
-    ));
+    expect_ended(&w, &mut bob, EndReason::Declined);
     wait_text(&mut h, "Call with bob ended: declined.");
 }
 
@@ -347,14 +340,7 @@ fn incoming_call_accepted_with_y_then_peer_hangs_up() {
     let mut h = w.window("ana");
     register(&mut h);
     let mut bob = w.peer("bob", 5002);
-    w.send(
-        &mut bob,
-        ClientMsg::Invite {
-            to: "ana".into(),
-            key: None,
-        },
-    );
-    wait_text(&mut h, "bob is calling you");
+    peer_calls_window(&w, &mut h, &mut bob);
     press(&mut h, egui::Key::Y);
     let connected = w.expect(&mut bob, |m| matches!(m, ServerMsg::CallConnected { .. }));
     let ServerMsg::CallConnected { call_id, media, .. } = connected else {
@@ -379,14 +365,7 @@ fn outgoing_call_cancelled() {
     let mut bob = w.peer("bob", 5002);
     window_calls(&w, &mut h, &mut bob);
     click(&mut h, "Cancel");
-    let ended = w.expect(&mut bob, |m| matches!(m, ServerMsg::CallEnded { .. }));
-    assert!(matches!(
-        ended,
-        ServerMsg::CallEnded {
-            reason: EndReason::Cancelled,
-            ..
-        }
-    ));
+    expect_ended(&w, &mut bob, EndReason::Cancelled);
     wait_text(&mut h, "Call with bob ended: cancelled.");
 }
 

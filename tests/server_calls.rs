@@ -46,6 +46,33 @@ async fn pair(server: &TestServer) -> (Raw, Raw) {
     (ana, bob)
 }
 
+/// Sends an invite without a media key.
+async fn invite(from: &mut Raw, to: &str) {
+    from.send(&ClientMsg::Invite {
+        to: to.into(),
+        key: None,
+    })
+    .await;
+}
+
+/// The next message is an error with this code.
+async fn expect_error(raw: &mut Raw, want: ErrorCode) {
+    let got = raw.recv().await;
+    assert!(
+        matches!(&got, ServerMsg::Error { code, .. } if *code == want),
+        "expected {want:?}: {got:?}"
+    );
+}
+
+/// The next message ends a call for this reason.
+async fn expect_end_reason(raw: &mut Raw, want: EndReason) {
+    let got = raw.recv().await;
+    assert!(
+        matches!(&got, ServerMsg::CallEnded { reason, .. } if *reason == want),
+        "expected {want:?}: {got:?}"
+    );
+}
+
 fn ended(id: CallId, peer: &str, reason: EndReason) -> ServerMsg {
     ServerMsg::CallEnded {
         call_id: id,
@@ -135,11 +162,7 @@ async fn busy_when_callee_is_ringing_or_talking() {
     let (mut ana, mut bob) = pair(&server).await;
     let mut cris = Raw::registered(server.addr, "cris", 5003).await;
     let id = ring(&mut ana, &mut bob).await;
-    cris.send(&ClientMsg::Invite {
-        to: "bob".into(),
-        key: None,
-    })
-    .await;
+    invite(&mut cris, "bob").await;
     assert!(
         matches!(cris.recv().await, ServerMsg::CallEnded { reason: EndReason::Busy, peer, .. } if peer == "bob")
     );
@@ -151,31 +174,11 @@ async fn busy_when_callee_is_ringing_or_talking() {
     .await;
     ana.recv().await;
     bob.recv().await;
-    cris.send(&ClientMsg::Invite {
-        to: "ana".into(),
-        key: None,
-    })
-    .await;
-    assert!(matches!(
-        cris.recv().await,
-        ServerMsg::CallEnded {
-            reason: EndReason::Busy,
-            ..
-        }
-    ));
+    invite(&mut cris, "ana").await;
+    expect_end_reason(&mut cris, EndReason::Busy).await;
     // A caller already in a call cannot start another.
-    ana.send(&ClientMsg::Invite {
-        to: "cris".into(),
-        key: None,
-    })
-    .await;
-    assert!(matches!(
-        ana.recv().await,
-        ServerMsg::Error {
-            code: ErrorCode::AlreadyInCall,
-            ..
-        }
-    ));
+    invite(&mut ana, "cris").await;
+    expect_error(&mut ana, ErrorCode::AlreadyInCall).await;
     server.stop().await;
 }
 
@@ -186,26 +189,14 @@ async fn caller_cancels_before_answer() {
     let id = ring(&mut ana, &mut bob).await;
     // The callee cannot cancel, the caller cannot accept: identity is bound to the connection.
     bob.send(&ClientMsg::Cancel { call_id: id }).await;
-    assert!(matches!(
-        bob.recv().await,
-        ServerMsg::Error {
-            code: ErrorCode::UnknownCall,
-            ..
-        }
-    ));
+    expect_error(&mut bob, ErrorCode::UnknownCall).await;
     ana.send(&ClientMsg::Accept {
         call_id: id,
         media: None,
         key: None,
     })
     .await;
-    assert!(matches!(
-        ana.recv().await,
-        ServerMsg::Error {
-            code: ErrorCode::UnknownCall,
-            ..
-        }
-    ));
+    expect_error(&mut ana, ErrorCode::UnknownCall).await;
     ana.send(&ClientMsg::Cancel { call_id: id }).await;
     assert_eq!(ana.recv().await, ended(id, "bob", EndReason::Cancelled));
     assert_eq!(bob.recv().await, ended(id, "ana", EndReason::Cancelled));
@@ -216,13 +207,7 @@ async fn caller_cancels_before_answer() {
         key: None,
     })
     .await;
-    assert!(matches!(
-        bob.recv().await,
-        ServerMsg::Error {
-            code: ErrorCode::UnknownCall,
-            ..
-        }
-    ));
+    expect_error(&mut bob, ErrorCode::UnknownCall).await;
     server.stop().await;
 }
 
@@ -265,23 +250,9 @@ async fn a_third_party_cannot_touch_a_call() {
 async fn self_call_and_unknown_name_get_clear_errors() {
     let server = TestServer::start(Config::default()).await;
     let mut ana = Raw::registered(server.addr, "ana", 5001).await;
-    ana.send(&ClientMsg::Invite {
-        to: "ANA".into(),
-        key: None,
-    })
-    .await;
-    assert!(matches!(
-        ana.recv().await,
-        ServerMsg::Error {
-            code: ErrorCode::SelfCall,
-            ..
-        }
-    ));
-    ana.send(&ClientMsg::Invite {
-        to: "ghost".into(),
-        key: None,
-    })
-    .await;
+    invite(&mut ana, "ANA").await;
+    expect_error(&mut ana, ErrorCode::SelfCall).await;
+    invite(&mut ana, "ghost").await;
     match ana.recv().await {
         ServerMsg::Error {
             code: ErrorCode::UserNotFound,
@@ -290,18 +261,8 @@ async fn self_call_and_unknown_name_get_clear_errors() {
         other => panic!("unexpected {other:?}"),
     }
     let mut anon = Raw::hello(server.addr).await;
-    anon.send(&ClientMsg::Invite {
-        to: "ana".into(),
-        key: None,
-    })
-    .await;
-    assert!(matches!(
-        anon.recv().await,
-        ServerMsg::Error {
-            code: ErrorCode::NotRegistered,
-            ..
-        }
-    ));
+    invite(&mut anon, "ana").await;
+    expect_error(&mut anon, ErrorCode::NotRegistered).await;
     server.stop().await;
 }
 
@@ -344,11 +305,7 @@ async fn peer_dropping_while_ringing_is_reported_at_once() {
         Raw::registered(server.addr, "cris", 1).await,
         Raw::registered(server.addr, "dan", 2).await,
     );
-    cris.send(&ClientMsg::Invite {
-        to: "dan".into(),
-        key: None,
-    })
-    .await;
+    invite(&mut cris, "dan").await;
     let id = match cris.recv().await {
         ServerMsg::Ringing { call_id, .. } => call_id,
         other => panic!("unexpected {other:?}"),
