@@ -291,11 +291,13 @@ impl JitterBuffer {
                     }
                 }
                 // The packet is whole on arrival: the 95th percentile alone is the target. Under
-                // loss, one more frame, so that when a frame turns out lost the next packet
-                // (carrying its FEC copy) is usually already here.
-                // Plus the audio still queued when a frame is popped (the caller's tick
-                // granularity): a packet must be here at the pop, which comes that long before
-                // the frame is heard. 0-5 ms in the engine's 5 ms ticks.
+                // loss, one or two more frames, so that when a frame turns out lost the packets
+                // carrying its copies (or FEC) are usually already here.
+                // Plus the audio still queued when a frame is popped (the caller's granularity):
+                // a packet must be here at the pop, which comes that long before the frame is
+                // heard. 0 in the engine, which pops exactly when the sink needs the frame (it
+                // was up to 5 ms with the old fixed tick); up to a frame in the 20 ms-tick
+                // scenario tests.
                 let fec_room = f64::from(self.fec_room) * frame;
                 (p95 + self.pop_lead_ms + fec_room).clamp(
                     f64::from(self.settings.min_delay_ms),
