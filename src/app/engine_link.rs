@@ -48,6 +48,7 @@ fn engine_error(e: impl std::fmt::Display) -> MediaError {
 fn codec(audio: &AudioChoice) -> CodecSettings {
     CodecSettings {
         bitrate: audio.bitrate_kbps.clamp(6, 510) * 1000,
+        max_copies: audio.max_copies.min(2),
         frame: if audio.frame_ms < 20 {
             FrameMs::Ten
         } else {
@@ -115,6 +116,11 @@ impl MediaLink for EngineLink {
             jitter_ms: Some(s.jitter_ms as f32),
             jitter_buffer_ms: Some(s.jitter_buffer_ms as f32),
             send_kbps: Some(s.bitrate_kbps as f32),
+            restored_pct: (s.packets_lost > 0).then(|| {
+                let restored = (s.copy_recovered + s.fec_recovered) as f32;
+                (100.0 * restored / s.packets_lost as f32).min(100.0)
+            }),
+            copies_sent: Some(s.copies_sent),
         })
     }
 

@@ -349,6 +349,7 @@ impl App {
             output_device: self.settings.output_device.clone(),
             frame_ms: self.settings.frame_ms,
             bitrate_kbps: self.settings.bitrate_kbps,
+            max_copies: self.settings.max_copies,
         }
     }
 

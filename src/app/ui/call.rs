@@ -158,6 +158,21 @@ pub fn in_call(app: &mut App, ui: &mut egui::Ui) {
     }
 }
 
+/// "2 copies · 92 % restored": what the engine adds to each packet now, and how much of what
+/// the network lost came back.
+fn protection(tr: &crate::app::i18n::Strings, stats: &crate::app::media_link::CallStats) -> String {
+    let mode = match stats.copies_sent {
+        None => return tr.no_value.to_string(),
+        Some(0) => tr.protection_none.to_string(),
+        Some(1) => format!("1 {}", tr.protection_copy),
+        Some(n) => format!("{n} {}", tr.protection_copies),
+    };
+    match stats.restored_pct {
+        Some(p) => format!("{mode} · {p:.0} % {}", tr.stat_restored),
+        None => mode,
+    }
+}
+
 fn stats_grid(app: &App, ui: &mut egui::Ui) {
     let tr = app.tr();
     let stats = app.media.stats().unwrap_or_default();
@@ -176,6 +191,7 @@ fn stats_grid(app: &App, ui: &mut egui::Ui) {
                 (tr.stat_jitter, show(stats.jitter_ms, "ms", 1)),
                 (tr.stat_buffer, show(stats.jitter_buffer_ms, "ms", 0)),
                 (tr.stat_bitrate, show(stats.send_kbps, "kbit/s", 1)),
+                (tr.stat_protection, protection(tr, &stats)),
             ] {
                 ui.label(label);
                 ui.monospace(value);

@@ -1,9 +1,9 @@
 //! Settings: audio devices (with a mic meter and a test tone), hang-up key, frame size,
-//! bitrate, language and theme. Changes are saved by the app at the end of the frame.
+//! bitrate, loss protection, language and theme. Changes are saved by the app at the end of the frame.
 
 use super::widgets::{self, Tone};
 use crate::app::i18n::{fill, Lang};
-use crate::app::settings::{Theme, BITRATES_KBPS, HANGUP_KEYS};
+use crate::app::settings::{Theme, BITRATES_KBPS, HANGUP_KEYS, MAX_COPIES};
 use crate::app::App;
 
 pub fn draw(app: &mut App, ui: &mut egui::Ui) {
@@ -94,6 +94,23 @@ pub fn draw(app: &mut App, ui: &mut egui::Ui) {
                                     &mut app.settings.bitrate_kbps,
                                     kbps,
                                     format!("{kbps} kbit/s"),
+                                );
+                            }
+                        });
+                    ui.end_row();
+                    ui.label(tr.loss_protection);
+                    let choice = |copies: u8| {
+                        let i = MAX_COPIES.iter().position(|&c| c == copies).unwrap_or(0);
+                        tr.loss_protection_choices[i]
+                    };
+                    egui::ComboBox::from_id_salt("loss_protection")
+                        .selected_text(choice(app.settings.max_copies))
+                        .show_ui(ui, |ui| {
+                            for copies in MAX_COPIES {
+                                ui.selectable_value(
+                                    &mut app.settings.max_copies,
+                                    copies,
+                                    choice(copies),
                                 );
                             }
                         });
