@@ -179,10 +179,12 @@ impl Term {
             (_, Some(CallEvent::Ended(outcome))) => {
                 if let Some(stats) = self.media.stop() {
                     println!(
-                        "Audio: {} packets sent, {} received, {} lost, {:.0} ms mean latency.",
+                        "Audio: {} packets sent, {} received, {} lost ({} restored), {:.0} ms \
+                         mean latency.",
                         stats.packets_sent,
                         stats.packets_received,
                         stats.packets_lost,
+                        stats.copy_recovered + stats.fec_recovered,
                         stats.latency_ms
                     );
                 }
