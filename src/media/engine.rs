@@ -411,10 +411,12 @@ impl Worker {
             }
             let next_play = play_anchor + samples_to_duration(played);
             if started >= next_play {
-                played += self.play(epoch) as u64;
+                let n = self.play(epoch) as u64;
+                played += n;
                 if started > next_play + stall {
+                    // Far behind: go on from now (the frame just written plays from now).
                     play_anchor = started;
-                    played = 0;
+                    played = n;
                 }
             }
             if started >= next_publish {
