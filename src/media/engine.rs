@@ -334,7 +334,7 @@ struct Worker {
     recorder: Option<Recorder>,
     /// How loud the peer has been lately, to find quiet frames to grow the delay in.
     quiet: stretch::QuietDetector,
-    /// Frames since the jitter buffer first asked to grow the delay in a pause.
+    /// Frames the jitter buffer has been asking, without a break, to grow the delay in a pause.
     room_wait: u32,
     sink_failed: bool,
 }
@@ -534,6 +534,9 @@ impl Worker {
         };
         let pcm = &self.decoded[..n];
         self.quiet.observe(pcm);
+        if !matches!(advice, Stretch::ExpandInPause(_)) {
+            self.room_wait = 0;
+        }
         let moved = match advice {
             Stretch::None => 0,
             Stretch::Accelerate(max) => {
@@ -541,11 +544,11 @@ impl Worker {
             }
             Stretch::Expand(max) => stretch::expand(pcm, max, &mut self.stretched) as i64,
             Stretch::ExpandInPause(max) => {
-                // In a quiet frame (a pause, or far below the recent speech level), or after
-                // waiting too long for one.
+                // In a quiet frame (a pause, or far below the recent speech level); once the
+                // buffer has asked for longer than ROOM_WAIT_FRAMES, in every frame until the
+                // room is there.
                 self.room_wait += 1;
                 if self.quiet.is_quiet(pcm) || self.room_wait > ROOM_WAIT_FRAMES {
-                    self.room_wait = 0;
                     stretch::expand(pcm, max, &mut self.stretched) as i64
                 } else {
                     0
