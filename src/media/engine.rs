@@ -38,6 +38,8 @@ pub const QUANTUM: usize = 240;
 /// Most frames a non-urgent expansion (room for loss recovery) waits for a quiet frame: speech
 /// has one every few hundred ms, and the room protects nothing until it is there.
 const ROOM_WAIT_FRAMES: u32 = 15;
+/// Most frames a small excess of delay waits for a quiet frame before it is taken out anyway.
+const ACCEL_WAIT_FRAMES: u32 = 50;
 
 fn samples_to_duration(samples: u64) -> Duration {
     Duration::from_nanos(samples * 1_000_000_000 / 48_000)
@@ -334,7 +336,7 @@ struct Worker {
     recorder: Option<Recorder>,
     /// How loud the peer has been lately, to find quiet frames to grow the delay in.
     quiet: stretch::QuietDetector,
-    /// Frames the jitter buffer has been asking, without a break, to grow the delay in a pause.
+    /// Frames the jitter buffer has been asking, without a break, to move the delay in a pause.
     room_wait: u32,
     sink_failed: bool,
 }
@@ -534,7 +536,10 @@ impl Worker {
         };
         let pcm = &self.decoded[..n];
         self.quiet.observe(pcm);
-        if !matches!(advice, Stretch::ExpandInPause(_)) {
+        if !matches!(
+            advice,
+            Stretch::ExpandInPause(_) | Stretch::AccelerateInPause(_)
+        ) {
             self.room_wait = 0;
         }
         let moved = match advice {
@@ -543,6 +548,16 @@ impl Worker {
                 -(stretch::accelerate(pcm, max, &mut self.stretched) as i64)
             }
             Stretch::Expand(max) => stretch::expand(pcm, max, &mut self.stretched) as i64,
+            Stretch::AccelerateInPause(max) => {
+                // Excess delay costs latency, not sound: take it out where it is not heard,
+                // or after a second without such a place.
+                self.room_wait += 1;
+                if self.quiet.is_quiet(pcm) || self.room_wait > ACCEL_WAIT_FRAMES {
+                    -(stretch::accelerate(pcm, max, &mut self.stretched) as i64)
+                } else {
+                    0
+                }
+            }
             Stretch::ExpandInPause(max) => {
                 // In a quiet frame (a pause, or far below the recent speech level); once the
                 // buffer has asked for longer than ROOM_WAIT_FRAMES, in every frame until the
