@@ -7,6 +7,8 @@
 //! kernel's timestamp the arrival is exact to microseconds, however late it is read.
 //!
 //! Linux only; elsewhere (or if the option is refused) the caller falls back to the drain time.
+//! The kernel turns timestamping on a moment after the first socket of a process asks; in that
+//! moment a datagram is stamped when it is read, which is the same fallback.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -146,6 +148,33 @@ fn sockaddr_to_std(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
+/// For tests that measure with kernel arrival times: returns once the kernel stamps datagrams
+/// on arrival (it turns that on a moment after the first socket asks), or after 0.5 s.
+#[cfg(test)]
+pub(crate) fn wait_until_kernel_stamps() {
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    b.set_nonblocking(true).unwrap();
+    if !enable(&b) {
+        return;
+    }
+    let mut buf = [0u8; 8];
+    for _ in 0..50 {
+        a.send_to(b"x", b.local_addr().unwrap()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let read_at = realtime_now_ns();
+        if let Ok(Datagram {
+            arrival_realtime_ns: Some(t),
+            ..
+        }) = recv(&b, &mut buf)
+        {
+            if t < read_at - 5_000_000 {
+                return;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,24 +185,36 @@ mod tests {
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
         b.set_nonblocking(true).unwrap();
         let stamped = enable(&b);
-        let sent_at = realtime_now_ns();
-        a.send_to(b"hello", b.local_addr().unwrap()).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(30));
-        let read_at = realtime_now_ns();
         let mut buf = [0u8; 64];
-        let d = recv(&b, &mut buf).unwrap();
-        assert_eq!(&buf[..d.len], b"hello");
-        assert_eq!(d.from, a.local_addr().unwrap());
-        if cfg!(target_os = "linux") {
+        // The kernel switches timestamping on a moment after the first socket asks (a deferred
+        // static key); until then a datagram is stamped when it is read. So: a few tries, each
+        // read 30 ms after sending; one must carry its real arrival time.
+        let mut arrivals = Vec::new();
+        for _ in 0..10 {
+            let sent_at = realtime_now_ns();
+            a.send_to(b"hello", b.local_addr().unwrap()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            let read_at = realtime_now_ns();
+            let d = recv(&b, &mut buf).unwrap();
+            assert_eq!(&buf[..d.len], b"hello");
+            assert_eq!(d.from, a.local_addr().unwrap());
+            if !cfg!(target_os = "linux") {
+                return;
+            }
             assert!(stamped);
             let t = d.arrival_realtime_ns.expect("kernel timestamp");
-            // Stamped on arrival, not when read 30 ms later.
             assert!(
-                t >= sent_at - 1_000_000 && t < read_at - 20_000_000,
-                "{sent_at} {t} {read_at}"
+                t >= sent_at - 1_000_000,
+                "stamped before it was sent: {sent_at} {t}"
             );
+            arrivals.push((t - sent_at) / 1_000_000);
+            // Stamped on arrival, not when read 30 ms later.
+            if t < read_at - 20_000_000 {
+                let err = recv(&b, &mut buf).err().expect("nothing more to read");
+                assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+                return;
+            }
         }
-        let err = recv(&b, &mut buf).err().expect("nothing more to read");
-        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        panic!("never stamped on arrival (ms after send: {arrivals:?})");
     }
 }

@@ -435,6 +435,8 @@ mod tests {
     use fala_proto::media_crypto::{KeyPair, Role};
 
     fn pair(crypto: bool) -> (Transport, Transport, UdpSocket) {
+        // Arrival times (and so the RTT checked below) come from the kernel's stamps.
+        crate::media::rx_time::wait_until_kernel_stamps();
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
         let (aa, ba) = (a.local_addr().unwrap(), b.local_addr().unwrap());
