@@ -536,39 +536,31 @@ impl Worker {
         };
         let pcm = &self.decoded[..n];
         self.quiet.observe(pcm);
-        if !matches!(
-            advice,
-            Stretch::ExpandInPause(_) | Stretch::AccelerateInPause(_)
-        ) {
-            self.room_wait = 0;
-        }
+        // Stretches that can wait (room for loss recovery, a small excess of delay) happen in a
+        // quiet frame (a pause, or far below the recent speech level); once the buffer has
+        // asked for longer than the limit without a break, in every frame until done.
+        let (advice, wait_limit) = match advice {
+            Stretch::ExpandInPause(max) => (Stretch::Expand(max), Some(ROOM_WAIT_FRAMES)),
+            Stretch::AccelerateInPause(max) => (Stretch::Accelerate(max), Some(ACCEL_WAIT_FRAMES)),
+            now => (now, None),
+        };
+        let go = match wait_limit {
+            None => {
+                self.room_wait = 0;
+                true
+            }
+            Some(limit) => {
+                self.room_wait += 1;
+                self.quiet.is_quiet() || self.room_wait > limit
+            }
+        };
         let moved = match advice {
-            Stretch::None => 0,
+            _ if !go => 0,
             Stretch::Accelerate(max) => {
                 -(stretch::accelerate(pcm, max, &mut self.stretched) as i64)
             }
             Stretch::Expand(max) => stretch::expand(pcm, max, &mut self.stretched) as i64,
-            Stretch::AccelerateInPause(max) => {
-                // Excess delay costs latency, not sound: take it out where it is not heard,
-                // or after a second without such a place.
-                self.room_wait += 1;
-                if self.quiet.is_quiet(pcm) || self.room_wait > ACCEL_WAIT_FRAMES {
-                    -(stretch::accelerate(pcm, max, &mut self.stretched) as i64)
-                } else {
-                    0
-                }
-            }
-            Stretch::ExpandInPause(max) => {
-                // In a quiet frame (a pause, or far below the recent speech level); once the
-                // buffer has asked for longer than ROOM_WAIT_FRAMES, in every frame until the
-                // room is there.
-                self.room_wait += 1;
-                if self.quiet.is_quiet(pcm) || self.room_wait > ROOM_WAIT_FRAMES {
-                    stretch::expand(pcm, max, &mut self.stretched) as i64
-                } else {
-                    0
-                }
-            }
+            _ => 0,
         };
         if moved == 0 {
             self.playout.extend_from_slice(pcm);

@@ -303,13 +303,18 @@ impl JitterBuffer {
                 // heard. 0 in the engine, which pops exactly when the sink needs the frame (it
                 // was up to 5 ms with the old fixed tick); up to a frame in the 20 ms-tick
                 // scenario tests.
-                let fec_room = f64::from(self.fec_room) * frame;
-                (p95 + self.pop_lead_ms + fec_room).clamp(
+                (p95 + self.pop_lead_ms + self.room_ms()).clamp(
                     f64::from(self.settings.min_delay_ms),
                     f64::from(self.settings.max_delay_ms).max(frame),
                 )
             }
         }
+    }
+
+    /// The part of the target that is room for loss recovery (not arrival jitter); always 0 in
+    /// fixed mode, whose loss handling stops before setting any.
+    fn room_ms(&self) -> f64 {
+        f64::from(self.fec_room) * self.frame_ms()
     }
 
     fn slot_of(ext: u64) -> usize {
@@ -401,14 +406,7 @@ impl JitterBuffer {
             return;
         }
         // (A copy already standing in for this packet is simply replaced by the original.)
-        if slot.ext_seq.is_none() {
-            self.held += 1;
-        }
-        slot.ext_seq = Some(ext);
-        slot.copy = false;
-        slot.timestamp = timestamp;
-        slot.len = payload.len();
-        slot.data[..payload.len()].copy_from_slice(payload);
+        self.store(ext, timestamp, payload, false);
         self.stats.inserted += 1;
         self.newest = Some(self.newest.map_or(ext, |n| n.max(ext)));
         if self.ts_base.is_none() {
@@ -466,16 +464,23 @@ impl JitterBuffer {
         {
             return;
         }
-        let slot = &mut self.slots[Self::slot_of(ext)];
-        if slot.ext_seq.is_some() {
+        if self.slots[Self::slot_of(ext)].ext_seq.is_some() {
             return;
         }
+        self.store(ext, timestamp, payload, true);
+    }
+
+    /// Puts a packet (or a copy standing in for one) into its slot.
+    fn store(&mut self, ext: u64, timestamp: u32, payload: &[u8], copy: bool) {
+        let slot = &mut self.slots[Self::slot_of(ext)];
+        if slot.ext_seq.is_none() {
+            self.held += 1;
+        }
         slot.ext_seq = Some(ext);
-        slot.copy = true;
+        slot.copy = copy;
         slot.timestamp = timestamp;
         slot.len = payload.len();
         slot.data[..payload.len()].copy_from_slice(payload);
-        self.held += 1;
     }
 
     fn take(&mut self, ext: u64) -> Option<usize> {
@@ -602,25 +607,22 @@ impl JitterBuffer {
         if !matches!(self.settings.mode, JitterMode::Adaptive) {
             return;
         }
-        let one = if self.loss_rate > FEC_ROOM_ON {
-            1
-        } else if self.loss_rate < FEC_ROOM_OFF {
-            0
-        } else {
-            self.fec_room.min(1)
-        };
+        // On above the upper threshold, off below the lower one, unchanged in between.
+        let latch = |on: bool, off: bool, was: bool| on || (was && !off);
+        let one = latch(
+            self.loss_rate > FEC_ROOM_ON,
+            self.loss_rate < FEC_ROOM_OFF,
+            self.fec_room >= 1,
+        );
         let two_copies = self.newest.is_some_and(|n| n < self.two_copies_until);
         // Pairs of losses: seen often, or likely (at 5 % random loss, one frame in 400).
-        let two = if !two_copies {
-            false
-        } else if self.double_loss_rate > DOUBLE_ROOM_ON || self.loss_rate > TWO_ROOM_ON {
-            true
-        } else if self.double_loss_rate < DOUBLE_ROOM_OFF && self.loss_rate < TWO_ROOM_OFF {
-            false
-        } else {
-            self.fec_room == 2
-        };
-        self.fec_room = if two && one == 1 { 2 } else { one };
+        let two = two_copies
+            && latch(
+                self.double_loss_rate > DOUBLE_ROOM_ON || self.loss_rate > TWO_ROOM_ON,
+                self.double_loss_rate < DOUBLE_ROOM_OFF && self.loss_rate < TWO_ROOM_OFF,
+                self.fec_room == 2,
+            );
+        self.fec_room = u8::from(one) + u8::from(one && two);
     }
 
     fn earliest(&self) -> Option<u64> {
@@ -657,11 +659,7 @@ impl JitterBuffer {
         } else if d <= target + (0.125 * target).max(ACCEL_STOP_MS) {
             self.accelerating = false;
         }
-        // The part of the target that is room for loss recovery (not arrival jitter).
-        let room = match self.settings.mode {
-            JitterMode::Adaptive => f64::from(self.fec_room) * self.frame_ms(),
-            JitterMode::Fixed { .. } => 0.0,
-        };
+        let room = self.room_ms();
         if self.accelerating {
             let excess = d - target;
             // Measured (means of 5-6 runs): jitter40 4.02 -> 4.20 (the worst direction no

@@ -74,11 +74,10 @@ impl QuietDetector {
         self.loud = (self.loud * 0.995).max(self.last);
     }
 
-    /// Whether `frame` (the one just observed) is quiet: silence, or under a sixth of the
-    /// recent peak level (-16 dB).
-    pub fn is_quiet(&self, frame: &[f32]) -> bool {
-        let level = if frame.is_empty() { 0.0 } else { self.last };
-        level < SILENCE_RMS.max(self.loud / 6.0)
+    /// Whether the frame just observed is quiet: silence, or under a sixth of the recent peak
+    /// level (-16 dB).
+    pub fn is_quiet(&self) -> bool {
+        self.last < SILENCE_RMS.max(self.loud / 6.0)
     }
 }
 
@@ -137,16 +136,16 @@ mod tests {
         let mut q = QuietDetector::default();
         let loud = tone(200.0, 960);
         q.observe(&loud);
-        assert!(!q.is_quiet(&loud));
+        assert!(!q.is_quiet());
         let soft: Vec<f32> = loud.iter().map(|v| v * 0.1).collect();
         q.observe(&soft);
-        assert!(q.is_quiet(&soft), "-20 dB under the recent peak");
+        assert!(q.is_quiet(), "-20 dB under the recent peak");
         let silence = vec![0.0; 960];
         q.observe(&silence);
-        assert!(q.is_quiet(&silence));
+        assert!(q.is_quiet());
         let mut fresh = QuietDetector::default();
         fresh.observe(&soft);
-        assert!(!fresh.is_quiet(&soft), "soft but the loudest heard: speech");
+        assert!(!fresh.is_quiet(), "soft but the loudest heard: speech");
     }
 
     #[test]
