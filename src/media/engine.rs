@@ -38,8 +38,6 @@ pub const QUANTUM: usize = 240;
 /// Most frames a non-urgent expansion (room for loss recovery) waits for a quiet frame: speech
 /// has one every few hundred ms, and the room protects nothing until it is there.
 const ROOM_WAIT_FRAMES: u32 = 15;
-/// Most frames a small excess of delay waits for a quiet frame before it is taken out anyway.
-const ACCEL_WAIT_FRAMES: u32 = 50;
 
 fn samples_to_duration(samples: u64) -> Duration {
     Duration::from_nanos(samples * 1_000_000_000 / 48_000)
@@ -336,7 +334,7 @@ struct Worker {
     recorder: Option<Recorder>,
     /// How loud the peer has been lately, to find quiet frames to grow the delay in.
     quiet: stretch::QuietDetector,
-    /// Frames the jitter buffer has been asking, without a break, to move the delay in a pause.
+    /// Frames the jitter buffer has been asking, without a break, to grow the delay in a pause.
     room_wait: u32,
     sink_failed: bool,
 }
@@ -536,12 +534,11 @@ impl Worker {
         };
         let pcm = &self.decoded[..n];
         self.quiet.observe(pcm);
-        // Stretches that can wait (room for loss recovery, a small excess of delay) happen in a
-        // quiet frame (a pause, or far below the recent speech level); once the buffer has
-        // asked for longer than the limit without a break, in every frame until done.
+        // A stretch that can wait (room for loss recovery) happens in a quiet frame (a pause, or
+        // far below the recent speech level); once the buffer has asked for longer than the
+        // limit without a break, in every frame until done.
         let (advice, wait_limit) = match advice {
             Stretch::ExpandInPause(max) => (Stretch::Expand(max), Some(ROOM_WAIT_FRAMES)),
-            Stretch::AccelerateInPause(max) => (Stretch::Accelerate(max), Some(ACCEL_WAIT_FRAMES)),
             now => (now, None),
         };
         let go = match wait_limit {

@@ -114,13 +114,8 @@ pub enum Decision<'a> {
 pub enum Stretch {
     /// Play it as it is.
     None,
-    /// Shorten it by up to this many samples (delay is well above target).
+    /// Shorten it by up to this many samples (delay is above target).
     Accelerate(usize),
-    /// Shorten it by up to this many samples only if it is a quiet frame: the delay is above
-    /// target by less than two frames, which costs a little latency for a moment but nothing
-    /// worse, while shortening speech is heard (measured: ~120 ms of stretching during the
-    /// start of a jitter40 call took a direction from PESQ 4.37 to 3.65-3.94).
-    AccelerateInPause(usize),
     /// Lengthen it by up to this many samples (delay is below target).
     Expand(usize),
     /// Lengthen it by up to this many samples only if it is a pause (silence). The delay is
@@ -661,18 +656,7 @@ impl JitterBuffer {
         }
         let room = self.room_ms();
         if self.accelerating {
-            let excess = d - target;
-            // Measured (means of 5-6 runs): jitter40 4.02 -> 4.20 (the worst direction no
-            // longer drops to 3.4-3.9), loss10_jitter20 3.76 -> 3.71 (keeping the old way while
-            // loss room is in force did not bring that back: 3.70).
-            if excess > 2.0 * self.frame_ms() {
-                Stretch::Accelerate((excess * 48.0) as usize)
-            } else {
-                // Where any length can go at once (a pause), land where acceleration stops,
-                // not on the target itself: a pitch period at a time never got closer.
-                let stop = (0.125 * target).max(ACCEL_STOP_MS);
-                Stretch::AccelerateInPause(((excess - stop).max(0.0) * 48.0) as usize)
-            }
+            Stretch::Accelerate(((d - target) * 48.0) as usize)
         } else if d < low - room {
             Stretch::Expand(((target + ACCEL_STOP_MS - d) * 48.0) as usize)
         } else if d < low {

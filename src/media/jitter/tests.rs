@@ -124,7 +124,6 @@ impl Scenario {
                     Stretch::Accelerate(m) if m >= 240 => -240,
                     Stretch::Expand(m) if m >= 240 => 240,
                     Stretch::ExpandInPause(m) if pause => m.min(480) as i64,
-                    Stretch::AccelerateInPause(m) if pause => -(m.min(480) as i64),
                     _ => 0,
                 };
                 if moved != 0 {
