@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use fala::netsim::{Impairment, Relay};
 use fala_server::{Config, EchoConfig};
-use support::audio::{load, rms, score, speech_wav, temp_path, tone_seconds, tone_share};
+use support::audio::{
+    delay_of_part, load, rms, score, speech_wav, temp_path, tone_seconds, tone_share,
+};
 use support::TestServer;
 
 /// A server on its own runtime, alive while the value is.
@@ -184,6 +186,114 @@ fn call_and_answer_carry_speech_both_ways_encrypted() {
     assert!(stats["packets_received"].as_u64().unwrap() > 200, "{stats}");
     assert_eq!(stats["dropped_auth"].as_u64(), Some(0));
     assert!(stats["latency_ms"].as_f64().unwrap() > 0.0);
+}
+
+/// Sends a signal to a child (`kill -STOP` / `-CONT`).
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(sig)
+        .arg(child.id().to_string())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill {sig} failed");
+}
+
+/// Reads a child's stderr on a thread: each line goes to the channel as it comes.
+fn stderr_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// The callee's whole process freezes for 400 ms in mid-call (what a stalled machine does to
+/// an audio thread). Files stay in real time across it: the callee's recording gets the lost
+/// time as silence, and the caller hears the rest of the callee's speech at the same delay as
+/// before (the frames the callee could not capture in time are skipped, not sent late).
+#[test]
+fn a_stalled_client_keeps_its_files_in_real_time() {
+    let server = Server::start(Config::default());
+    let addr = server.addr();
+    let speech = path(speech_wav());
+    let (ana_out, bob_out) = (temp_path("stall-ana.wav"), temp_path("stall-bob.wav"));
+    let mut bob = spawn(&[
+        "answer",
+        "--name",
+        "bob",
+        "--server",
+        &addr,
+        "--input",
+        speech,
+        "--output",
+        path(&bob_out),
+    ]);
+    let bob_err = stderr_lines(&mut bob);
+    std::thread::sleep(Duration::from_millis(300));
+    let ana = spawn(&[
+        "call",
+        "bob",
+        "--name",
+        "ana",
+        "--server",
+        &addr,
+        "--input",
+        speech,
+        "--output",
+        path(&ana_out),
+        "--hangup-after",
+        "5",
+    ]);
+    let connected = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = connected.saturating_duration_since(std::time::Instant::now());
+        let line = bob_err.recv_timeout(left).expect("bob never connected");
+        if line.contains("connected") {
+            break;
+        }
+    }
+    // 1.2 s into the call, in the middle of the speech.
+    std::thread::sleep(Duration::from_millis(1_200));
+    signal(&bob, "-STOP");
+    std::thread::sleep(Duration::from_millis(400));
+    signal(&bob, "-CONT");
+    let ana = finish(ana, LIMIT);
+    let bob = finish(bob, LIMIT);
+    let bob_log: Vec<String> = bob_err.try_iter().collect();
+    assert!(ana.status.success(), "ana: {}", stderr(&ana));
+    assert!(bob.status.success(), "bob: {bob_log:?}");
+
+    // Both record from the moment the call connects to the hang-up, in real time.
+    let (heard_by_ana, heard_by_bob) = (load(&ana_out), load(&bob_out));
+    let secs = |x: &[f32]| x.len() as f64 / 48_000.0;
+    eprintln!(
+        "ana recorded {:.3} s, bob {:.3} s",
+        secs(&heard_by_ana),
+        secs(&heard_by_bob)
+    );
+    assert!(
+        (secs(&heard_by_ana) - secs(&heard_by_bob)).abs() < 0.15,
+        "the stalled side's recording lost time: ana {} s, bob {} s",
+        secs(&heard_by_ana),
+        secs(&heard_by_bob)
+    );
+    // What ana heard of bob's speech: the part before the stall and the part well after it
+    // arrive at the same delay.
+    let sent = load(speech_wav());
+    let before = delay_of_part(&sent, &heard_by_ana, (0.2, 1.0), (-500, 1_500));
+    let after = delay_of_part(&sent, &heard_by_ana, (2.2, 3.4), (-500, 1_500));
+    eprintln!("ana hears bob: before the stall {before:?}, after {after:?}");
+    assert!(before.1 > 0.7 && after.1 > 0.7, "{before:?} {after:?}");
+    assert!(
+        (after.0 - before.0).abs() < 60.0,
+        "bob's speech after the stall is {} ms later than before",
+        after.0 - before.0
+    );
 }
 
 #[test]

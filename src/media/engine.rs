@@ -35,6 +35,10 @@ use thiserror::Error;
 /// that long of the first packet having waited out its target.
 pub const QUANTUM: usize = 240;
 
+/// Longest stall written out as silence to a file sink (10 s): a suspended laptop must not
+/// fill the disk with hours of it.
+const MAX_GAP_FILL: u64 = 10 * 48_000;
+
 /// Most frames a non-urgent expansion (room for loss recovery) waits for a quiet frame: speech
 /// has one every few hundred ms, and the room protects nothing until it is there.
 const ROOM_WAIT_FRAMES: u32 = 15;
@@ -402,22 +406,31 @@ impl Worker {
             }
             let started = Instant::now();
             if started >= next_send {
+                if started > next_send + stall {
+                    // Far behind (the machine stalled): the frames whose time has passed were
+                    // never captured, as a microphone's would not be. Skip them rather than send
+                    // a burst, so what follows goes out on time and a file source stays in real
+                    // time. The RTP timestamp jumps too, and the peer fills the gap as it does
+                    // for DTX.
+                    let missed = (started - next_send).as_nanos() / frame_time.as_nanos();
+                    let missed = u32::try_from(missed).unwrap_or(u32::MAX);
+                    self.skip_frames(missed);
+                    next_send += frame_time.saturating_mul(missed);
+                }
                 self.send(started.duration_since(epoch).as_micros() as u64);
                 next_send += frame_time;
-                if started > next_send + stall {
-                    // Far behind (machine stalled): skip ahead rather than burst.
-                    next_send = started + frame_time;
-                }
             }
             let next_play = play_anchor + samples_to_duration(played);
             if started >= next_play {
-                let n = self.play(epoch) as u64;
-                played += n;
                 if started > next_play + stall {
-                    // Far behind: go on from now (the frame just written plays from now).
+                    // Far behind: a device played silence meanwhile (it underran); a file gets
+                    // that silence written, so it stays in real time. Go on from now.
+                    let gap = (started - next_play).as_micros() as u64 * 48 / 1000;
+                    self.play_gap(gap);
                     play_anchor = started;
-                    played = n;
+                    played = 0;
                 }
+                played += self.play(epoch) as u64;
             }
             if started >= next_publish {
                 self.publish(epoch.elapsed());
@@ -472,6 +485,36 @@ impl Worker {
         }
         self.transport.maybe_report(now_us);
         self.playout.len()
+    }
+
+    /// Frames the send schedule missed in a stall: skipped in the source and the RTP clock.
+    fn skip_frames(&mut self, frames: u32) {
+        let samples = u64::from(frames) * self.frame as u64;
+        self.source.skip(samples);
+        self.transport.skip_samples(samples);
+    }
+
+    /// Playout time lost in a stall: silence in a file sink and in a call recording (a device
+    /// has already played it), at most [`MAX_GAP_FILL`] of it.
+    fn play_gap(&mut self, samples: u64) {
+        let mut left = samples.min(MAX_GAP_FILL);
+        tracing::warn!(
+            "media thread stalled for {} ms; the gap is silence",
+            samples / 48
+        );
+        self.playout.clear();
+        self.playout.resize(self.playout.capacity(), 0.0);
+        while left > 0 {
+            let n = (left as usize).min(self.playout.len());
+            let silence = &self.playout[..n];
+            if self.sink.keeps_time() {
+                let _ = self.sink.write(silence);
+            }
+            if let Some(rec) = &mut self.recorder {
+                rec.played(silence);
+            }
+            left -= n as u64;
+        }
     }
 
     /// Captures, encodes and sends one frame.

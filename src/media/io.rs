@@ -153,6 +153,21 @@ impl Source {
         }
     }
 
+    /// Passes over `samples` the schedule missed (a stall). A device drops what it could not
+    /// hold by itself; a file or a tone moves on, so it stays in real time.
+    pub(crate) fn skip(&mut self, samples: u64) {
+        match self {
+            Source::Samples { data, at } => {
+                *at = (*at as u64 + samples).min(data.len() as u64) as usize;
+            }
+            Source::Tone { phase, step, .. } => {
+                let turns = (*step as f64 * samples as f64) % std::f64::consts::TAU;
+                *phase = ((*phase as f64 + turns) % std::f64::consts::TAU) as f32;
+            }
+            Source::Device(_) | Source::Silence => {}
+        }
+    }
+
     /// Capture buffering the source adds before the encoder sees a sample, in samples.
     pub(crate) fn latency_samples(&self) -> usize {
         match self {
@@ -210,6 +225,12 @@ impl Sink {
             }
             Sink::Null => Ok(()),
         }
+    }
+
+    /// Whether the sink keeps time only by what it is written (a file): time the engine missed
+    /// must then be written as silence. A device's own clock goes on without it.
+    pub(crate) fn keeps_time(&self) -> bool {
+        matches!(self, Sink::Wav(_))
     }
 
     /// Playout buffering after the engine hands a sample over, in samples.

@@ -193,7 +193,13 @@ impl Transport {
 
     /// Advances the media clock by one frame without sending (DTX silence).
     pub fn skip_frame(&mut self, frame_samples: u32) {
-        self.timestamp = self.timestamp.wrapping_add(frame_samples);
+        self.skip_samples(u64::from(frame_samples));
+    }
+
+    /// Moves the RTP clock over samples that are not sent (DTX, or a stall); the next packet
+    /// starts a talkspurt.
+    pub fn skip_samples(&mut self, samples: u64) {
+        self.timestamp = self.timestamp.wrapping_add(samples as u32);
         self.talk_start = true;
     }
 

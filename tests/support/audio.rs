@@ -114,6 +114,23 @@ pub fn score(sent: &[f32], heard: &[f32], max_early_ms: i64, max_delay_ms: i64) 
     }
 }
 
+/// Delay (ms, from `lo_ms` to `hi_ms`) of the stretch `from_s..to_s` of `sent` in `heard`, and
+/// how well it matches there: for checking that timing holds from one part of a call to another.
+pub fn delay_of_part(
+    sent: &[f32],
+    heard: &[f32],
+    (from_s, to_s): (f64, f64),
+    (lo_ms, hi_ms): (i64, i64),
+) -> (f64, f64) {
+    let r = decimate(sent);
+    let h = decimate(heard);
+    let start = ((from_s * 8_000.0) as usize).min(r.len());
+    let len = ((to_s - from_s).max(0.0) * 8_000.0) as usize;
+    let len = len.min(r.len() - start);
+    let (lag, c) = best_lag(&r, start, len, &h, lo_ms * 8, hi_ms * 8);
+    (lag as f64 / 8.0, c)
+}
+
 /// Share of the energy of `x` (48 kHz) near `hz`: Goertzel over 50 ms blocks (a ±20 Hz band,
 /// tolerant of the small phase jumps playout stretching makes), energy-weighted.
 pub fn tone_share(x: &[f32], hz: f64) -> f64 {
