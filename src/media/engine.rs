@@ -9,8 +9,9 @@
 //!   to that instant still makes it, and the thread wakes about twice a frame. (A fixed 5 ms
 //!   tick woke 200 times a second, and on this VM a wake-up costs ~20 us: 0.4 % of a core.)
 //!
-//! While nothing has come yet, playout moves in 5 ms steps of silence ([`QUANTUM`]), so the
-//! first frame starts within 5 ms of having waited out its target. The thread never blocks on
+//! While nothing can play yet, playout moves in 5 ms steps of silence ([`QUANTUM`]); once the
+//! first packet is due, the last step is cut to end when it is, so the first frame starts on
+//! its target (to the millisecond) rather than up to 5 ms after. The thread never blocks on
 //! anyone: control arrives on a bounded channel polled with `try_recv`, mute and meters are
 //! atomics, stats are published with `try_lock`.
 
@@ -31,9 +32,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
-/// Silence played at a time while nothing has come yet (5 ms at 48 kHz): playout starts within
-/// that long of the first packet having waited out its target.
+/// Silence played at a time while nothing can play yet (5 ms at 48 kHz).
 pub const QUANTUM: usize = 240;
+
+/// Shortest silence played while buffering (1 ms).
+const MIN_SILENCE: usize = 48;
 
 /// Longest stall written out as silence to a file sink (10 s): a suspended laptop must not
 /// fill the disk with hours of it.
@@ -559,10 +562,14 @@ impl Worker {
         let dec = &mut self.decoder;
         let buf = &mut self.decoded;
         let n = match decision {
-            // Silence while buffering: one quantum, so playout can start 5 ms later.
-            Decision::Buffering => {
-                buf[..QUANTUM].fill(0.0);
-                Ok(QUANTUM)
+            // Silence while buffering: a quantum, or just enough to start on the dot once the
+            // first packet is due (at least 1 ms, so the thread does not spin).
+            Decision::Buffering { ready_in_ms } => {
+                let n = ready_in_ms.map_or(QUANTUM, |ms| {
+                    ((ms * 48.0).ceil() as usize).clamp(MIN_SILENCE, QUANTUM)
+                });
+                buf[..n].fill(0.0);
+                Ok(n)
             }
             Decision::Normal(p) => dec.decode(p, buf).or_else(|_| dec.conceal(buf)),
             Decision::Fec(next) => dec.decode_fec(next, buf).or_else(|_| dec.conceal(buf)),

@@ -115,7 +115,7 @@ impl Scenario {
                         }
                     }
                     Decision::Dtx => out.dtx += 1,
-                    Decision::Buffering => {}
+                    Decision::Buffering { .. } => {}
                 }
                 // Model speech: voiced frames, where the stretcher moves one pitch period (5 ms)
                 // at most, with a pause every tenth frame (up to 10 ms can come there).
@@ -283,8 +283,11 @@ fn clock_drift_both_ways_for_ten_minutes() {
             "{sender}->{receiver}: {:?}",
             o.conceal_ticks
         );
+        // The delay stays near the target (3.5 ms while no stretch has been needed: the 1 ms
+        // bin plus the margin) and dips at most half a millisecond under it before an
+        // expansion catches it; the packets are never late.
         assert!(
-            o.max_delay_ms < 60.0 && o.min_delay_ms > 5.0,
+            o.max_delay_ms < 60.0 && o.min_delay_ms > 2.5,
             "{sender}->{receiver}: {} .. {}",
             o.min_delay_ms,
             o.max_delay_ms
@@ -376,14 +379,17 @@ fn a_copy_of_a_frame_already_concealed_is_not_played_late() {
     let mut played = Vec::new();
     for k in 0..300u64 {
         let (seq, ts, data) = packet(k);
-        jb.insert(k * 20_000 + 5_000, seq, ts, &data);
+        jb.insert(k * 20_000 + 2_000, seq, ts, &data);
         match jb.pop(k * 20_000 + 6_000, 0).0 {
             Decision::Normal(p) => played.push(p[0]),
-            Decision::Buffering => {}
+            Decision::Buffering { .. } => {}
             other => panic!("frame {k}: {other:?}"),
         }
     }
-    assert!(played.len() >= 298, "{}", played.len());
+    // All but the first ~140 ms: the 100 ms the buffer watches, then two frames in which it
+    // drops packets that have waited more than a millisecond past the target, hoping for one
+    // closer to it (this caller pops 4 ms after each arrival, so none is: then it starts).
+    assert!(played.len() >= 292, "{}", played.len());
     assert_eq!(jb.pop(300 * 20_000 + 6_000, 0).0, Decision::Conceal);
     let (seq, ts, data) = packet(302);
     jb.insert(301 * 20_000 + 3_000, seq, ts, &data);
@@ -401,4 +407,27 @@ fn a_copy_of_a_frame_already_concealed_is_not_played_late() {
     );
     let s = jb.stats();
     assert_eq!((s.copy_recovered, s.concealed, s.lost), (1, 1, 1), "{s:?}");
+}
+
+/// A new stream with 40 ± 20 ms of jitter: the buffer watches its first 100 ms before playing,
+/// so it starts near the delay the jitter needs instead of at the delay of the first packet
+/// alone (0 relative delay, after which every slower packet came too late). Over these 50
+/// seeds the first 3 s conceal 10 frames in all; starting on the first packet, 24.
+#[test]
+fn a_jittery_stream_starts_at_a_delay_learned_from_its_first_packets() {
+    let (mut concealed, mut skipped) = (0, 0);
+    for seed in 0..50 {
+        let mut rng = Lcg(seed * 7919 + 1);
+        let o = Scenario {
+            seconds: 3.0,
+            warmup_s: 0.0,
+            ..Default::default()
+        }
+        .run(|_| vec![40.0 + (rng.next_f64() * 2.0 - 1.0) * 20.0]);
+        concealed += o.conceal_ticks.len();
+        skipped += usize::from(o.played_seq[0]);
+    }
+    eprintln!("{concealed} frames concealed, {skipped} packets skipped in 50 starts");
+    assert!(concealed <= 16, "{concealed} frames concealed in 50 starts");
+    assert!(skipped > 0, "stale first packets are skipped");
 }
