@@ -431,3 +431,42 @@ fn a_jittery_stream_starts_at_a_delay_learned_from_its_first_packets() {
     assert!(concealed <= 16, "{concealed} frames concealed in 50 starts");
     assert!(skipped > 0, "stale first packets are skipped");
 }
+
+/// Losses in the 100 ms watched before playout count at once: a lossy stream starts with a
+/// frame of room for recovery in its target (the copy or FEC in the next packet is then in
+/// hand when a lost frame's turn comes) instead of growing it by stretching speech later.
+#[test]
+fn losses_seen_before_the_start_give_the_target_its_room_at_once() {
+    let start = |lost: Option<u64>| {
+        let mut jb = JitterBuffer::new(JitterSettings::default(), FRAME);
+        let mut k = 0u64;
+        // A caller popping every millisecond while buffering (the engine times its silence).
+        for ms in 0..400u64 {
+            let now = ms * 1_000;
+            while k * 20_000 + 5_000 <= now {
+                if Some(k) != lost {
+                    jb.insert(
+                        k * 20_000 + 5_000,
+                        100 + k as u16,
+                        k as u32 * FRAME,
+                        &[1; 3],
+                    );
+                }
+                k += 1;
+            }
+            match jb.pop(now, 0).0 {
+                Decision::Buffering { .. } => {}
+                Decision::Normal(_) => return (ms, jb.stats().target_ms),
+                other => panic!("{other:?}"),
+            }
+        }
+        panic!("never started");
+    };
+    let (clean_at, clean_target) = start(None);
+    let (lossy_at, lossy_target) = start(Some(2));
+    eprintln!("clean: starts at {clean_at} ms, target {clean_target}; lossy: {lossy_at} ms, {lossy_target}");
+    assert!(clean_target < 5.0, "{clean_target}");
+    assert!(lossy_target >= 20.0, "{lossy_target}");
+    // Both start right after the 100 ms watched, on a packet whose turn has come.
+    assert!((100..=150).contains(&clean_at) && (100..=150).contains(&lossy_at));
+}
