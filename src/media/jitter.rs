@@ -494,6 +494,11 @@ impl JitterBuffer {
         if self.next_seq.is_some_and(|next| ext < next) {
             return;
         }
+        // Before the start, a copy of a packet already dropped (and counted) at the start is old
+        // news: storing it again would count a loss that did not happen.
+        if self.next_seq.is_none() && self.start_cursor.is_some_and(|c| ext < c) {
+            return;
+        }
         // Its time was already filled by concealment while we waited for it: playing it now
         // would push every later frame back by a frame. A late *original* is played (the
         // network got slower and the delay must grow), but a copy arriving late only means the
