@@ -99,6 +99,24 @@ fn encoder_lookahead_ms() -> f64 {
     enc.lookahead() as f64 / 48.0
 }
 
+/// Starts Bob answering the first call with the test speech as his microphone, recording what
+/// he hears to `out`; `extra` options are appended.
+fn bob_answers(server: &str, out: &Path, extra: &[&str]) -> Child {
+    let mut args = vec![
+        "answer",
+        "--name",
+        "bob",
+        "--server",
+        server,
+        "--input",
+        path(speech_wav()),
+        "--output",
+        path(out),
+    ];
+    args.extend_from_slice(extra);
+    spawn(&args)
+}
+
 /// Ana calls Bob; both play speech and record what they hear. Returns both outputs.
 fn speech_call(
     server: &str,
@@ -112,20 +130,11 @@ fn speech_call(
         temp_path(&format!("{tag}-bob.wav")),
     );
     let bob_stats = temp_path(&format!("{tag}-bob.json"));
-    let mut bob_args = vec![
-        "answer",
-        "--name",
-        "bob",
-        "--server",
+    let bob = bob_answers(
         server,
-        "--input",
-        speech,
-        "--output",
-        path(&bob_out),
-    ];
-    bob_args.extend_from_slice(&["--stats", path(&bob_stats)]);
-    bob_args.extend_from_slice(extra_bob);
-    let bob = spawn(&bob_args);
+        &bob_out,
+        &[&["--stats", path(&bob_stats)][..], extra_bob].concat(),
+    );
     std::thread::sleep(Duration::from_millis(300));
     let mut ana_args = vec![
         "call",
@@ -222,17 +231,7 @@ fn a_stalled_client_keeps_its_files_in_real_time() {
     let addr = server.addr();
     let speech = path(speech_wav());
     let (ana_out, bob_out) = (temp_path("stall-ana.wav"), temp_path("stall-bob.wav"));
-    let mut bob = spawn(&[
-        "answer",
-        "--name",
-        "bob",
-        "--server",
-        &addr,
-        "--input",
-        speech,
-        "--output",
-        path(&bob_out),
-    ]);
+    let mut bob = bob_answers(&addr, &bob_out, &[]);
     let bob_err = stderr_lines(&mut bob);
     std::thread::sleep(Duration::from_millis(300));
     let ana = spawn(&[
@@ -499,17 +498,7 @@ fn call_with_real_devices_through_pulseaudio() {
     let addr = server.addr();
     let bob_out = temp_path("device-bob.wav");
     let speaker = temp_path("device-speaker.raw");
-    let bob = spawn(&[
-        "answer",
-        "--name",
-        "bob",
-        "--server",
-        &addr,
-        "--input",
-        path(speech_wav()),
-        "--output",
-        path(&bob_out),
-    ]);
+    let bob = bob_answers(&addr, &bob_out, &[]);
     std::thread::sleep(Duration::from_millis(300));
     let mut rec = Command::new("parec")
         .args([
