@@ -68,10 +68,9 @@ const TWO_ROOM_OFF: f64 = 0.03;
 const MARGIN_MS: f64 = 1.5;
 /// How long the buffer watches a new stream before it starts playing, ms: five packets of 20 ms
 /// bound its jitter well enough to start near the right delay. With the start on the dot and
-/// the margin above, measured on the bench over six seeds: 40 ± 20 ms jitter PESQ 4.16 -> 4.28
-/// (worst 3.87 -> 4.22) and 17 -> 4 concealed frames; 10 % loss + jitter 3.85 -> 3.94; clean
-/// 4.30 -> 4.37 and 31.5 -> 29.2 ms mouth-to-ear. The price is the stream's first 100 ms, when
-/// nobody has started talking yet.
+/// the margin above, measured on the bench over six seeds: clean 31.5 -> 29.2 ms mouth-to-ear
+/// and no concealment; 10 % loss + jitter 3.85 -> 3.94 (docs/BENCHMARKS-media.md). The price is
+/// the stream's first 100 ms, when nobody has started talking yet.
 const START_OBSERVE_MS: f64 = 100.0;
 /// At the start, a packet that has waited more than this past the target is dropped rather than
 /// played: its extra delay would stay with the call (it is below the acceleration zone), while
@@ -427,6 +426,12 @@ impl JitterBuffer {
                 // The stream jumped far ahead (peer restarted, long outage): start over.
                 self.reset();
             }
+        } else if self.start_cursor.is_some_and(|c| ext < c) {
+            // Before the start, older than what the start has already dropped and counted (or
+            // than the first packet seen): late for the start, and counting it again would
+            // count the packets after it as lost a second time.
+            self.stats.late += 1;
+            return;
         }
         let ext = self.seq.extend(seq);
         if let Some(newest) = self.newest {
@@ -621,7 +626,7 @@ impl JitterBuffer {
         (Decision::Conceal, Stretch::None)
     }
 
-    /// Chooses the first packet to play, or `None` to go on buffering. The buffer first watches
+    /// Chooses the first packet to play, or `Err` to go on buffering. The buffer first watches
     /// the stream for [`START_OBSERVE_MS`]: one packet says nothing about jitter (its target
     /// would be 0, and every later packet would come late), a few bound it. Then playout starts
     /// with the earliest packet that has waited out the target, after dropping those that have
