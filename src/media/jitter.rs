@@ -68,9 +68,10 @@ const TWO_ROOM_OFF: f64 = 0.03;
 const MARGIN_MS: f64 = 1.5;
 /// How long the buffer watches a new stream before it starts playing, ms: five packets of 20 ms
 /// bound its jitter well enough to start near the right delay. With the start on the dot and
-/// the margin above, measured on the bench over six seeds: clean 31.5 -> 29.2 ms mouth-to-ear
-/// and no concealment; 10 % loss + jitter 3.85 -> 3.94 (docs/BENCHMARKS-media.md). The price is
-/// the stream's first 100 ms, when nobody has started talking yet.
+/// the margin above, measured on the bench: clean 31.5 -> 29.1 ms mouth-to-ear and no
+/// concealment; under loss and jitter no worse on average over six seeds, where single calls
+/// vary by ±0.2 PESQ (docs/BENCHMARKS-media.md). The price is the stream's first 100 ms, when
+/// nobody has started talking yet.
 const START_OBSERVE_MS: f64 = 100.0;
 /// At the start, a packet that has waited more than this past the target is dropped rather than
 /// played: its extra delay would stay with the call (it is below the acceleration zone), while
