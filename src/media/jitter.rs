@@ -418,21 +418,16 @@ impl JitterBuffer {
             return;
         }
         let ext = self.seq.peek(seq);
-        if let Some(next) = self.next_seq {
-            if ext < next {
-                self.stats.late += 1;
-                return;
-            }
-            if ext >= next + CAPACITY as u64 {
-                // The stream jumped far ahead (peer restarted, long outage): start over.
-                self.reset();
-            }
-        } else if self.start_cursor.is_some_and(|c| ext < c) {
-            // Before the start, older than what the start has already dropped and counted (or
-            // than the first packet seen): late for the start, and counting it again would
-            // count the packets after it as lost a second time.
+        if self.is_past(ext) {
             self.stats.late += 1;
             return;
+        }
+        if self
+            .next_seq
+            .is_some_and(|next| ext >= next + CAPACITY as u64)
+        {
+            // The stream jumped far ahead (peer restarted, long outage): start over.
+            self.reset();
         }
         let ext = self.seq.extend(seq);
         if let Some(newest) = self.newest {
@@ -497,12 +492,7 @@ impl JitterBuffer {
         if newest - ext >= 2 {
             self.two_copies_until = newest + TWO_COPIES_MEMORY;
         }
-        if self.next_seq.is_some_and(|next| ext < next) {
-            return;
-        }
-        // Before the start, a copy of a packet already dropped (and counted) at the start is old
-        // news: storing it again would count a loss that did not happen.
-        if self.next_seq.is_none() && self.start_cursor.is_some_and(|c| ext < c) {
+        if self.is_past(ext) {
             return;
         }
         // Its time was already filled by concealment while we waited for it: playing it now
@@ -519,6 +509,19 @@ impl JitterBuffer {
             return;
         }
         self.store(ext, timestamp, payload, true);
+    }
+
+    /// Whether `ext` is behind the stream's first frame still to come: behind the next frame to
+    /// play once playing, and before that behind the start's cursor (packets the start has
+    /// already dropped and counted, or older than the first one seen). A packet or copy for it
+    /// is late: taken in before the start, it would be counted again (a straggler made the
+    /// frames after it count as lost twice; a copy of a dropped packet, a loss that did not
+    /// happen).
+    fn is_past(&self, ext: u64) -> bool {
+        match self.next_seq {
+            Some(next) => ext < next,
+            None => self.start_cursor.is_some_and(|c| ext < c),
+        }
     }
 
     /// Puts a packet (or a copy standing in for one) into its slot.
