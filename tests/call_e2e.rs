@@ -117,6 +117,17 @@ fn bob_answers(server: &str, out: &Path, extra: &[&str]) -> Child {
     spawn(&args)
 }
 
+/// Ana's command to call Bob; `extra` options are appended.
+fn ana_calls_bob(server: &str, extra: &[&str]) -> Command {
+    fala(
+        &[
+            &["call", "bob", "--name", "ana", "--server", server][..],
+            extra,
+        ]
+        .concat(),
+    )
+}
+
 /// Ana calls Bob; both play speech and record what they hear. Returns both outputs.
 fn speech_call(
     server: &str,
@@ -136,21 +147,24 @@ fn speech_call(
         &[&["--stats", path(&bob_stats)][..], extra_bob].concat(),
     );
     std::thread::sleep(Duration::from_millis(300));
-    let mut ana_args = vec![
-        "call",
-        "bob",
-        "--name",
-        "ana",
-        "--server",
-        server,
-        "--input",
-        speech,
-        "--output",
-        path(&ana_out),
-    ];
-    ana_args.extend_from_slice(&["--hangup-after", "6"]);
-    ana_args.extend_from_slice(extra_ana);
-    let ana = finish(spawn(&ana_args), LIMIT);
+    let ana_args = [
+        &[
+            "--input",
+            speech,
+            "--output",
+            path(&ana_out),
+            "--hangup-after",
+            "6",
+        ][..],
+        extra_ana,
+    ]
+    .concat();
+    let ana = finish(
+        ana_calls_bob(server, &ana_args)
+            .spawn()
+            .expect("start fala"),
+        LIMIT,
+    );
     let bob = finish(bob, LIMIT);
     (ana_out, bob_out, ana, bob)
 }
@@ -234,20 +248,19 @@ fn a_stalled_client_keeps_its_files_in_real_time() {
     let mut bob = bob_answers(&addr, &bob_out, &[]);
     let bob_err = stderr_lines(&mut bob);
     std::thread::sleep(Duration::from_millis(300));
-    let ana = spawn(&[
-        "call",
-        "bob",
-        "--name",
-        "ana",
-        "--server",
+    let ana = ana_calls_bob(
         &addr,
-        "--input",
-        speech,
-        "--output",
-        path(&ana_out),
-        "--hangup-after",
-        "5",
-    ]);
+        &[
+            "--input",
+            speech,
+            "--output",
+            path(&ana_out),
+            "--hangup-after",
+            "5",
+        ],
+    )
+    .spawn()
+    .expect("start fala");
     let connected = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let left = connected.saturating_duration_since(std::time::Instant::now());
@@ -329,13 +342,7 @@ fn failures_exit_non_zero_with_one_line_reasons() {
     );
     std::thread::sleep(Duration::from_millis(300));
     let ana = finish(
-        spawn(
-            &[
-                &["call", "bob", "--name", "ana", "--server", &addr][..],
-                &quiet,
-            ]
-            .concat(),
-        ),
+        ana_calls_bob(&addr, &quiet).spawn().expect("start fala"),
         LIMIT,
     );
     let bob = finish(bob, LIMIT);
@@ -511,16 +518,7 @@ fn call_with_real_devices_through_pulseaudio() {
         .stdout(std::fs::File::create(&speaker).unwrap())
         .spawn()
         .expect("parec");
-    let mut ana_cmd = fala(&[
-        "call",
-        "bob",
-        "--name",
-        "ana",
-        "--server",
-        &addr,
-        "--hangup-after",
-        "8",
-    ]);
+    let mut ana_cmd = ana_calls_bob(&addr, &["--hangup-after", "8"]);
     ana_cmd
         .env("PULSE_SOURCE", "sine")
         .env("PULSE_SINK", "spk2");
