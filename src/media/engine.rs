@@ -505,6 +505,9 @@ impl Worker {
             "media thread stalled for {} ms; the gap is silence",
             samples / 48
         );
+        if !self.sink.keeps_time() && self.recorder.is_none() {
+            return;
+        }
         self.playout.clear();
         self.playout.resize(self.playout.capacity(), 0.0);
         while left > 0 {
