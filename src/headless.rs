@@ -1,19 +1,23 @@
-//! `fala call` and `fala answer`: one call without a window, for scripts and tests.
+//! `fala call` and `fala answer`: the headless face of the call core, one call for scripts and
+//! tests.
 //!
 //! Both register, make or take exactly one call, run real media for it, and exit: success
-//! after a normal hang-up by either side, an error with a one-line reason otherwise.
+//! after a normal hang-up by either side, an error with a one-line reason otherwise. Whatever
+//! ends the run, the engine stops and finishes its files before the process exits.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use anyhow::{anyhow, bail, Context};
-use fala_proto::call::{CallEvent, CallMachine, CallState, Outcome};
-use fala_proto::media_crypto::Role;
-use fala_proto::{EndReason, MediaAddr, ServerMsg};
-use tokio::time::{sleep_until, Instant};
+use anyhow::{anyhow, Context};
+use fala_proto::call::{CallEvent, CallState, Outcome};
+use fala_proto::EndReason;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout, Instant};
 
-use crate::net::{self, Event, SignalConfig, SignalHandle};
-use crate::phone::CallMedia;
+use crate::client::model::Effect;
+use crate::client::{ConnectRequest, LinkEvent, MediaOptions, Phone, PhoneEvents};
+use crate::media::MediaStats;
+use crate::net::{self, Event};
 
 /// What the headless client should do.
 #[derive(Debug, Clone)]
@@ -24,175 +28,237 @@ pub enum Mode {
     Answer { decline: bool },
 }
 
-/// Everything a headless run needs besides the media socket.
-#[derive(Debug, Clone)]
+/// Everything a headless run needs.
+#[derive(Clone)]
 pub struct Options {
-    pub server: String,
-    pub name: String,
-    /// The media address to register (advertised).
-    pub media: MediaAddr,
-    /// Hang up this long after the call connects.
+    pub connect: ConnectRequest,
+    pub mode: Mode,
+    pub media: MediaOptions,
+    /// Hang up this long after the call's audio starts.
     pub hangup_after: Option<Duration>,
     /// Write the final media statistics here as JSON.
     pub stats: Option<PathBuf>,
 }
 
+/// Longest wait for the engine to stop and finish its files after the call.
+const ENGINE_STOP: Duration = Duration::from_secs(10);
+
+/// One run: the phone, the script it follows, and what it is waiting for.
+struct Run {
+    phone: Phone,
+    mode: Mode,
+    hangup_after: Option<Duration>,
+    hangup_at: Option<Instant>,
+    /// An engine was started and has not reported stopping (or failing) yet.
+    engine_running: bool,
+    stats: Option<MediaStats>,
+}
+
 /// Runs one call to its end.
-pub async fn run(opts: Options, mode: Mode, mut media: CallMedia) -> anyhow::Result<()> {
-    let (handle, mut events) = net::spawn(SignalConfig {
-        server: opts.server.clone(),
-        name: opts.name.clone(),
-        media: opts.media,
-        subscribe: false,
-        notify: None,
-    });
-    let mut calls = CallMachine::new();
-    let mut hangup_at: Option<Instant> = None;
-    let result = loop {
-        let deadline = hangup_at;
-        let ev = tokio::select! {
-            ev = events.recv() => ev,
-            _ = async { sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
-                hangup_at = None;
-                if let Ok(Some(msg)) = calls.hangup(std::time::Instant::now()) {
-                    handle.send(msg);
-                }
-                continue;
-            }
-        };
-        let Some(ev) = ev else {
-            break Err(anyhow!("signaling stopped unexpectedly"));
-        };
-        match ev {
-            Event::Registered { name, media: m, .. } => {
-                eprintln!("registered as {name:?}, media at {m}");
-                if let Mode::Call(peer) = &mode {
-                    if !calls.is_busy() && calls.peer().is_none() {
-                        let key = media.offer_key();
-                        if let Ok(msg) = calls.dial(peer, key, std::time::Instant::now()) {
-                            handle.send(msg);
-                        }
-                    }
-                }
-            }
-            Event::Refused { message, .. } => {
-                break Err(anyhow!("registration refused: {message}"))
-            }
-            Event::Unreachable { message } => break Err(anyhow!(message)),
-            Event::ConnectionLost { .. } => {
-                calls.server_lost(std::time::Instant::now());
-                break Err(anyhow!(Outcome::ServerLost.describe()));
-            }
-            Event::Stopped => break Err(anyhow!("signaling stopped unexpectedly")),
-            Event::Server(msg) => {
-                if let Some(done) = on_server(
-                    &msg,
-                    &mode,
-                    &mut calls,
-                    &mut media,
-                    &handle,
-                    &opts,
-                    &mut hangup_at,
-                )? {
-                    break done;
-                }
-            }
-        }
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let mut phone = Phone::new(false, Some(opts.media));
+    let mut events = phone.connect(opts.connect).map_err(|p| anyhow!("{p}"))?;
+    let mut run = Run {
+        phone,
+        mode: opts.mode,
+        hangup_after: opts.hangup_after,
+        hangup_at: None,
+        engine_running: false,
+        stats: None,
     };
-    let stats = media.stop();
-    if let (Some(path), Some(stats)) = (&opts.stats, &stats) {
+    let result = run.until_done(&mut events).await;
+    run.finish(&mut events.media).await;
+    if let (Some(path), Some(stats)) = (&opts.stats, &run.stats) {
         let json = serde_json::to_string_pretty(stats)?;
         std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    handle.disconnect();
+    run.phone.leave();
     // Let the bye reach the server before the runtime goes away.
-    let _ = net::wait_for(&mut events, Duration::from_secs(2), |e| {
+    let _ = net::wait_for(&mut events.signal, Duration::from_secs(2), |e| {
         (*e == Event::Stopped).then_some(())
     })
     .await;
     result
 }
 
-/// Handles one server message; `Some(result)` ends the run.
-fn on_server(
-    msg: &ServerMsg,
-    mode: &Mode,
-    calls: &mut CallMachine,
-    media: &mut CallMedia,
-    handle: &SignalHandle,
-    opts: &Options,
-    hangup_at: &mut Option<Instant>,
-) -> anyhow::Result<Option<anyhow::Result<()>>> {
-    let now = std::time::Instant::now();
-    let (event, reply) = calls.on_server(msg, now);
-    if let Some(reply) = reply {
-        handle.send(reply);
-    }
-    match event {
-        Some(CallEvent::Incoming) => {
-            let decline = matches!(mode, Mode::Answer { decline: true });
-            let msg = if decline {
-                calls.decline()
-            } else {
-                let key = media.offer_key();
-                calls.accept(None, key)
-            };
-            if let Ok(msg) = msg {
-                handle.send(msg);
+impl Run {
+    /// Follows signaling, media and the hang-up timer until the call is over (or fails).
+    async fn until_done(&mut self, events: &mut PhoneEvents) -> anyhow::Result<()> {
+        let mut media_open = true;
+        loop {
+            let deadline = self.hangup_at;
+            tokio::select! {
+                ev = events.signal.recv() => {
+                    let Some(ev) = ev else {
+                        return Err(anyhow!("signaling stopped unexpectedly"));
+                    };
+                    if let Some(done) = self.on_signal(ev) {
+                        return done;
+                    }
+                }
+                ev = events.media.recv(), if media_open => match ev {
+                    Some(ev) => self.on_media(ev)?,
+                    None => media_open = false,
+                },
+                _ = async { sleep_until(deadline.unwrap()).await }, if deadline.is_some() => {
+                    self.hangup_at = None;
+                    if let Ok(fx) = self.phone.hangup(std::time::Instant::now()) {
+                        if let Some(done) = self.show(fx) {
+                            return done;
+                        }
+                    }
+                }
             }
         }
-        Some(CallEvent::Connected) => {
-            let (peer, peer_media, key) = match calls.state() {
-                CallState::InCall {
-                    peer, media, key, ..
-                } => (peer.clone(), *media, key.clone()),
-                _ => return Ok(None),
-            };
-            let role = if matches!(mode, Mode::Call(_)) {
-                Role::Caller
-            } else {
-                Role::Callee
-            };
-            media.start(role, peer_media, key.as_deref().map(|k| k.as_slice()))?;
-            match media.sas() {
+    }
+
+    /// One signaling event; `Some(result)` ends the run.
+    fn on_signal(&mut self, ev: Event) -> Option<anyhow::Result<()>> {
+        let fx = self
+            .phone
+            .on_signal(ev.clone(), std::time::Instant::now(), SystemTime::now());
+        if let Some(done) = self.show(fx) {
+            return Some(done);
+        }
+        match ev {
+            Event::Registered { name, media, .. } => {
+                eprintln!("registered as {name:?}, media at {media}");
+                if let Mode::Call(peer) = &self.mode {
+                    let idle = !self.phone.model().calls.is_busy()
+                        && self.phone.model().calls.peer().is_none();
+                    if idle {
+                        let peer = peer.clone();
+                        let dialed =
+                            self.phone
+                                .dial(&peer, std::time::Instant::now(), SystemTime::now());
+                        if let Ok(fx) = dialed {
+                            return self.show(fx);
+                        }
+                    }
+                }
+                None
+            }
+            Event::Refused { message, .. } => Some(Err(anyhow!("registration refused: {message}"))),
+            Event::Unreachable { message } => Some(Err(anyhow!(message))),
+            Event::ConnectionLost { .. } => Some(Err(anyhow!(Outcome::ServerLost.describe()))),
+            Event::Stopped => Some(Err(anyhow!("signaling stopped unexpectedly"))),
+            Event::Server(_) => None,
+        }
+    }
+
+    /// Acts on what the phone did; `Some(result)` ends the run.
+    fn show(&mut self, fx: Vec<Effect>) -> Option<anyhow::Result<()>> {
+        for effect in fx {
+            match effect {
+                Effect::StartMedia(_) => self.engine_running = true,
+                Effect::Call(event) => {
+                    if let Some(done) = self.on_call(event) {
+                        return Some(done);
+                    }
+                }
+                Effect::ServerError(message) => {
+                    let calls = &self.phone.model().calls;
+                    let nothing_placed = !calls.is_busy() && calls.peer().is_none();
+                    if nothing_placed && matches!(self.mode, Mode::Call(_)) {
+                        return Some(Err(anyhow!(message)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    fn on_call(&mut self, event: CallEvent) -> Option<anyhow::Result<()>> {
+        let peer = self.phone.model().calls.peer().unwrap_or("").to_string();
+        match event {
+            CallEvent::Incoming => {
+                let answered = match self.mode {
+                    Mode::Answer { decline: true } => self.phone.decline(),
+                    _ => self.phone.accept(),
+                };
+                if let Ok(fx) = answered {
+                    return self.show(fx);
+                }
+            }
+            CallEvent::Connected => match self.phone.media().and_then(|m| m.sas()) {
                 Some(sas) => eprintln!("call with {peer} connected, encrypted (code {sas})"),
                 None => {
                     eprintln!("call with {peer} connected, NOT encrypted (the peer sent no key)")
                 }
+            },
+            CallEvent::Ended(outcome) => {
+                let talked = matches!(
+                    self.phone.model().calls.state(),
+                    CallState::Ended {
+                        talked: Some(_),
+                        ..
+                    }
+                );
+                let ok = match &outcome {
+                    Outcome::Ended(EndReason::HungUp | EndReason::PeerHungUp) => talked,
+                    Outcome::Ended(EndReason::Declined) => {
+                        matches!(self.mode, Mode::Answer { decline: true })
+                    }
+                    _ => false,
+                };
+                eprintln!("call ended: {}", outcome.describe());
+                return Some(if ok {
+                    Ok(())
+                } else {
+                    Err(anyhow!(outcome.describe()))
+                });
             }
-            if let Some(after) = opts.hangup_after {
-                *hangup_at = Some(Instant::now() + after);
+            CallEvent::RingingOut => eprintln!("ringing {peer}"),
+            CallEvent::AutoDeclined(_) => {}
+        }
+        None
+    }
+
+    /// Audio is ready (the hang-up timer starts), failed (the run fails), or stopped.
+    fn on_media(&mut self, ev: LinkEvent) -> anyhow::Result<()> {
+        self.phone.on_media(&ev);
+        match ev {
+            LinkEvent::Ready { .. } => {
+                if let Some(after) = self.hangup_after {
+                    self.hangup_at = Some(Instant::now() + after);
+                }
+            }
+            LinkEvent::Failed { message, .. } => {
+                self.engine_running = false;
+                return Err(anyhow!("no audio: {message}"));
+            }
+            LinkEvent::RecordingFailed(message) => return Err(anyhow!(message)),
+            LinkEvent::Stopped(stats) => {
+                self.engine_running = false;
+                self.stats = Some(*stats);
             }
         }
-        Some(CallEvent::Ended(outcome)) => {
-            let talked = matches!(
-                calls.state(),
-                CallState::Ended {
-                    talked: Some(_),
-                    ..
-                }
-            );
-            let ok = match &outcome {
-                Outcome::Ended(EndReason::HungUp | EndReason::PeerHungUp) => talked,
-                Outcome::Ended(EndReason::Declined) => {
-                    matches!(mode, Mode::Answer { decline: true })
-                }
-                _ => false,
-            };
-            eprintln!("call ended: {}", outcome.describe());
-            return Ok(Some(if ok {
-                Ok(())
-            } else {
-                Err(anyhow!(outcome.describe()))
-            }));
-        }
-        Some(CallEvent::RingingOut) => eprintln!("ringing {}", calls.peer().unwrap_or("")),
-        Some(CallEvent::AutoDeclined(_)) | None => {}
+        Ok(())
     }
-    if let ServerMsg::Error { message, .. } = msg {
-        if !calls.is_busy() && matches!(mode, Mode::Call(_)) && calls.peer().is_none() {
-            bail!("{message}");
+
+    /// Hangs up a call still up, and waits for the engine to stop and finish its files.
+    async fn finish(&mut self, media: &mut mpsc::Receiver<LinkEvent>) {
+        if self.phone.model().calls.is_busy() {
+            if let Ok(fx) = self.phone.hangup(std::time::Instant::now()) {
+                let _ = self.show(fx);
+            }
+        }
+        // The server confirms a hang-up later, and nobody reads its answer any more.
+        self.phone.stop_audio();
+        let waited = timeout(ENGINE_STOP, async {
+            while self.engine_running {
+                match media.recv().await {
+                    Some(ev) => {
+                        let _ = self.on_media(ev);
+                    }
+                    None => break,
+                }
+            }
+        })
+        .await;
+        if waited.is_err() {
+            tracing::warn!("the media engine did not stop in time");
         }
     }
-    Ok(None)
 }

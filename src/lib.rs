@@ -1,9 +1,10 @@
-//! Fala, the client: signaling, media, the terminal client, headless calls and the window.
+//! Fala, the client: the call core, signaling, media, and its faces (the window, the terminal
+//! client and the headless commands).
 
 pub mod app;
+pub mod client;
 pub mod headless;
 pub mod media;
 pub mod net;
 pub mod netsim;
-pub mod phone;
 pub mod term;

@@ -1,18 +1,17 @@
 //! `fala`: the softphone. With no arguments it opens the window; subcommands give scripts and
 //! tests a headless way in.
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use fala::app::{engine_link::EngineLink, runtime::NetRuntime, store::Store, App};
+use fala::app::{runtime::NetRuntime, store::Store, App};
+use fala::client::{Advertise, ConnectRequest, MediaOptions};
 use fala::headless::{self, Mode};
 use fala::media::{CodecSettings, FrameMs, InputSpec, JitterMode, JitterSettings, OutputSpec};
-use fala::phone::{CallMedia, MediaOptions};
-use fala::term::{self, SignalConfigParts, TermOptions};
-use fala_proto::MediaAddr;
+use fala::term::{self, TermOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -81,6 +80,19 @@ struct AudioArgs {
     no_encrypt: bool,
 }
 
+impl Identity {
+    fn request(self) -> ConnectRequest {
+        ConnectRequest {
+            server: self.server,
+            name: self.name,
+            media_port: self.media_port,
+            advertise: self.advertise.map_or(Advertise::Seen, Advertise::Addr),
+            server_is_local: false,
+            notify: None,
+        }
+    }
+}
+
 impl AudioArgs {
     fn options(&self) -> MediaOptions {
         let input = match (&self.input, &self.input_device) {
@@ -93,11 +105,7 @@ impl AudioArgs {
         };
         let mut codec = CodecSettings {
             bitrate: self.bitrate,
-            frame: if self.frame_ms < 20 {
-                FrameMs::Ten
-            } else {
-                FrameMs::Twenty
-            },
+            frame: FrameMs::from_ms(self.frame_ms),
             dtx: self.dtx,
             max_copies: self.max_copies,
             ..CodecSettings::default()
@@ -164,18 +172,6 @@ enum Cmd {
     Devices,
 }
 
-/// Binds the media socket and works out the address to register.
-fn media_socket(id: &Identity) -> anyhow::Result<(UdpSocket, MediaAddr)> {
-    let socket = UdpSocket::bind(("0.0.0.0", id.media_port))
-        .with_context(|| format!("cannot bind UDP port {}", id.media_port))?;
-    let port = socket.local_addr()?.port();
-    let media = id
-        .advertise
-        .map(MediaAddr)
-        .unwrap_or_else(|| MediaAddr::new(Ipv4Addr::UNSPECIFIED, port));
-    Ok((socket, media))
-}
-
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -189,16 +185,14 @@ fn headless_call(
     hangup_after: Option<f64>,
     stats: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let (socket, media) = media_socket(&id)?;
     let opts = headless::Options {
-        server: id.server,
-        name: id.name,
-        media,
+        connect: id.request(),
+        mode,
+        media: audio.options(),
         hangup_after: hangup_after.map(Duration::from_secs_f64),
         stats,
     };
-    let phone = CallMedia::new(socket, audio.options());
-    runtime()?.block_on(headless::run(opts, mode, phone))
+    runtime()?.block_on(headless::run(opts))
 }
 
 /// Errors end the program with one line on standard error and exit status 1 (scripts read
@@ -225,19 +219,11 @@ fn run() -> anyhow::Result<()> {
             audio,
             hangup_key,
         }) => {
-            let (socket, media) = media_socket(&id)?;
-            let phone = CallMedia::new(socket, audio.options());
-            runtime()?.block_on(term::run(
-                TermOptions {
-                    signal: SignalConfigParts {
-                        server: id.server,
-                        name: id.name,
-                        media,
-                    },
-                    hangup_key,
-                },
-                phone,
-            ))
+            let opts = TermOptions {
+                connect: id.request(),
+                hangup_key,
+            };
+            runtime()?.block_on(term::run(opts, audio.options()))
         }
         Some(Cmd::Call {
             peer,
@@ -289,7 +275,7 @@ fn run_window(launched: Instant, connect: bool) -> anyhow::Result<()> {
         options,
         Box::new(move |_cc| {
             let app = App::new(settings, store, handle)
-                .with_media(Box::new(EngineLink::new()))
+                .with_audio()
                 .launched_at(launched)
                 .connect_on_start(connect);
             Ok(Box::new(app))

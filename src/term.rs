@@ -1,33 +1,26 @@
-//! `fala term`: the terminal client, following the original program's flow: register, then
-//! 0 = disconnect, 1 = look a user up and call them; an incoming call asks Y / N; while a call
-//! is up the hang-up key is shown.
+//! `fala term`: the terminal face of the call core, following the original program's flow:
+//! register, then 0 = disconnect, 1 = look a user up and call them; an incoming call asks
+//! Y / N; while a call is up the hang-up key is shown. It prints what the window paints.
 
 use std::io::BufRead;
-use std::time::{Duration, Instant};
+use std::time::{Instant, SystemTime};
 
-use anyhow::{bail, Context};
-use fala_proto::call::{CallEvent, CallMachine, CallState};
-use fala_proto::{ClientMsg, ServerMsg};
+use anyhow::{anyhow, bail};
+use fala_proto::call::{CallEvent, CallState};
+use fala_proto::Availability;
 use tokio::sync::mpsc;
 
-use crate::net::{self, Event, SignalConfig, SignalHandle};
-use crate::phone::CallMedia;
-use fala_proto::media_crypto::Role;
+use crate::client::history::clock;
+use crate::client::model::{Effect, Lookup};
+use crate::client::{AudioState, ConnectRequest, LinkEvent, MediaOptions, Phone};
+use crate::net::Event;
 
 /// Options of the terminal client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TermOptions {
-    pub signal: SignalConfigParts,
+    pub connect: ConnectRequest,
     /// Key (typed, then Enter) that ends a call.
     pub hangup_key: String,
-}
-
-/// The parts of a [`SignalConfig`] a command line gives.
-#[derive(Debug, Clone)]
-pub struct SignalConfigParts {
-    pub server: String,
-    pub name: String,
-    pub media: fala_proto::MediaAddr,
 }
 
 /// What the terminal is waiting for the user to type.
@@ -40,11 +33,7 @@ enum Prompt {
 }
 
 struct Term {
-    handle: SignalHandle,
-    media: CallMedia,
-    /// Whether we placed the current call (decides the key-schedule role).
-    outgoing: bool,
-    calls: CallMachine,
+    phone: Phone,
     prompt: Prompt,
     hangup_key: String,
     /// The name found by the last lookup, offered for a call.
@@ -52,7 +41,7 @@ struct Term {
 }
 
 /// Reads stdin lines on a thread of its own (stdin reads block) into a bounded channel.
-fn stdin_lines() -> mpsc::Receiver<String> {
+fn stdin_lines() -> anyhow::Result<mpsc::Receiver<String>> {
     let (tx, rx) = mpsc::channel(16);
     std::thread::Builder::new()
         .name("fala-stdin".into())
@@ -63,51 +52,44 @@ fn stdin_lines() -> mpsc::Receiver<String> {
                     break;
                 }
             }
-        })
-        .expect("spawn stdin thread");
-    rx
+        })?;
+    Ok(rx)
 }
 
 /// Runs the terminal client until the user disconnects.
-pub async fn run(opts: TermOptions, media: CallMedia) -> anyhow::Result<()> {
-    let config = SignalConfig {
-        server: opts.signal.server.clone(),
-        name: opts.signal.name.clone(),
-        media: opts.signal.media,
-        subscribe: false,
-        notify: None,
-    };
-    let (handle, mut events) = net::spawn(config);
-    let mut input = stdin_lines();
+pub async fn run(opts: TermOptions, media: MediaOptions) -> anyhow::Result<()> {
+    let mut phone = Phone::new(false, Some(media));
+    let (server, name) = (opts.connect.server.clone(), opts.connect.name.clone());
+    let mut events = phone.connect(opts.connect).map_err(|p| anyhow!("{p}"))?;
+    let mut input = stdin_lines()?;
     let mut term = Term {
-        handle,
-        media,
-        outgoing: false,
-        calls: CallMachine::new(),
+        phone,
         prompt: Prompt::Menu,
         hangup_key: opts.hangup_key.to_lowercase(),
         found: None,
     };
-    println!(
-        "Connecting to {} as {:?}...",
-        opts.signal.server, opts.signal.name
-    );
-    let mut stdin_open = true;
+    println!("Connecting to {server} as {name:?}...");
+    let (mut stdin_open, mut media_open) = (true, true);
     loop {
         tokio::select! {
-            ev = events.recv() => {
+            ev = events.signal.recv() => {
                 let Some(ev) = ev else { break };
-                if term.on_event(ev)? {
+                if term.on_signal(ev)? {
                     break;
                 }
             }
+            ev = events.media.recv(), if media_open => match ev {
+                Some(ev) => term.on_media(ev),
+                None => media_open = false,
+            },
             line = input.recv(), if stdin_open => match line {
                 Some(line) => term.on_line(line.trim()),
                 None => {
                     // End of input: leave as if the user pressed 0, unless a call is up.
                     stdin_open = false;
-                    if !term.calls.is_busy() {
-                        term.handle.disconnect();
+                    if !term.phone.model().calls.is_busy() {
+                        let fx = term.phone.disconnect();
+                        term.show(fx);
                     }
                 }
             },
@@ -122,9 +104,12 @@ impl Term {
         println!("Press 0 to disconnect, 1 to look up a user and call them.");
     }
 
-    /// Handles one event; returns true when the client should exit.
-    fn on_event(&mut self, ev: Event) -> anyhow::Result<bool> {
-        let now = Instant::now();
+    /// Handles one signaling event; returns true when the client should exit.
+    fn on_signal(&mut self, ev: Event) -> anyhow::Result<bool> {
+        let fx = self
+            .phone
+            .on_signal(ev.clone(), Instant::now(), SystemTime::now());
+        self.show(fx);
         match ev {
             Event::Registered {
                 name,
@@ -140,68 +125,98 @@ impl Term {
             }
             Event::Refused { message, .. } => bail!("registration refused: {message}"),
             Event::Unreachable { message } => bail!("{message}"),
-            Event::ConnectionLost { message, retry_in } => {
-                if let Some(CallEvent::Ended(outcome)) = self.calls.server_lost(now) {
-                    self.media.stop();
-                    println!("Call ended: {}.", outcome.describe());
-                }
-                println!(
-                    "Lost the server ({message}); retrying in {:.1} s...",
-                    retry_in.as_secs_f32()
-                );
-            }
+            Event::ConnectionLost { message, retry_in } => println!(
+                "Lost the server ({message}); retrying in {:.1} s...",
+                retry_in.as_secs_f32()
+            ),
             Event::Stopped => {
                 println!("Disconnected.");
                 return Ok(true);
             }
-            Event::Server(msg) => self.on_server(msg, now),
+            Event::Server(_) => {}
         }
         Ok(false)
     }
 
-    fn on_server(&mut self, msg: ServerMsg, now: Instant) {
-        let (event, reply) = self.calls.on_server(&msg, now);
-        if let Some(reply) = reply {
-            self.handle.send(reply);
+    fn on_media(&mut self, ev: LinkEvent) {
+        let was_opening = self
+            .phone
+            .media()
+            .is_some_and(|m| *m.state() == AudioState::Opening);
+        self.phone.on_media(&ev);
+        match ev {
+            LinkEvent::Failed { message, .. } if was_opening => println!("No audio: {message}"),
+            LinkEvent::RecordingFailed(message) => println!("Recording failed: {message}"),
+            LinkEvent::Stopped(stats) => println!(
+                "Audio: {} packets sent, {} received, {} lost ({} restored), {:.0} ms mean \
+                 latency.",
+                stats.packets_sent,
+                stats.packets_received,
+                stats.packets_lost,
+                stats.copy_recovered + stats.fec_recovered,
+                stats.latency_ms
+            ),
+            _ => {}
         }
-        match (&msg, event) {
-            (_, Some(CallEvent::RingingOut)) => {
+    }
+
+    /// Prints what the phone did.
+    fn show(&mut self, fx: Vec<Effect>) {
+        for effect in fx {
+            match effect {
+                Effect::Call(event) => self.show_call(event),
+                Effect::LookupAnswered if self.prompt == Prompt::LookupName => self.show_lookup(),
+                Effect::ServerError(message) => println!("Server: {message}"),
+                _ => {}
+            }
+        }
+    }
+
+    fn show_call(&mut self, event: CallEvent) {
+        let model = self.phone.model();
+        let peer = model.calls.peer().unwrap_or("").to_string();
+        match event {
+            CallEvent::RingingOut => println!(
+                "Ringing {peer}... (type {} and Enter to cancel)",
+                self.hangup_key
+            ),
+            CallEvent::Incoming => {
+                if let CallState::RingingIn { media, .. } = model.calls.state() {
+                    println!("Incoming call from {peer} ({media}). Accept? [Y/N]");
+                }
+            }
+            CallEvent::Connected => {
+                let link = self.phone.media();
+                let how = match (link.map(|m| m.state()), link.and_then(|m| m.sas())) {
+                    (Some(AudioState::Failed(e)), _) => format!("no audio: {e}"),
+                    (_, Some(sas)) => format!("audio encrypted, code {sas}"),
+                    (_, None) => "audio NOT encrypted".to_string(),
+                };
                 println!(
-                    "Ringing {}... (type {} and Enter to cancel)",
-                    self.calls.peer().unwrap_or(""),
+                    "Call with {peer} connected ({how}). Type {} and Enter to hang up.",
                     self.hangup_key
                 );
             }
-            (ServerMsg::IncomingCall { caller, media, .. }, Some(CallEvent::Incoming)) => {
-                println!("Incoming call from {caller} ({media}). Accept? [Y/N]");
-            }
-            (_, Some(CallEvent::Connected)) => self.start_audio(),
-            (_, Some(CallEvent::Ended(outcome))) => {
-                if let Some(stats) = self.media.stop() {
-                    println!(
-                        "Audio: {} packets sent, {} received, {} lost ({} restored), {:.0} ms \
-                         mean latency.",
-                        stats.packets_sent,
-                        stats.packets_received,
-                        stats.packets_lost,
-                        stats.copy_recovered + stats.fec_recovered,
-                        stats.latency_ms
-                    );
-                }
-                let talked = match self.calls.state() {
+            CallEvent::Ended(outcome) => {
+                let talked = match model.calls.state() {
                     CallState::Ended {
                         talked: Some(d), ..
-                    } => format!(" after {}", clock(*d)),
+                    } => format!(" after {}", clock(d.as_secs())),
                     _ => String::new(),
                 };
                 println!("Call ended{talked}: {}.", outcome.describe());
                 self.menu();
             }
-            (_, Some(CallEvent::AutoDeclined(_))) => {}
-            (ServerMsg::UserFound { user }, None) if self.prompt == Prompt::LookupName => {
+            CallEvent::AutoDeclined(_) => {}
+        }
+    }
+
+    fn show_lookup(&mut self) {
+        match &self.phone.model().lookup {
+            Lookup::Found(user) => {
                 let status = match user.status {
-                    fala_proto::Availability::Available => "available",
-                    fala_proto::Availability::InCall => "in a call",
+                    Availability::Available => "available",
+                    Availability::InCall => "in a call",
                 };
                 println!(
                     "{} is online ({status}) at {}. Call? [Y/N]",
@@ -210,45 +225,34 @@ impl Term {
                 self.found = Some(user.name.clone());
                 self.prompt = Prompt::CallChoice;
             }
-            (ServerMsg::UserNotFound { name }, None) if self.prompt == Prompt::LookupName => {
-                println!("{name:?} was not found. Type another name, or Enter to go back:");
+            Lookup::NotFound(name) => {
+                println!("{name:?} was not found. Type another name, or Enter to go back:")
             }
-            (ServerMsg::Error { message, .. }, None) => println!("Server: {message}"),
-            _ => {}
+            Lookup::Idle | Lookup::Pending(_) => {}
         }
     }
 
     fn on_line(&mut self, line: &str) {
         let now = Instant::now();
         let key = line.to_lowercase();
-        if let CallState::RingingIn { .. } = self.calls.state() {
-            let msg = match key.as_str() {
-                "y" => {
-                    self.outgoing = false;
-                    let key = self.media.offer_key();
-                    self.calls.accept(None, key).ok()
-                }
-                "n" => self.calls.decline().ok(),
+        if let CallState::RingingIn { .. } = self.phone.model().calls.state() {
+            let answered = match key.as_str() {
+                "y" => self.phone.accept(),
+                "n" => self.phone.decline(),
                 _ => {
                     println!("Type Y to accept or N to decline.");
-                    None
+                    return;
                 }
             };
-            if let Some(msg) = msg {
-                self.handle.send(msg);
+            if let Ok(fx) = answered {
+                self.show(fx);
             }
             return;
         }
-        if self.calls.is_busy() {
+        if self.phone.model().calls.is_busy() {
             if key == self.hangup_key {
-                match self.calls.hangup(now) {
-                    Ok(Some(msg)) => {
-                        self.handle.send(msg);
-                    }
-                    Ok(None) => {
-                        println!("Call cancelled.");
-                        self.menu();
-                    }
+                match self.phone.hangup(now) {
+                    Ok(fx) => self.show(fx),
                     Err(e) => println!("{e}"),
                 }
             } else {
@@ -259,7 +263,8 @@ impl Term {
         match (self.prompt, key.as_str()) {
             (Prompt::Menu, "0") => {
                 println!("Disconnecting...");
-                self.handle.disconnect();
+                let fx = self.phone.disconnect();
+                self.show(fx);
                 self.prompt = Prompt::Busy;
             }
             (Prompt::Menu, "1") => {
@@ -270,18 +275,15 @@ impl Term {
             (Prompt::Menu, _) => self.menu(),
             (Prompt::LookupName, "") => self.menu(),
             (Prompt::LookupName, _) => {
-                self.handle.send(ClientMsg::Lookup {
-                    name: line.to_string(),
-                });
+                let fx = self.phone.lookup(line);
+                self.show(fx);
             }
             (Prompt::CallChoice, "y") => {
                 let peer = self.found.take().unwrap_or_default();
-                self.outgoing = true;
-                let key = self.media.offer_key();
-                match self.calls.dial(&peer, key, now) {
-                    Ok(msg) => {
+                match self.phone.dial(&peer, now, SystemTime::now()) {
+                    Ok(fx) => {
                         println!("Calling {peer}...");
-                        self.handle.send(msg);
+                        self.show(fx);
                     }
                     Err(e) => println!("{e}"),
                 }
@@ -290,47 +292,4 @@ impl Term {
             (Prompt::Busy, _) => {}
         }
     }
-}
-
-impl Term {
-    /// The call is up: start real audio with the peer and tell the user how to end it.
-    fn start_audio(&mut self) {
-        let CallState::InCall {
-            peer, media, key, ..
-        } = self.calls.state().clone()
-        else {
-            return;
-        };
-        let role = if self.outgoing {
-            Role::Caller
-        } else {
-            Role::Callee
-        };
-        let how = match self
-            .media
-            .start(role, media, key.as_deref().map(|k| k.as_slice()))
-        {
-            Ok(()) => match self.media.sas() {
-                Some(sas) => format!("audio encrypted, code {sas}"),
-                None => "audio NOT encrypted".to_string(),
-            },
-            Err(e) => format!("no audio: {e}"),
-        };
-        println!(
-            "Call with {peer} connected ({how}). Type {} and Enter to hang up.",
-            self.hangup_key
-        );
-    }
-}
-
-/// `m:ss` for a call duration.
-pub fn clock(d: Duration) -> String {
-    let s = d.as_secs();
-    format!("{}:{:02}", s / 60, s % 60)
-}
-
-/// Binds the media socket the client will receive audio on (ephemeral port when 0).
-pub fn bind_media(port: u16) -> anyhow::Result<std::net::UdpSocket> {
-    std::net::UdpSocket::bind(("0.0.0.0", port))
-        .with_context(|| format!("cannot bind UDP port {port}"))
 }

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
-use fala::app::history::{Direction, HistoryOutcome};
-use fala::app::logic::Session;
 use fala::app::settings::Settings;
 use fala::app::store::Store;
 use fala::app::App;
+use fala::client::history::{CallDirection, HistoryOutcome};
+use fala::client::model::Registration;
 use fala_proto::call::CallState;
 use fala_proto::{CallId, ClientMsg, EndReason, ServerMsg};
 use fala_server::{Config, Timeouts};
@@ -269,13 +269,13 @@ fn call_accepted_then_hung_up_from_the_window() {
     wait_text(&mut h, "Call with bob ended: you hung up.");
     let entry = &h.state().history().entries[0];
     assert_eq!(entry.peer, "bob");
-    assert_eq!(entry.direction, Direction::Outgoing);
+    assert_eq!(entry.direction, CallDirection::Outgoing);
     assert_eq!(entry.outcome, HistoryOutcome::Talked);
     // Now Disconnect unregisters.
     click(&mut h, "OK");
     click(&mut h, "Disconnect");
     wait(&mut h, "back on the connect screen", |h| {
-        h.state().model().session == Session::Offline
+        h.state().model().registration == Registration::Offline
     });
     wait_text(&mut h, "Register");
     // The window is offline at once; the server forgets "ana" when her connection closes, a
@@ -353,7 +353,7 @@ fn incoming_call_accepted_with_y_then_peer_hangs_up() {
     wait_text(&mut h, "hung up by the other side");
     assert_eq!(
         h.state().history().entries[0].direction,
-        Direction::Incoming
+        CallDirection::Incoming
     );
 }
 

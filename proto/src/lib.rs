@@ -6,6 +6,7 @@
 pub mod call;
 pub mod frame;
 pub mod media_crypto;
+pub mod media_session;
 pub mod name;
 pub mod red;
 pub mod rtcp;

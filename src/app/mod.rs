@@ -1,42 +1,40 @@
-//! The window: [`App`] owns the state ([`logic::Model`]), the link to the signaling task, the
-//! audio seam and the stores, and draws one screen per frame from `ui/`.
+//! The window: one face of the call core. [`App`] drives a [`Phone`] (model, signaling,
+//! media link) and adds what only a window has: settings and history on disk, sounds outside
+//! calls (ringtone, test tone, microphone meter), a local server, and one screen per frame from
+//! `ui/`.
 //!
-//! The UI thread never blocks: commands go to the `fala-net` runtime through bounded channels,
-//! events come back through one that is drained each frame within [`DRAIN_BUDGET`], and the
-//! signaling task wakes the window with `request_repaint` when it queues an event. An idle
-//! window therefore does not repaint at all; only ringing and calls repaint on a timer (for
-//! the call timer and meters).
+//! The UI thread never waits: commands go to the `fala-net` runtime through bounded channels;
+//! signaling and media events come back through channels drained each frame within
+//! [`DRAIN_BUDGET`], and whoever queues an event wakes the window with `request_repaint`.
+//! Devices open on the media thread, device lists come from a thread of their own, and
+//! settings, history and recordings are written off this thread. An idle window does not
+//! repaint at all; only ringing and calls repaint on a timer (for the call timer and meters).
 
-pub mod engine_link;
-pub mod history;
+mod actions;
+pub mod call_stats;
+mod events;
 pub mod i18n;
 pub mod local_server;
-pub mod logic;
-pub mod media_link;
 pub mod runtime;
 pub mod settings;
+mod sounds;
 pub mod store;
 mod ui;
 
-use std::net::{Ipv4Addr, UdpSocket};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use fala_proto::call::CallState;
-use fala_proto::name::validate_name;
-use fala_proto::MediaAddr;
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
 
-use crate::net::{self, Event, SignalConfig, SignalHandle};
-use history::History;
+use crate::client::history::History;
+use crate::client::model::Model;
+use crate::client::{Phone, PhoneEvents};
 use i18n::Strings;
 use local_server::LocalServer;
-use logic::{ConnectProblem, Effect, Model};
-use media_link::{AudioChoice, CallMedia, MediaLink, NoEngine, RINGTONE_WAV};
 use settings::Settings;
-use store::Store;
+use sounds::Sounds;
+use store::{Saver, Store};
 
 /// Longest time a frame spends applying queued events before drawing (the rest waits for the
 /// next frame, which is requested at once).
@@ -71,24 +69,17 @@ struct UiState {
     applied_theme: Option<settings::Theme>,
 }
 
-/// The running signaling task as seen from the UI thread.
-struct NetLink {
-    handle: SignalHandle,
-    events: mpsc::Receiver<Event>,
-}
-
 /// The softphone window. Constructible without eframe so tests can drive [`App::show`].
 pub struct App {
-    model: Model,
+    phone: Phone,
+    /// The connected phone's events, drained each frame.
+    events: Option<PhoneEvents>,
     settings: Settings,
     saved_settings: Settings,
     history: History,
-    store: Store,
+    saver: Saver,
     rt: Handle,
-    net: Option<NetLink>,
-    /// The UDP socket registered for audio; opened at Register, kept for the session.
-    media_socket: Option<UdpSocket>,
-    media: Box<dyn MediaLink>,
+    sounds: Sounds,
     local_server: Option<LocalServer>,
     ui: UiState,
     /// Save-dialog answers come back here from the dialog's thread.
@@ -101,25 +92,33 @@ pub struct App {
 
 impl App {
     /// A window with the given settings, running its network side on `rt`, with no audio
-    /// engine (see [`App::with_media`]).
+    /// engine (see [`App::with_audio`]): calls connect, nothing is played, and the window says
+    /// so.
     pub fn new(settings: Settings, store: Store, rt: Handle) -> Self {
         let history = store.load_history();
         App {
-            model: Model::new(),
+            phone: Phone::new(true, None),
+            events: None,
             saved_settings: settings.clone(),
             settings,
             history,
-            store,
+            saver: Saver::start(store),
             rt,
-            net: None,
-            media_socket: None,
-            media: Box::new(NoEngine::default()),
+            sounds: Sounds::new(false),
             local_server: None,
             ui: UiState::default(),
             dialog_rx: None,
             launched: None,
             connect_on_start: false,
         }
+    }
+
+    /// Plays real audio: calls through the media engine, the ringtone, the test tone and the
+    /// microphone meter through the sound devices.
+    pub fn with_audio(mut self) -> Self {
+        self.phone = Phone::new(true, Some(self.settings.media_options()));
+        self.sounds = Sounds::new(true);
+        self
     }
 
     /// Registers with the remembered settings as soon as the window shows.
@@ -134,14 +133,8 @@ impl App {
         self
     }
 
-    /// Plugs in an audio engine.
-    pub fn with_media(mut self, media: Box<dyn MediaLink>) -> Self {
-        self.media = media;
-        self
-    }
-
     pub fn model(&self) -> &Model {
-        &self.model
+        self.phone.model()
     }
 
     pub fn settings(&self) -> &Settings {
@@ -163,10 +156,8 @@ impl App {
 
     /// The UDP port audio is received on, once registered.
     pub fn media_port(&self) -> Option<u16> {
-        self.media_socket
-            .as_ref()
-            .and_then(|s| s.local_addr().ok())
-            .map(|a| a.port())
+        let link = self.phone.media()?;
+        link.local_addr().ok().map(|a| a.port())
     }
 
     fn tr(&self) -> &'static Strings {
@@ -180,14 +171,18 @@ impl App {
         self.draw(ui);
     }
 
-    /// Applies what arrived from the network and dialogs. eframe calls this even while the
-    /// window is hidden or minimised, so an incoming call still rings and notifies then.
+    /// Applies what arrived from the network, the media link and dialogs. eframe calls this
+    /// even while the window is hidden or minimised, so an incoming call still rings and
+    /// notifies then.
     pub fn logic(&mut self, ctx: &egui::Context) {
         if std::mem::take(&mut self.connect_on_start) {
             self.connect(ctx);
         }
         self.drain_events(ctx);
         self.drain_dialogs();
+        if let Some(e) = self.saver.take_error() {
+            self.ui.settings_error = Some(e);
+        }
         self.apply_theme(ctx);
     }
 
@@ -212,50 +207,16 @@ impl App {
     /// runs, at the next whole second of its clock, or every [`LIVE_REPAINT`] when an audio
     /// engine feeds the meters.
     fn live_repaint(&self, now: Instant) -> Option<Duration> {
-        let since = match self.model.calls.state() {
+        let since = match self.model().calls.state() {
             CallState::Dialing { since, .. }
             | CallState::RingingOut { since, .. }
             | CallState::RingingIn { since, .. } => *since,
-            CallState::InCall { .. } if self.media.is_connected() => return Some(LIVE_REPAINT),
+            CallState::InCall { .. } if self.sounds.enabled() => return Some(LIVE_REPAINT),
             CallState::InCall { since, .. } => *since,
             CallState::Idle | CallState::Ended { .. } => return None,
         };
         let into_second = now.saturating_duration_since(since).subsec_millis() as u64;
         Some(Duration::from_millis(1000 - into_second))
-    }
-
-    fn drain_events(&mut self, ctx: &egui::Context) {
-        let deadline = Instant::now() + DRAIN_BUDGET;
-        loop {
-            let Some(net) = self.net.as_mut() else { return };
-            let ev = match net.events.try_recv() {
-                Ok(ev) => ev,
-                Err(mpsc::error::TryRecvError::Empty) => return,
-                Err(mpsc::error::TryRecvError::Disconnected) => Event::Stopped,
-            };
-            let stopped = ev == Event::Stopped;
-            let fx = self.model.on_event(ev, Instant::now(), SystemTime::now());
-            self.apply(fx, ctx);
-            if stopped {
-                self.net = None;
-                self.media_socket = None;
-                return;
-            }
-            if Instant::now() >= deadline {
-                ctx.request_repaint();
-                return;
-            }
-        }
-    }
-
-    fn drain_dialogs(&mut self) {
-        let Some(rx) = &self.dialog_rx else { return };
-        if let Ok(answer) = rx.try_recv() {
-            self.dialog_rx = None;
-            if let Some(path) = answer {
-                self.record_to(path);
-            }
-        }
     }
 
     fn apply_theme(&mut self, ctx: &egui::Context) {
@@ -270,14 +231,14 @@ impl App {
 
     /// Y / N answer a ringing call (as in the original); the hang-up key ends any call.
     fn handle_hotkeys(&mut self, ctx: &egui::Context) {
-        let ringing_in = matches!(self.model.calls.state(), CallState::RingingIn { .. });
+        let ringing_in = matches!(self.model().calls.state(), CallState::RingingIn { .. });
         if ringing_in {
             if ctx.input_mut(|i| i.consume_key(egui::Modifiers::NONE, egui::Key::Y)) {
                 self.accept(ctx);
             } else if ctx.input_mut(|i| i.consume_key(egui::Modifiers::NONE, egui::Key::N)) {
                 self.decline(ctx);
             }
-        } else if self.model.calls.is_busy() {
+        } else if self.model().calls.is_busy() {
             let key = self.settings.hangup_key();
             if ctx.input_mut(|i| i.consume_key(egui::Modifiers::NONE, key)) {
                 self.hangup(ctx);
@@ -285,260 +246,15 @@ impl App {
         }
     }
 
+    /// Hands changed settings to the saver (which writes them a moment after the last change,
+    /// off this thread) and to the phone (the next call sounds as they say).
     fn persist_settings(&mut self) {
         if self.settings != self.saved_settings {
             self.saved_settings = self.settings.clone();
-            self.ui.settings_error = self
-                .store
-                .save_settings(&self.settings)
-                .err()
-                .map(|e| e.to_string());
+            self.phone.set_media_options(self.settings.media_options());
+            self.saver.save_settings(self.settings.clone());
         }
     }
-
-    /// Carries out what the logic asked for.
-    fn apply(&mut self, effects: Vec<Effect>, ctx: &egui::Context) {
-        for effect in effects {
-            match effect {
-                Effect::Send(msg) => {
-                    if let Some(net) = &self.net {
-                        if !net.handle.send(msg) {
-                            tracing::warn!("signaling queue full or closed; message dropped");
-                        }
-                    }
-                }
-                Effect::Disconnect => {
-                    if let Some(net) = &self.net {
-                        net.handle.disconnect();
-                    }
-                }
-                Effect::StartMedia {
-                    peer,
-                    peer_key,
-                    outgoing,
-                } => self.start_media(peer, peer_key, outgoing),
-                Effect::StopMedia => {
-                    self.media.stop();
-                    self.ui.recording = None;
-                    self.ui.record_error = None;
-                }
-                Effect::StartRinging => {
-                    // Without an engine the ringtone cannot play; the dialog still shows.
-                    let _ = self.media.start_ringing(RINGTONE_WAV);
-                }
-                Effect::StopRinging => self.media.stop_ringing(),
-                Effect::NotifyIncoming(caller) => {
-                    let focused = ctx.input(|i| i.viewport().focused);
-                    if focused == Some(false) {
-                        notify_desktop(self.tr(), &caller);
-                    }
-                }
-                Effect::Log(entry) => {
-                    self.history.push(entry);
-                    if let Err(e) = self.store.save_history(&self.history) {
-                        tracing::warn!("{e}");
-                    }
-                }
-            }
-        }
-    }
-
-    fn audio_choice(&self) -> AudioChoice {
-        AudioChoice {
-            input_device: self.settings.input_device.clone(),
-            output_device: self.settings.output_device.clone(),
-            frame_ms: self.settings.frame_ms,
-            bitrate_kbps: self.settings.bitrate_kbps,
-            max_copies: self.settings.max_copies,
-        }
-    }
-
-    fn start_media(&mut self, peer: MediaAddr, peer_key: Option<Vec<u8>>, outgoing: bool) {
-        let Some(socket) = self.media_socket.as_ref().and_then(|s| s.try_clone().ok()) else {
-            tracing::warn!("no media socket to start audio on");
-            return;
-        };
-        let call = CallMedia {
-            socket,
-            peer,
-            peer_key,
-            outgoing,
-            audio: self.audio_choice(),
-        };
-        if let Err(e) = self.media.start(call) {
-            self.ui.media_note = Some(e.to_string());
-        }
-        self.media.set_muted(self.model.muted);
-    }
-
-    // ---- user actions (the screens call these) ----
-
-    /// Register pressed on the connect screen.
-    pub fn connect(&mut self, ctx: &egui::Context) {
-        let name = match validate_name(&self.settings.name) {
-            Ok(name) => name,
-            Err(e) => {
-                return self
-                    .model
-                    .refuse_locally(ConnectProblem::NameInvalid(e.to_string()))
-            }
-        };
-        let advertised = self.settings.advertised_ip.trim();
-        let advertised_ip = if advertised.is_empty() {
-            Ipv4Addr::UNSPECIFIED
-        } else {
-            match advertised.parse::<Ipv4Addr>() {
-                Ok(ip) => ip,
-                Err(_) => {
-                    return self
-                        .model
-                        .refuse_locally(ConnectProblem::AdvertisedIpInvalid)
-                }
-            }
-        };
-        // An ephemeral port for every window, so several run side by side on one machine.
-        let socket = match crate::term::bind_media(0) {
-            Ok(s) => s,
-            Err(e) => {
-                return self
-                    .model
-                    .refuse_locally(ConnectProblem::MediaPort(format!("{e:#}")))
-            }
-        };
-        let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
-        let server = self.settings.server.trim().to_string();
-        let repaint = ctx.clone();
-        let config = SignalConfig {
-            server: server.clone(),
-            name: name.clone(),
-            media: MediaAddr::new(advertised_ip, port),
-            subscribe: true,
-            notify: Some(Arc::new(move || repaint.request_repaint())),
-        };
-        let (handle, events) = {
-            let _entered = self.rt.enter();
-            net::spawn(config)
-        };
-        self.net = Some(NetLink { handle, events });
-        self.media_socket = Some(socket);
-        let local = local_server::is_on_this_machine(&server);
-        self.model.connecting(&server, &name, local);
-    }
-
-    /// "Start a local server" on the connect screen: serve the typed address, then register.
-    pub fn start_local_server(&mut self, ctx: &egui::Context) {
-        match LocalServer::start(&self.rt, self.settings.server.trim()) {
-            Ok(server) => {
-                self.local_server = Some(server);
-                self.connect(ctx);
-            }
-            Err(e) => self
-                .model
-                .refuse_locally(ConnectProblem::LocalServer(e.to_string())),
-        }
-    }
-
-    pub fn call(&mut self, peer: &str, ctx: &egui::Context) {
-        let key = self.media.local_key();
-        if let Ok(fx) = self
-            .model
-            .dial(peer, key, Instant::now(), SystemTime::now())
-        {
-            self.apply(fx, ctx);
-        }
-    }
-
-    pub fn accept(&mut self, ctx: &egui::Context) {
-        let key = self.media.local_key();
-        if let Ok(fx) = self.model.accept(key) {
-            self.apply(fx, ctx);
-        }
-    }
-
-    pub fn decline(&mut self, ctx: &egui::Context) {
-        if let Ok(fx) = self.model.decline() {
-            self.apply(fx, ctx);
-        }
-    }
-
-    pub fn hangup(&mut self, ctx: &egui::Context) {
-        if let Ok(fx) = self.model.hangup(Instant::now()) {
-            self.apply(fx, ctx);
-        }
-    }
-
-    pub fn lookup(&mut self, name: &str, ctx: &egui::Context) {
-        let fx = self.model.lookup(name);
-        self.apply(fx, ctx);
-    }
-
-    pub fn disconnect(&mut self, ctx: &egui::Context) {
-        let fx = self.model.disconnect();
-        self.apply(fx, ctx);
-    }
-
-    pub fn toggle_mute(&mut self) {
-        self.model.muted = !self.model.muted;
-        self.media.set_muted(self.model.muted);
-    }
-
-    /// Records the running call to `path` (the save dialog's answer, or a test's path).
-    pub fn record_to(&mut self, path: PathBuf) {
-        let tr = self.tr();
-        match self.media.start_recording(&path) {
-            Ok(()) => {
-                self.ui.recording = Some(path);
-                self.ui.record_error = None;
-            }
-            Err(e) => self.ui.record_error = Some(i18n::fill(tr.record_failed, e)),
-        }
-    }
-
-    /// Opens the save dialog on a thread of its own (it blocks until the user answers).
-    fn ask_record_path(&mut self, ctx: &egui::Context) {
-        if self.dialog_rx.is_some() {
-            return;
-        }
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let ctx = ctx.clone();
-        let spawned = std::thread::Builder::new()
-            .name("fala-dialog".into())
-            .spawn(move || {
-                let path = rfd::FileDialog::new()
-                    .add_filter("WAV", &["wav"])
-                    .set_file_name("fala-call.wav")
-                    .save_file();
-                let _ = tx.send(path);
-                ctx.request_repaint();
-            });
-        match spawned {
-            Ok(_) => self.dialog_rx = Some(rx),
-            Err(e) => self.ui.record_error = Some(e.to_string()),
-        }
-    }
-
-    fn stop_recording(&mut self) {
-        self.media.stop_recording();
-        self.ui.recording = None;
-    }
-}
-
-/// A desktop notification on a thread of its own (D-Bus may be slow or absent); failure is
-/// ignored: the dialog in the window is the real signal.
-fn notify_desktop(tr: &'static Strings, caller: &str) {
-    let body = i18n::fill(tr.notify_body, caller);
-    let _ = std::thread::Builder::new()
-        .name("fala-notify".into())
-        .spawn(move || {
-            if let Err(e) = notify_rust::Notification::new()
-                .summary(tr.notify_title)
-                .body(&body)
-                .appname("Fala")
-                .show()
-            {
-                tracing::debug!("no desktop notification: {e}");
-            }
-        });
 }
 
 impl eframe::App for App {
@@ -550,10 +266,10 @@ impl eframe::App for App {
         self.draw(ui);
     }
 
+    /// The last settings are written before the window goes (the saver finishes on its own
+    /// thread; dropping the app waits for it).
     fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
         self.persist_settings();
-        if let Some(net) = &self.net {
-            net.handle.disconnect();
-        }
+        self.phone.leave();
     }
 }

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::i18n::Lang;
+use crate::client::MediaOptions;
+use crate::media::{CodecSettings, FrameMs, InputSpec, OutputSpec};
 
 /// The server a fresh install tries first: one on this machine.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:7400";
@@ -60,8 +62,8 @@ impl Default for Settings {
             output_device: None,
             hangup_key: "Escape".into(),
             frame_ms: 20,
-            bitrate_kbps: crate::media::CodecSettings::default().bitrate / 1000,
-            max_copies: crate::media::CodecSettings::default().max_copies,
+            bitrate_kbps: CodecSettings::default().bitrate / 1000,
+            max_copies: CodecSettings::default().max_copies,
             language: Lang::English,
             theme: Theme::Dark,
         }
@@ -69,6 +71,22 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// How calls sound with these settings: the chosen devices, frame, bitrate and loss
+    /// protection; encrypted; the engine's playout.
+    pub fn media_options(&self) -> MediaOptions {
+        MediaOptions {
+            input: InputSpec::Device(self.input_device.clone()),
+            output: OutputSpec::Device(self.output_device.clone()),
+            codec: CodecSettings {
+                bitrate: self.bitrate_kbps.clamp(6, 510) * 1000,
+                max_copies: self.max_copies.min(2),
+                frame: FrameMs::from_ms(self.frame_ms),
+                ..CodecSettings::default()
+            },
+            ..MediaOptions::default()
+        }
+    }
+
     /// The hang-up key as egui knows it (Escape if the stored name is unknown).
     pub fn hangup_key(&self) -> egui::Key {
         egui::Key::from_name(&self.hangup_key).unwrap_or(egui::Key::Escape)

@@ -1,13 +1,18 @@
 //! Settings and history as JSON files in the user's config folder (or a folder a test or
-//! script chooses), written atomically so a crash never leaves half a file.
+//! script chooses), written atomically so a crash never leaves half a file, by a [`Saver`] on
+//! a thread of its own.
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
 
-use super::history::History;
 use super::settings::Settings;
+use crate::client::history::History;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -90,6 +95,123 @@ impl Store {
     }
 }
 
+/// How long the saver waits after a change for more before it writes: typing a name is one
+/// write, not one per keystroke.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// The newest settings and history not written yet.
+#[derive(Default)]
+struct Unsaved {
+    settings: Option<Settings>,
+    history: Option<History>,
+}
+
+/// Writes settings and history on a thread of its own ("fala-store"), a moment after the last
+/// change, so the window never waits for a disk. The window leaves the newest value in a shared
+/// slot (the thread holds its lock only to take it) and rings a bell of one place; dropping the
+/// saver writes what is left and waits for the thread (the window is closing then).
+pub struct Saver {
+    unsaved: Arc<Mutex<Unsaved>>,
+    bell: Option<SyncSender<()>>,
+    errors: Option<Receiver<String>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Saver {
+    /// A saver for `store`; one that keeps nothing starts no thread.
+    pub fn start(store: Store) -> Saver {
+        let mut saver = Saver {
+            unsaved: Arc::default(),
+            bell: None,
+            errors: None,
+            thread: None,
+        };
+        if store.dir.is_none() {
+            return saver;
+        }
+        let (bell, rings) = sync_channel(1);
+        let (error_tx, errors) = sync_channel(8);
+        let unsaved = saver.unsaved.clone();
+        let spawned = std::thread::Builder::new()
+            .name("fala-store".into())
+            .spawn(move || save_loop(&store, &unsaved, &rings, &error_tx));
+        match spawned {
+            Ok(thread) => {
+                saver.bell = Some(bell);
+                saver.errors = Some(errors);
+                saver.thread = Some(thread);
+            }
+            Err(e) => tracing::warn!("settings and history will not be saved: {e}"),
+        }
+        saver
+    }
+
+    pub fn save_settings(&self, settings: Settings) {
+        self.leave(|u| u.settings = Some(settings));
+    }
+
+    pub fn save_history(&self, history: History) {
+        self.leave(|u| u.history = Some(history));
+    }
+
+    fn leave(&self, put: impl FnOnce(&mut Unsaved)) {
+        let Some(bell) = &self.bell else { return };
+        put(&mut self.unsaved.lock().unwrap_or_else(|p| p.into_inner()));
+        // A bell already ringing is enough: the thread takes the newest value.
+        let _ = bell.try_send(());
+    }
+
+    /// The last write error, once.
+    pub fn take_error(&mut self) -> Option<String> {
+        self.errors.as_ref()?.try_iter().last()
+    }
+}
+
+impl Drop for Saver {
+    fn drop(&mut self) {
+        // The thread writes what is left when the bell goes away.
+        self.bell = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The saver thread: waits for a change, lets more come until [`SETTLE`] passes quietly,
+/// writes the newest of each, and goes on until the window lets go of it.
+fn save_loop(
+    store: &Store,
+    unsaved: &Mutex<Unsaved>,
+    rings: &Receiver<()>,
+    errors: &SyncSender<String>,
+) {
+    let mut open = rings.recv().is_ok();
+    loop {
+        while open {
+            match rings.recv_timeout(SETTLE) {
+                Ok(()) => {}
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => open = false,
+            }
+        }
+        let Unsaved { settings, history } =
+            std::mem::take(&mut *unsaved.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Some(s) = settings {
+            if let Err(e) = store.save_settings(&s) {
+                let _ = errors.try_send(e.to_string());
+            }
+        }
+        if let Some(h) = history {
+            if let Err(e) = store.save_history(&h) {
+                tracing::warn!("{e}");
+            }
+        }
+        if !open || rings.recv().is_err() {
+            return;
+        }
+    }
+}
+
 fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension("json.tmp");
@@ -113,6 +235,34 @@ mod tests {
         };
         store.save_settings(&s).unwrap();
         assert_eq!(store.load_settings(), s);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn saver_writes_the_newest_settings_off_the_caller_and_finishes_on_drop() {
+        let dir = std::env::temp_dir().join(format!("fala-saver-{}", std::process::id()));
+        let store = Store::at(&dir);
+        let saver = Saver::start(store.clone());
+        // Typing a name: one change per keystroke, and the caller never waits.
+        for n in 1..=40 {
+            saver.save_settings(Settings {
+                name: "a".repeat(n),
+                ..Settings::default()
+            });
+        }
+        // It settles, then writes the newest.
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while store.load_settings().name.len() != 40 {
+            assert!(std::time::Instant::now() < until, "never written");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // A change just before the window closes is written by the drop.
+        saver.save_settings(Settings {
+            name: "last".into(),
+            ..Settings::default()
+        });
+        drop(saver);
+        assert_eq!(store.load_settings().name, "last");
         let _ = std::fs::remove_dir_all(dir);
     }
 }

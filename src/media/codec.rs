@@ -26,6 +26,15 @@ pub enum FrameMs {
 }
 
 impl FrameMs {
+    /// The frame for a length asked in milliseconds: 20 for 20 or more, 10 below.
+    pub fn from_ms(ms: u32) -> FrameMs {
+        if ms < 20 {
+            FrameMs::Ten
+        } else {
+            FrameMs::Twenty
+        }
+    }
+
     /// Samples per frame at 48 kHz.
     pub fn samples(self) -> usize {
         match self {

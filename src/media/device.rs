@@ -399,6 +399,18 @@ fn targets(period: usize, frame: usize) -> (usize, usize, u32) {
     (margin, band, window)
 }
 
+/// Test hook: with `FALA_TEST_SLOW_DEVICE_MS` set, every device open first waits that long, as
+/// some sound systems do (Bluetooth headsets, a busy PulseAudio). Tests use it to prove that no
+/// window frame and no signaling heartbeat waits for a device.
+fn test_hook_slow_open() {
+    let delay_ms = std::env::var("FALA_TEST_SLOW_DEVICE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(ms) = delay_ms {
+        std::thread::sleep(Duration::from_millis(ms.min(60_000)));
+    }
+}
+
 /// The life of one device, the same for microphone and speaker: which one was asked for, the
 /// open stream and its ring, and when to try again after a failure (the default device then).
 struct DeviceSlot<R> {
@@ -451,6 +463,7 @@ impl<R: Observer> DeviceSlot<R> {
         } else {
             "the call goes on without sound"
         };
+        test_hook_slow_open();
         let Some(device) = find(name, self.input) else {
             self.warn(&format!("no {} device: {without}", self.kind()));
             return None;

@@ -5,16 +5,17 @@ use std::time::Instant;
 use fala_proto::call::CallState;
 
 use super::widgets::{self, Tone};
-use crate::app::history::clock;
+use crate::app::call_stats::{CallStats, Quality};
 use crate::app::i18n::fill;
-use crate::app::media_link::Quality;
 use crate::app::App;
+use crate::client::history::clock;
+use crate::client::AudioState;
 
 /// "Calling NAME…" until the server answers, then "Ringing NAME…", with Cancel.
 pub fn outgoing(app: &mut App, ui: &mut egui::Ui) {
     let tr = app.tr();
     let ctx = ui.ctx().clone();
-    let (text, since) = match app.model.calls.state() {
+    let (text, since) = match app.model().calls.state() {
         CallState::Dialing { peer, since } => (fill(tr.calling, peer), *since),
         CallState::RingingOut { peer, since, .. } => (fill(tr.ringing, peer), *since),
         _ => return,
@@ -41,7 +42,7 @@ pub fn outgoing(app: &mut App, ui: &mut egui::Ui) {
 pub fn incoming_dialog(app: &mut App, ui: &mut egui::Ui) {
     let tr = app.tr();
     let ctx = ui.ctx().clone();
-    let Some(peer) = app.model.calls.peer().map(str::to_string) else {
+    let Some(peer) = app.model().calls.peer().map(str::to_string) else {
         return;
     };
     let mut choice = None;
@@ -80,9 +81,9 @@ pub fn incoming_dialog(app: &mut App, ui: &mut egui::Ui) {
 pub fn in_call(app: &mut App, ui: &mut egui::Ui) {
     let tr = app.tr();
     let ctx = ui.ctx().clone();
-    let peer = app.model.calls.peer().unwrap_or_default().to_string();
+    let peer = app.model().calls.peer().unwrap_or_default().to_string();
     let talked = app
-        .model
+        .model()
         .calls
         .talk_time(Instant::now())
         .unwrap_or_default();
@@ -96,22 +97,20 @@ pub fn in_call(app: &mut App, ui: &mut egui::Ui) {
         );
     });
     ui.add_space(8.0);
-    if !app.media.is_connected() {
-        widgets::banner(ui, Tone::Warning, tr.engine_missing);
-        ui.add_space(8.0);
-    } else {
-        match app.media.security_code() {
-            Some(code) => widgets::banner(ui, Tone::Info, &fill(tr.encrypted_code, code)),
-            None => widgets::banner(ui, Tone::Warning, tr.not_encrypted),
-        }
-        ui.add_space(8.0);
-    }
+    audio_banners(app, ui);
     ui.columns(2, |cols| {
         egui::Frame::group(cols[0].style()).show(&mut cols[0], |ui| {
             ui.set_width(ui.available_width());
-            let levels = app.media.levels();
-            widgets::level_meter(ui, tr.level_input, levels.input);
-            widgets::level_meter(ui, tr.level_output, levels.output);
+            let (input, output) =
+                app.phone
+                    .media()
+                    .and_then(|m| m.running())
+                    .map_or((0.0, 0.0), |call| {
+                        let levels = call.levels();
+                        (levels.input(), levels.output())
+                    });
+            widgets::level_meter(ui, tr.level_input, input);
+            widgets::level_meter(ui, tr.level_output, output);
         });
         egui::Frame::group(cols[1].style()).show(&mut cols[1], |ui| {
             ui.set_width(ui.available_width());
@@ -120,7 +119,11 @@ pub fn in_call(app: &mut App, ui: &mut egui::Ui) {
     });
     ui.add_space(12.0);
     ui.horizontal(|ui| {
-        let mute_label = if app.model.muted { tr.unmute } else { tr.mute };
+        let mute_label = if app.model().muted {
+            tr.unmute
+        } else {
+            tr.mute
+        };
         if ui
             .add_sized([110.0, 34.0], egui::Button::new(mute_label))
             .clicked()
@@ -147,7 +150,7 @@ pub fn in_call(app: &mut App, ui: &mut egui::Ui) {
         }
         ui.weak(fill(tr.hang_up_hotkey, &app.settings.hangup_key));
     });
-    if app.model.muted {
+    if app.model().muted {
         ui.colored_label(ui.visuals().warn_fg_color, tr.muted);
     }
     if let Some(path) = &app.ui.recording {
@@ -158,9 +161,30 @@ pub fn in_call(app: &mut App, ui: &mut egui::Ui) {
     }
 }
 
+/// Whether audio runs (or why not) and the security code to compare.
+fn audio_banners(app: &App, ui: &mut egui::Ui) {
+    let tr = app.tr();
+    let link = app.phone.media();
+    match link.map_or(&AudioState::NoEngine, |m| m.state()) {
+        AudioState::NoEngine => widgets::banner(ui, Tone::Warning, tr.engine_missing),
+        AudioState::Failed(why) => widgets::banner(ui, Tone::Warning, &fill(tr.audio_failed, why)),
+        state => {
+            match link.and_then(|m| m.sas()) {
+                Some(code) => widgets::banner(ui, Tone::Info, &fill(tr.encrypted_code, code)),
+                None => widgets::banner(ui, Tone::Warning, tr.not_encrypted),
+            }
+            if *state == AudioState::Opening {
+                ui.add_space(4.0);
+                widgets::banner(ui, Tone::Info, tr.audio_opening);
+            }
+        }
+    }
+    ui.add_space(8.0);
+}
+
 /// "2 copies · 92 % restored": what the engine adds to each packet now, and how much of what
 /// the network lost came back.
-fn protection(tr: &crate::app::i18n::Strings, stats: &crate::app::media_link::CallStats) -> String {
+fn protection(tr: &crate::app::i18n::Strings, stats: &CallStats) -> String {
     let mode = match stats.copies_sent {
         None => return tr.no_value.to_string(),
         Some(0) => tr.protection_none.to_string(),
@@ -175,7 +199,12 @@ fn protection(tr: &crate::app::i18n::Strings, stats: &crate::app::media_link::Ca
 
 fn stats_grid(app: &App, ui: &mut egui::Ui) {
     let tr = app.tr();
-    let stats = app.media.stats().unwrap_or_default();
+    let stats = app
+        .phone
+        .media()
+        .and_then(|m| m.running())
+        .map(|call| CallStats::from(&call.stats()))
+        .unwrap_or_default();
     let show = |v: Option<f32>, unit: &str, digits: usize| match v {
         Some(v) => format!("{v:.digits$} {unit}"),
         None => tr.no_value.to_string(),
@@ -223,7 +252,7 @@ pub fn ended_banner(app: &mut App, ui: &mut egui::Ui) {
         outcome,
         talked,
         ..
-    } = app.model.calls.state()
+    } = app.model().calls.state()
     else {
         return;
     };
@@ -243,6 +272,6 @@ pub fn ended_banner(app: &mut App, ui: &mut egui::Ui) {
         });
     });
     if dismiss {
-        app.model.ended_dismissed = true;
+        app.phone.model_mut().ended_dismissed = true;
     }
 }

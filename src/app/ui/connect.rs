@@ -2,8 +2,8 @@
 
 use super::widgets::{self, Tone};
 use crate::app::i18n::fill;
-use crate::app::logic::{ConnectProblem, Session};
 use crate::app::App;
+use crate::client::model::{ConnectProblem, Registration};
 
 /// Width of the centred form.
 const FORM_WIDTH: f32 = 460.0;
@@ -32,7 +32,7 @@ pub fn draw(app: &mut App, ui: &mut egui::Ui) {
 fn form(app: &mut App, ui: &mut egui::Ui) {
     let tr = app.tr();
     let ctx = ui.ctx().clone();
-    let connecting = matches!(app.model.session, Session::Connecting { .. });
+    let connecting = matches!(app.model().registration, Registration::Connecting { .. });
     let mut submit = false;
     egui::Grid::new("connect_form")
         .num_columns(2)
@@ -92,7 +92,7 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
 fn problem(app: &mut App, ui: &mut egui::Ui) {
     let tr = app.tr();
     let ctx = ui.ctx().clone();
-    let Some(problem) = app.model.problem.clone() else {
+    let Some(problem) = app.model().problem.clone() else {
         return;
     };
     ui.add_space(12.0);

@@ -4,13 +4,13 @@ use fala_proto::Availability;
 
 use super::widgets;
 use crate::app::i18n::fill;
-use crate::app::logic::{Lookup, ECHO_USER};
 use crate::app::App;
+use crate::client::model::{Lookup, ECHO_USER};
 
 pub fn draw(app: &mut App, ui: &mut egui::Ui) {
     let tr = app.tr();
     let ctx = ui.ctx().clone();
-    let can_call = app.model.is_online() && !app.model.calls.is_busy();
+    let can_call = app.model().is_online() && !app.model().calls.is_busy();
     let mut to_call: Option<String> = None;
 
     ui.columns(2, |cols| {
@@ -29,7 +29,7 @@ pub fn draw(app: &mut App, ui: &mut egui::Ui) {
         });
         ui.add_space(6.0);
         let filter = app.ui.filter.clone();
-        let users: Vec<_> = app.model.visible_users(&filter).cloned().collect();
+        let users: Vec<_> = app.model().visible_users(&filter).cloned().collect();
         if users.is_empty() {
             let empty = if filter.trim().is_empty() {
                 tr.nobody_online
@@ -77,14 +77,14 @@ pub fn draw(app: &mut App, ui: &mut egui::Ui) {
                 .labelled_by(heading.id);
             go |= r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
             go |= ui
-                .add_enabled(app.model.is_online(), egui::Button::new(tr.lookup_button))
+                .add_enabled(app.model().is_online(), egui::Button::new(tr.lookup_button))
                 .clicked();
         });
         if go {
             let name = app.ui.lookup_text.clone();
             app.lookup(&name, &ctx);
         }
-        match &app.model.lookup {
+        match &app.model().lookup {
             Lookup::Idle => {}
             Lookup::Pending(_) => {
                 ui.horizontal(|ui| {

@@ -1,8 +1,8 @@
 //! The call history table: who, when, which way, how long, how it ended.
 
-use crate::app::history::{clock, format_utc, Direction, HistoryOutcome};
 use crate::app::i18n::{fill, Strings};
 use crate::app::App;
+use crate::client::history::{clock, format_utc, CallDirection, HistoryOutcome};
 
 pub fn draw(app: &mut App, ui: &mut egui::Ui) {
     let tr = app.tr();
@@ -11,9 +11,7 @@ pub fn draw(app: &mut App, ui: &mut egui::Ui) {
         ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
             if !app.history.entries.is_empty() && ui.button(tr.clear_history).clicked() {
                 app.history.entries.clear();
-                if let Err(e) = app.store.save_history(&app.history) {
-                    tracing::warn!("{e}");
-                }
+                app.saver.save_history(app.history.clone());
             }
         });
     });
@@ -44,8 +42,8 @@ pub fn draw(app: &mut App, ui: &mut egui::Ui) {
                         ui.label(&e.peer);
                         ui.label(format_utc(e.started_unix));
                         ui.label(match e.direction {
-                            Direction::Outgoing => tr.outgoing,
-                            Direction::Incoming => tr.incoming,
+                            CallDirection::Outgoing => tr.outgoing,
+                            CallDirection::Incoming => tr.incoming,
                         });
                         ui.monospace(
                             e.talked_secs

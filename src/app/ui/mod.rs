@@ -10,8 +10,8 @@ mod widgets;
 
 use fala_proto::call::CallState;
 
-use super::logic::{Notice, Session};
 use super::{i18n::fill, App, Tab};
+use crate::client::model::{Notice, Registration};
 
 /// Draws the whole window for this frame.
 pub fn draw(app: &mut App, ui: &mut egui::Ui) {
@@ -19,12 +19,12 @@ pub fn draw(app: &mut App, ui: &mut egui::Ui) {
     draw_screens(app, ui);
     if !app.ui.settings_drawn {
         // Leaving the settings screen closes the microphone its level meter opened.
-        app.media.monitor_input(None);
+        app.sounds.monitor_input(None);
     }
 }
 
 fn draw_screens(app: &mut App, ui: &mut egui::Ui) {
-    if app.model.on_connect_screen() {
+    if app.model().on_connect_screen() {
         if app.ui.settings_from_connect {
             egui::CentralPanel::default_margins().show(ui, |ui| {
                 if ui.button(app.tr().back).clicked() {
@@ -40,7 +40,7 @@ fn draw_screens(app: &mut App, ui: &mut egui::Ui) {
     top_bar(app, ui);
     egui::CentralPanel::default_margins().show(ui, |ui| {
         banners(app, ui);
-        match app.model.calls.state() {
+        match app.model().calls.state() {
             CallState::Dialing { .. } | CallState::RingingOut { .. } => call::outgoing(app, ui),
             CallState::InCall { .. } => call::in_call(app, ui),
             _ => match app.ui.tab {
@@ -50,7 +50,7 @@ fn draw_screens(app: &mut App, ui: &mut egui::Ui) {
             },
         }
     });
-    if matches!(app.model.calls.state(), CallState::RingingIn { .. }) {
+    if matches!(app.model().calls.state(), CallState::RingingIn { .. }) {
         call::incoming_dialog(app, ui);
     }
 }
@@ -71,7 +71,7 @@ fn top_bar(app: &mut App, ui: &mut egui::Ui) {
                 ui.selectable_value(&mut app.ui.tab, tab, label);
             }
             ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                let disconnecting = matches!(app.model.session, Session::Disconnecting);
+                let disconnecting = matches!(app.model().registration, Registration::Disconnecting);
                 if ui
                     .add_enabled(!disconnecting, egui::Button::new(tr.disconnect))
                     .clicked()
@@ -79,16 +79,16 @@ fn top_bar(app: &mut App, ui: &mut egui::Ui) {
                     let ctx = ui.ctx().clone();
                     app.disconnect(&ctx);
                 }
-                match &app.model.session {
-                    Session::Online { name, .. } => {
+                match &app.model().registration {
+                    Registration::Online { name, .. } => {
                         ui.label(fill(tr.online_as, name));
                         widgets::status_dot(ui, true);
                     }
-                    Session::Reconnecting { name, .. } => {
+                    Registration::Reconnecting { name, .. } => {
                         ui.label(name.as_str());
                         widgets::status_dot(ui, false);
                     }
-                    Session::Disconnecting => {
+                    Registration::Disconnecting => {
                         ui.label(tr.disconnecting);
                     }
                     _ => {}
@@ -102,7 +102,7 @@ fn top_bar(app: &mut App, ui: &mut egui::Ui) {
 /// Connection trouble, notices and the last call's outcome, above the page.
 fn banners(app: &mut App, ui: &mut egui::Ui) {
     let tr = app.tr();
-    if let Session::Reconnecting { message, .. } = &app.model.session {
+    if let Registration::Reconnecting { message, .. } = &app.model().registration {
         widgets::banner(
             ui,
             widgets::Tone::Warning,
@@ -112,12 +112,12 @@ fn banners(app: &mut App, ui: &mut egui::Ui) {
     if let Some(addr) = app.local_server_addr() {
         ui.small(fill(tr.local_server_running, addr));
     }
-    match &app.model.notice {
+    match &app.model().notice {
         Some(Notice::HangUpFirst) => widgets::banner(ui, widgets::Tone::Warning, tr.hang_up_first),
         Some(Notice::Server(message)) => widgets::banner(ui, widgets::Tone::Warning, message),
         None => {}
     }
-    if !app.model.ended_dismissed {
+    if !app.model().ended_dismissed {
         call::ended_banner(app, ui);
     }
 }

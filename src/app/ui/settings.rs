@@ -14,7 +14,8 @@ pub fn draw(app: &mut App, ui: &mut egui::Ui) {
         .id_salt("settings")
         .show(ui, |ui| {
             ui.strong(tr.audio);
-            let devices = app.media.devices();
+            let wake = ui.ctx().clone();
+            let devices = app.sounds.devices(move || wake.request_repaint()).clone();
             egui::Grid::new("audio_settings")
                 .num_columns(2)
                 .spacing([16.0, 8.0])
@@ -38,22 +39,23 @@ pub fn draw(app: &mut App, ui: &mut egui::Ui) {
                     );
                     ui.end_row();
                 });
-            if !app.media.is_connected() {
+            if !app.sounds.enabled() {
                 widgets::banner(ui, Tone::Info, tr.devices_placeholder);
             }
             app.ui.settings_drawn = true;
-            let audio = app.audio_choice();
-            let monitoring = app.media.is_connected() && !app.model.calls.is_busy();
-            app.media.monitor_input(monitoring.then_some(&audio));
+            let monitoring = app.sounds.enabled() && !app.model().calls.is_busy();
+            let input = app.settings.input_device.clone();
+            app.sounds.monitor_input(monitoring.then_some(input));
             if monitoring {
                 // The meter moves only while the engine feeds it.
                 ui.ctx().request_repaint_after(crate::app::LIVE_REPAINT);
             }
-            widgets::level_meter(ui, tr.mic_level, app.media.levels().input);
+            widgets::level_meter(ui, tr.mic_level, app.sounds.mic_level());
             if ui.button(tr.test_tone).clicked() {
+                let output = app.settings.output_device.clone();
                 app.ui.media_note = app
-                    .media
-                    .play_test_tone(&audio)
+                    .sounds
+                    .play_test_tone(output)
                     .err()
                     .map(|e| e.to_string());
             }

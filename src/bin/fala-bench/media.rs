@@ -363,7 +363,9 @@ fn live_call(
     }
     let cpu_end = thread_cpu(&tids);
     let wall = wall_start.elapsed().as_secs_f64();
-    let (ea, eb) = (a.epoch(), b.epoch());
+    // `MediaEngine::start` returned, so both engines are running and have an epoch.
+    let started = |h: &fala::media::MediaHandle| h.epoch().context("engine not started");
+    let (ea, eb) = (started(&a)?, started(&b)?);
     let stats_a = a.stop();
     let stats_b = b.stop();
     drop(relay);

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub const HISTORY_MAX: usize = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Direction {
+pub enum CallDirection {
     Outgoing,
     Incoming,
 }
@@ -34,7 +34,7 @@ pub struct HistoryEntry {
     pub peer: String,
     /// Seconds since the Unix epoch when the call started (dialled or rang).
     pub started_unix: u64,
-    pub direction: Direction,
+    pub direction: CallDirection,
     /// Conversation length when it connected.
     pub talked_secs: Option<u64>,
     pub outcome: HistoryOutcome,
@@ -45,14 +45,14 @@ impl HistoryEntry {
     pub fn new(
         peer: &str,
         started: SystemTime,
-        direction: Direction,
+        direction: CallDirection,
         talked: Option<Duration>,
         outcome: &Outcome,
     ) -> Self {
         let outcome = match (talked, direction, outcome) {
             (Some(_), _, _) => HistoryOutcome::Talked,
-            (None, Direction::Incoming, Outcome::Ended(EndReason::Cancelled))
-            | (None, Direction::Incoming, Outcome::Ended(EndReason::NoAnswer)) => {
+            (None, CallDirection::Incoming, Outcome::Ended(EndReason::Cancelled))
+            | (None, CallDirection::Incoming, Outcome::Ended(EndReason::NoAnswer)) => {
                 HistoryOutcome::Missed
             }
             (None, _, Outcome::Ended(r)) => HistoryOutcome::Ended(*r),
@@ -126,7 +126,7 @@ mod tests {
         let e = HistoryEntry::new(
             "ana",
             UNIX_EPOCH,
-            Direction::Incoming,
+            CallDirection::Incoming,
             None,
             &Outcome::Ended(EndReason::Cancelled),
         );
@@ -134,7 +134,7 @@ mod tests {
         let e = HistoryEntry::new(
             "ana",
             UNIX_EPOCH,
-            Direction::Outgoing,
+            CallDirection::Outgoing,
             Some(Duration::from_secs(61)),
             &Outcome::Ended(EndReason::PeerHungUp),
         );
@@ -149,7 +149,7 @@ mod tests {
             h.push(HistoryEntry::new(
                 &format!("u{i}"),
                 UNIX_EPOCH,
-                Direction::Outgoing,
+                CallDirection::Outgoing,
                 None,
                 &Outcome::NotFound,
             ));

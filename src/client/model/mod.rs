@@ -1,7 +1,11 @@
-//! What the window knows and how it changes: signaling events and user actions in, state and
-//! [`Effect`]s out. No I/O, no egui and no clock here (time is an argument), so every flow can
-//! be unit tested by feeding events. The call itself is `fala_proto`'s [`CallMachine`], shared
-//! with the terminal client so both agree on what each server message means.
+//! What a client knows and how it changes: signaling events and user actions in, state and
+//! [`Effect`]s out. No I/O, no drawing and no clock here (time is an argument), so every flow is
+//! unit tested by feeding events. The call itself is `fala_proto`'s [`CallMachine`]; this adds
+//! the registration, the presence list, look-ups and the call log around it.
+//!
+//! Every face (window, terminal, headless commands) drives one `Model` through
+//! [`super::Phone`]; what differs between faces is a flag here ([`Model::new`]'s `presence`),
+//! never a copy of the logic.
 
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
@@ -11,13 +15,13 @@ use fala_proto::name::name_key;
 use fala_proto::{ClientMsg, ErrorCode, MediaAddr, ServerMsg, UserInfo};
 use serde_bytes::ByteBuf;
 
-use super::history::{Direction, HistoryEntry};
+use super::history::{CallDirection, HistoryEntry};
 use crate::net::Event;
 
-/// Where the connection to the server stands.
+/// Where the registration with the server stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Session {
-    /// The connect screen; nothing running.
+pub enum Registration {
+    /// Not connected; nothing running.
     Offline,
     /// Register pressed; waiting for the server.
     Connecting {
@@ -39,7 +43,7 @@ pub enum Session {
     Disconnecting,
 }
 
-/// Why the connect screen could not get online, shown in place.
+/// Why a client could not get online, shown in place (or printed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectProblem {
     NameTaken(String),
@@ -57,7 +61,24 @@ pub enum ConnectProblem {
     Other(String),
 }
 
-/// The name look-up box.
+impl std::fmt::Display for ConnectProblem {
+    /// In words for a terminal (the window has its own, translated).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectProblem::NameTaken(name) => write!(f, "the name {name} is taken"),
+            ConnectProblem::NameInvalid(why) => write!(f, "invalid name: {why}"),
+            ConnectProblem::AdvertisedIpInvalid => {
+                write!(f, "the advertised address is not an IPv4 address")
+            }
+            ConnectProblem::Unreachable { detail, .. } => write!(f, "{detail}"),
+            ConnectProblem::MediaPort(e)
+            | ConnectProblem::LocalServer(e)
+            | ConnectProblem::Other(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The name look-up.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Lookup {
     #[default]
@@ -67,7 +88,7 @@ pub enum Lookup {
     NotFound(String),
 }
 
-/// A short message shown on the main screen until the next action.
+/// A short message shown until the next action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     /// Disconnect was pressed during a call.
@@ -76,17 +97,24 @@ pub enum Notice {
     Server(String),
 }
 
-/// Things the window must do for the logic (send, start audio, ring, log...).
+/// The call connected: what the media link needs to start audio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartMedia {
+    /// Where the peer receives audio.
+    pub peer: MediaAddr,
+    /// The peer's public media key, if it sent one.
+    pub peer_key: Option<Vec<u8>>,
+    /// We placed the call (fixes the order of keys in the key schedule).
+    pub outgoing: bool,
+}
+
+/// Things a face (through [`super::Phone`]) must do for the model: send, start audio, ring,
+/// log, tell the user.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     Send(ClientMsg),
-    /// The call connected: start audio towards `peer`.
-    StartMedia {
-        peer: MediaAddr,
-        peer_key: Option<Vec<u8>>,
-        /// We placed the call (fixes the order of keys in the key schedule).
-        outgoing: bool,
-    },
+    /// The call connected: start audio.
+    StartMedia(StartMedia),
     StopMedia,
     StartRinging,
     StopRinging,
@@ -96,19 +124,25 @@ pub enum Effect {
     Log(HistoryEntry),
     /// Ask the signaling task to say goodbye and stop.
     Disconnect,
+    /// The call moved on ([`Model::calls`] has the new state); faces that print say so.
+    Call(CallEvent),
+    /// The look-up has its answer in [`Model::lookup`].
+    LookupAnswered,
+    /// The server refused something outside a call, in its words (also in [`Model::notice`]).
+    ServerError(String),
 }
 
 /// When and which way the current call started, for the history.
 #[derive(Debug, Clone, Copy)]
 struct CallMeta {
-    direction: Direction,
+    direction: CallDirection,
     started: SystemTime,
 }
 
-/// The window's state apart from widgets.
+/// A client's state apart from widgets and devices.
 #[derive(Debug)]
 pub struct Model {
-    pub session: Session,
+    pub registration: Registration,
     pub problem: Option<ConnectProblem>,
     /// Online users other than us, by name key (sorted case-insensitively).
     pub users: BTreeMap<String, UserInfo>,
@@ -118,19 +152,23 @@ pub struct Model {
     /// Whether the last ended call's outcome was dismissed.
     pub ended_dismissed: bool,
     pub muted: bool,
+    /// Follow who is online (the window's list). The terminal and headless clients only look
+    /// people up, so they neither subscribe nor ask for the list.
+    presence: bool,
     meta: Option<CallMeta>,
 }
 
 impl Default for Model {
     fn default() -> Self {
-        Self::new()
+        Self::new(true)
     }
 }
 
 impl Model {
-    pub fn new() -> Self {
+    /// A model that follows presence when `presence` is set.
+    pub fn new(presence: bool) -> Self {
         Model {
-            session: Session::Offline,
+            registration: Registration::Offline,
             problem: None,
             users: BTreeMap::new(),
             calls: CallMachine::new(),
@@ -138,31 +176,42 @@ impl Model {
             notice: None,
             ended_dismissed: true,
             muted: false,
+            presence,
             meta: None,
         }
     }
 
+    /// Whether this client follows who is online (subscribes to presence).
+    pub fn follows_presence(&self) -> bool {
+        self.presence
+    }
+
     /// Our registered name, while online or reconnecting.
     pub fn my_name(&self) -> Option<&str> {
-        match &self.session {
-            Session::Online { name, .. } | Session::Reconnecting { name, .. } => Some(name),
+        match &self.registration {
+            Registration::Online { name, .. } | Registration::Reconnecting { name, .. } => {
+                Some(name)
+            }
             _ => None,
         }
     }
 
     pub fn is_online(&self) -> bool {
-        matches!(self.session, Session::Online { .. })
+        matches!(self.registration, Registration::Online { .. })
     }
 
     /// The connect screen is showing (nothing registered yet).
     pub fn on_connect_screen(&self) -> bool {
-        matches!(self.session, Session::Offline | Session::Connecting { .. })
+        matches!(
+            self.registration,
+            Registration::Offline | Registration::Connecting { .. }
+        )
     }
 
     /// Register pressed and the local checks passed.
     pub fn connecting(&mut self, server: &str, name: &str, server_is_local: bool) {
         self.problem = None;
-        self.session = Session::Connecting {
+        self.registration = Registration::Connecting {
             server: server.to_string(),
             name: name.to_string(),
             server_is_local,
@@ -172,7 +221,7 @@ impl Model {
     /// A check before connecting failed.
     pub fn refuse_locally(&mut self, problem: ConnectProblem) {
         self.problem = Some(problem);
-        self.session = Session::Offline;
+        self.registration = Registration::Offline;
     }
 
     /// Feeds one event from the signaling task.
@@ -181,13 +230,15 @@ impl Model {
         match ev {
             Event::Registered { name, media, .. } => {
                 self.problem = None;
-                self.session = Session::Online { name, media };
+                self.registration = Registration::Online { name, media };
                 self.users.clear();
-                fx.push(Effect::Send(ClientMsg::List));
+                if self.presence {
+                    fx.push(Effect::Send(ClientMsg::List));
+                }
             }
             Event::Refused { code, message } => {
-                let name = match &self.session {
-                    Session::Connecting { name, .. } => name.clone(),
+                let name = match &self.registration {
+                    Registration::Connecting { name, .. } => name.clone(),
                     _ => self.my_name().unwrap_or_default().to_string(),
                 };
                 self.problem = Some(match code {
@@ -195,14 +246,14 @@ impl Model {
                     ErrorCode::InvalidName => ConnectProblem::NameInvalid(message),
                     _ => ConnectProblem::Other(message),
                 });
-                self.go_offline(now, wall, &mut fx);
+                self.go_offline(now, &mut fx);
             }
             Event::Unreachable { message } => {
-                if let Session::Connecting {
+                if let Registration::Connecting {
                     server,
                     server_is_local,
                     ..
-                } = &self.session
+                } = &self.registration
                 {
                     self.problem = Some(ConnectProblem::Unreachable {
                         server: server.clone(),
@@ -210,29 +261,29 @@ impl Model {
                         offer_local_server: *server_is_local,
                     });
                 }
-                self.go_offline(now, wall, &mut fx);
+                self.go_offline(now, &mut fx);
             }
             Event::ConnectionLost { message, .. } => {
                 if let Some(CallEvent::Ended(outcome)) = self.calls.server_lost(now) {
-                    self.call_ended(&outcome, now, &mut fx);
+                    self.call_ended(&outcome, &mut fx);
                 }
                 self.users.clear();
                 let name = self.my_name().unwrap_or_default().to_string();
-                if !matches!(self.session, Session::Disconnecting) {
-                    self.session = Session::Reconnecting { name, message };
+                if !matches!(self.registration, Registration::Disconnecting) {
+                    self.registration = Registration::Reconnecting { name, message };
                 }
             }
-            Event::Stopped => self.go_offline(now, wall, &mut fx),
+            Event::Stopped => self.go_offline(now, &mut fx),
             Event::Server(msg) => self.on_server(msg, now, wall, &mut fx),
         }
         fx
     }
 
-    fn go_offline(&mut self, now: Instant, _wall: SystemTime, fx: &mut Vec<Effect>) {
+    fn go_offline(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         if let Some(CallEvent::Ended(outcome)) = self.calls.server_lost(now) {
-            self.call_ended(&outcome, now, fx);
+            self.call_ended(&outcome, fx);
         }
-        self.session = Session::Offline;
+        self.registration = Registration::Offline;
         self.users.clear();
         self.lookup = Lookup::Idle;
         self.notice = None;
@@ -244,10 +295,10 @@ impl Model {
         if let Some(reply) = reply {
             fx.push(Effect::Send(reply));
         }
-        match event {
+        match &event {
             Some(CallEvent::Incoming) => {
                 self.meta = Some(CallMeta {
-                    direction: Direction::Incoming,
+                    direction: CallDirection::Incoming,
                     started: wall,
                 });
                 self.ended_dismissed = true;
@@ -261,26 +312,37 @@ impl Model {
                 if let CallState::InCall { media, key, .. } = self.calls.state() {
                     let outgoing = self
                         .meta
-                        .is_some_and(|m| m.direction == Direction::Outgoing);
-                    fx.push(Effect::StartMedia {
+                        .is_some_and(|m| m.direction == CallDirection::Outgoing);
+                    fx.push(Effect::StartMedia(StartMedia {
                         peer: *media,
                         peer_key: key.as_ref().map(|k| k.to_vec()),
                         outgoing,
-                    });
+                    }));
                 }
             }
-            Some(CallEvent::Ended(outcome)) => self.call_ended(&outcome, now, fx),
+            Some(CallEvent::Ended(outcome)) => {
+                self.call_ended(outcome, fx);
+                return;
+            }
             Some(CallEvent::RingingOut) | Some(CallEvent::AutoDeclined(_)) => {}
             None => match msg {
                 ServerMsg::UserFound { user } if self.lookup_pending_for(&user.name) => {
                     self.lookup = Lookup::Found(user);
+                    fx.push(Effect::LookupAnswered);
                 }
                 ServerMsg::UserNotFound { name } if self.lookup_pending_for(&name) => {
                     self.lookup = Lookup::NotFound(name);
+                    fx.push(Effect::LookupAnswered);
                 }
-                ServerMsg::Error { message, .. } => self.notice = Some(Notice::Server(message)),
+                ServerMsg::Error { message, .. } => {
+                    self.notice = Some(Notice::Server(message.clone()));
+                    fx.push(Effect::ServerError(message));
+                }
                 _ => {}
             },
+        }
+        if let Some(event) = event {
+            fx.push(Effect::Call(event));
         }
     }
 
@@ -315,7 +377,9 @@ impl Model {
         }
     }
 
-    fn call_ended(&mut self, outcome: &Outcome, _now: Instant, fx: &mut Vec<Effect>) {
+    /// The call ended (by the server, the peer, a lost connection or a local cancel): stop
+    /// ringing and audio, log it, and tell the face.
+    fn call_ended(&mut self, outcome: &Outcome, fx: &mut Vec<Effect>) {
         fx.push(Effect::StopRinging);
         fx.push(Effect::StopMedia);
         self.muted = false;
@@ -331,9 +395,10 @@ impl Model {
                 outcome,
             )));
         }
+        fx.push(Effect::Call(CallEvent::Ended(outcome.clone())));
     }
 
-    /// Starts calling `peer`.
+    /// Starts calling `peer`, offering our media `key`.
     pub fn dial(
         &mut self,
         peer: &str,
@@ -343,7 +408,7 @@ impl Model {
     ) -> Result<Vec<Effect>, CallError> {
         let invite = self.calls.dial(peer, key.map(ByteBuf::from), now)?;
         self.meta = Some(CallMeta {
-            direction: Direction::Outgoing,
+            direction: CallDirection::Outgoing,
             started: wall,
         });
         self.notice = None;
@@ -351,6 +416,7 @@ impl Model {
         Ok(vec![Effect::Send(invite)])
     }
 
+    /// Accepts the ringing call, offering our media `key`.
     pub fn accept(&mut self, key: Option<Vec<u8>>) -> Result<Vec<Effect>, CallError> {
         let msg = self.calls.accept(None, key.map(ByteBuf::from))?;
         Ok(vec![Effect::StopRinging, Effect::Send(msg)])
@@ -370,7 +436,7 @@ impl Model {
             None => {
                 if let CallState::Ended { outcome, .. } = self.calls.state() {
                     let outcome = outcome.clone();
-                    self.call_ended(&outcome, now, &mut fx);
+                    self.call_ended(&outcome, &mut fx);
                 }
             }
         }
@@ -395,7 +461,7 @@ impl Model {
             return Vec::new();
         }
         self.notice = None;
-        self.session = Session::Disconnecting;
+        self.registration = Registration::Disconnecting;
         vec![Effect::Disconnect]
     }
 
@@ -414,185 +480,4 @@ impl Model {
 pub const ECHO_USER: &str = "echo";
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use fala_proto::{Availability, CallId, EndReason};
-
-    fn user(name: &str) -> UserInfo {
-        UserInfo {
-            name: name.into(),
-            media: "127.0.0.1:5000".parse().unwrap(),
-            status: Availability::Available,
-        }
-    }
-
-    fn online() -> (Model, Instant, SystemTime) {
-        let mut m = Model::new();
-        let t = Instant::now();
-        let w = SystemTime::UNIX_EPOCH;
-        m.connecting("127.0.0.1:7400", "ana", true);
-        let fx = m.on_event(
-            Event::Registered {
-                name: "ana".into(),
-                media: "127.0.0.1:4000".parse().unwrap(),
-                reconnected: false,
-            },
-            t,
-            w,
-        );
-        assert_eq!(fx, vec![Effect::Send(ClientMsg::List)]);
-        (m, t, w)
-    }
-
-    #[test]
-    fn presence_keeps_the_list_without_me() {
-        let (mut m, t, w) = online();
-        let users = vec![user("ana"), user("Bob"), user("echo")];
-        m.on_event(Event::Server(ServerMsg::Users { users }), t, w);
-        assert_eq!(m.users.len(), 2);
-        assert_eq!(m.visible_users("").count(), 1);
-        m.on_event(
-            Event::Server(ServerMsg::UserStatus {
-                name: "bob".into(),
-                status: Availability::InCall,
-            }),
-            t,
-            w,
-        );
-        assert_eq!(m.users["bob"].status, Availability::InCall);
-        m.on_event(
-            Event::Server(ServerMsg::UserLeft { name: "BOB".into() }),
-            t,
-            w,
-        );
-        assert_eq!(m.visible_users("").count(), 0);
-    }
-
-    #[test]
-    fn unreachable_local_server_offers_to_start_one() {
-        let mut m = Model::new();
-        m.connecting("127.0.0.1:7400", "ana", true);
-        m.on_event(
-            Event::Unreachable {
-                message: "refused".into(),
-            },
-            Instant::now(),
-            SystemTime::UNIX_EPOCH,
-        );
-        assert!(matches!(
-            m.problem,
-            Some(ConnectProblem::Unreachable {
-                offer_local_server: true,
-                ..
-            })
-        ));
-        assert_eq!(m.session, Session::Offline);
-    }
-
-    #[test]
-    fn incoming_call_rings_connects_and_logs() {
-        let (mut m, t, w) = online();
-        let id = CallId(9);
-        let fx = m.on_event(
-            Event::Server(ServerMsg::IncomingCall {
-                call_id: id,
-                caller: "bob".into(),
-                media: "127.0.0.1:5002".parse().unwrap(),
-                key: None,
-            }),
-            t,
-            w,
-        );
-        assert!(fx.contains(&Effect::StartRinging));
-        assert!(fx.contains(&Effect::NotifyIncoming("bob".into())));
-        assert_eq!(m.disconnect(), vec![]);
-        assert_eq!(m.notice, Some(Notice::HangUpFirst));
-        let fx = m.accept(None).unwrap();
-        assert!(matches!(fx[1], Effect::Send(ClientMsg::Accept { .. })));
-        let fx = m.on_event(
-            Event::Server(ServerMsg::CallConnected {
-                call_id: id,
-                peer: "bob".into(),
-                media: "127.0.0.1:5002".parse().unwrap(),
-                key: Some(ByteBuf::from(vec![7])),
-            }),
-            t,
-            w,
-        );
-        assert!(fx.contains(&Effect::StartMedia {
-            peer: "127.0.0.1:5002".parse().unwrap(),
-            peer_key: Some(vec![7]),
-            outgoing: false,
-        }));
-        let later = t + std::time::Duration::from_secs(65);
-        let fx = m.on_event(
-            Event::Server(ServerMsg::CallEnded {
-                call_id: id,
-                peer: "bob".into(),
-                reason: EndReason::PeerHungUp,
-            }),
-            later,
-            w,
-        );
-        assert!(fx.contains(&Effect::StopMedia));
-        let logged = fx.iter().find_map(|e| match e {
-            Effect::Log(entry) => Some(entry.clone()),
-            _ => None,
-        });
-        let entry = logged.expect("logged");
-        assert_eq!(entry.direction, Direction::Incoming);
-        assert_eq!(entry.talked_secs, Some(65));
-        assert!(!m.ended_dismissed);
-    }
-
-    #[test]
-    fn cancel_while_dialing_ends_at_once_and_is_logged() {
-        let (mut m, t, w) = online();
-        m.dial("bob", None, t, w).unwrap();
-        let fx = m.hangup(t).unwrap();
-        assert!(fx.iter().any(|e| matches!(e, Effect::Log(_))));
-        assert!(!m.calls.is_busy());
-    }
-
-    #[test]
-    fn connection_lost_ends_the_call_and_keeps_the_name() {
-        let (mut m, t, w) = online();
-        m.dial("bob", None, t, w).unwrap();
-        m.on_event(
-            Event::ConnectionLost {
-                message: "gone".into(),
-                retry_in: std::time::Duration::from_secs(1),
-            },
-            t,
-            w,
-        );
-        assert!(matches!(
-            m.calls.state(),
-            CallState::Ended {
-                outcome: Outcome::ServerLost,
-                ..
-            }
-        ));
-        assert_eq!(m.my_name(), Some("ana"));
-        assert!(matches!(m.session, Session::Reconnecting { .. }));
-    }
-
-    #[test]
-    fn lookup_reports_not_found_then_found() {
-        let (mut m, t, w) = online();
-        m.lookup("zed");
-        m.on_event(
-            Event::Server(ServerMsg::UserNotFound { name: "zed".into() }),
-            t,
-            w,
-        );
-        assert_eq!(m.lookup, Lookup::NotFound("zed".into()));
-        m.lookup("bob");
-        m.on_event(
-            Event::Server(ServerMsg::UserFound { user: user("Bob") }),
-            t,
-            w,
-        );
-        assert!(matches!(m.lookup, Lookup::Found(_)));
-    }
-}
+mod tests;

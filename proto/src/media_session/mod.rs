@@ -1,0 +1,405 @@
+//! The media session of one call, without I/O: RTP out (sequence, timestamps, redundant
+//! copies, encryption), RTP and RTCP in (filtered by address and SSRC, authenticated, counted),
+//! and sender/receiver reports about once a second for loss, jitter and round-trip time.
+//!
+//! Shaped like str0m's `Rtc` and quinn-proto's `Connection`: the driver owns the socket, the
+//! clock and the randomness, and moves the session with
+//! - [`MediaSession::handle_datagram`] for every datagram read, then
+//!   [`MediaSession::poll_event`] until it says `None`;
+//! - [`MediaSession::send_frame`] for every encoded frame, then
+//!   [`MediaSession::poll_transmit`] until it says `None` (reports come out of it when due;
+//!   [`MediaSession::poll_timeout`] says when the next one is).
+//!
+//! Time is microseconds on the driver's clock, given with every call. Nothing here reads a
+//! clock, touches a socket or allocates after [`MediaSession::new`], so tests run whole
+//! exchanges between two sessions on simulated time.
+
+mod send;
+
+use std::net::SocketAddr;
+
+use crate::media_crypto::{SessionKeys, RTCP_OVERHEAD};
+use crate::red::{self, RED_PAYLOAD_TYPE};
+use crate::rtcp::{self, ReceptionStats, Report, SenderInfo};
+use crate::rtp::{self, OPUS_PAYLOAD_TYPE};
+use send::Sender;
+pub use send::MAX_PAYLOAD;
+
+/// Interval between reports, µs (RFC 3550 allows far less for two parties; one second keeps
+/// loss feedback to the encoder fresh at negligible cost).
+pub const REPORT_INTERVAL_US: u64 = 1_000_000;
+/// Largest datagram taken in; longer ones are malformed for Fala.
+pub const MAX_DATAGRAM: usize = 2048;
+
+/// What the driver chooses for a session: the peer, the keys, and the random starting points
+/// of our stream (RFC 3550 wants SSRC, sequence and timestamp to start unpredictably).
+#[derive(Debug)]
+pub struct SessionConfig {
+    /// Where media goes, and the only address it is accepted from.
+    pub peer: SocketAddr,
+    /// Keys from the call's key exchange; `None` sends clear RTP.
+    pub crypto: Option<SessionKeys>,
+    pub ssrc: u32,
+    /// First sequence number (only its low 15 bits are used).
+    pub first_seq: u16,
+    pub first_timestamp: u32,
+}
+
+/// Counters of the session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct SessionStats {
+    /// RTP packets sent.
+    pub packets_sent: u64,
+    /// Payload bytes sent (after encryption), for the bitrate.
+    pub bytes_sent: u64,
+    /// RTP packets accepted.
+    pub packets_received: u64,
+    /// Packets expected minus received, from sequence numbers (RFC 3550).
+    pub packets_lost: i64,
+    /// Dropped: from an address other than the peer's.
+    pub dropped_foreign: u64,
+    /// Dropped: unexpected SSRC after the first accepted packet.
+    pub dropped_ssrc: u64,
+    /// Dropped: failed authentication.
+    pub dropped_auth: u64,
+    /// Dropped: not RTP/RTCP we understand.
+    pub dropped_malformed: u64,
+    /// Interarrival jitter of the received stream, ms.
+    pub jitter_ms: f64,
+    /// Round-trip time from the last report, ms.
+    pub rtt_ms: Option<f64>,
+    /// Fraction of our packets the peer says it lost recently, 0..=1.
+    pub peer_loss: f64,
+    /// Reports sent.
+    pub reports_sent: u64,
+    /// Reports received and understood.
+    pub reports_received: u64,
+}
+
+/// One received media packet, decrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaPacket<'a> {
+    /// RTP sequence number.
+    pub seq: u16,
+    /// RTP timestamp.
+    pub timestamp: u32,
+    /// When the datagram arrived, µs on the driver's clock.
+    pub arrival_us: u64,
+    /// Opus payload.
+    pub payload: &'a [u8],
+    /// A redundant copy of an earlier packet (RFC 2198), not the packet itself: it says nothing
+    /// about arrival times.
+    pub copy: bool,
+}
+
+/// What the session has for the driver after a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEvent<'a> {
+    /// A media packet, or a copy of an earlier one; the packet comes first, then its copies.
+    Media(MediaPacket<'a>),
+    /// The peer reported on our stream: the share it lost lately (RTCP fraction lost, of 256).
+    PeerLoss(u8),
+}
+
+/// A datagram to send now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit<'a> {
+    pub destination: SocketAddr,
+    pub contents: &'a [u8],
+}
+
+/// The media packet of the last datagram, until all of it has been polled.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    header_len: usize,
+    end: usize,
+    seq: u16,
+    timestamp: u32,
+    arrival_us: u64,
+    red: bool,
+    /// Events of this packet already handed out (0: none; 1: the packet; 1 + k: k copies).
+    polled: usize,
+}
+
+/// One call's RTP session with one peer.
+pub struct MediaSession {
+    peer: SocketAddr,
+    crypto: Option<SessionKeys>,
+    sender: Sender,
+    remote_ssrc: Option<u32>,
+    reception: ReceptionStats,
+    rtcp_index: u32,
+    next_report_us: u64,
+    stats: SessionStats,
+    /// The last datagram taken in (decrypted in place).
+    rx: Box<[u8; MAX_DATAGRAM]>,
+    pending: Option<Pending>,
+    /// A report's loss figure not polled yet.
+    peer_loss: Option<u8>,
+    /// The packet being sent (and then the report): `tx_len` bytes waiting for poll_transmit.
+    tx: Box<[u8; MAX_DATAGRAM]>,
+    tx_len: Option<usize>,
+}
+
+impl MediaSession {
+    pub fn new(config: SessionConfig) -> Self {
+        Self {
+            peer: config.peer,
+            crypto: config.crypto,
+            sender: Sender::new(config.ssrc, config.first_seq, config.first_timestamp),
+            remote_ssrc: None,
+            reception: ReceptionStats::default(),
+            rtcp_index: 0,
+            next_report_us: REPORT_INTERVAL_US / 2,
+            stats: SessionStats::default(),
+            rx: Box::new([0; MAX_DATAGRAM]),
+            pending: None,
+            peer_loss: None,
+            tx: Box::new([0; MAX_DATAGRAM]),
+            tx_len: None,
+        }
+    }
+
+    /// Our SSRC.
+    pub fn ssrc(&self) -> u32 {
+        self.sender.ssrc
+    }
+
+    /// The RTP timestamp the next frame will carry.
+    pub fn next_timestamp(&self) -> u32 {
+        self.sender.timestamp
+    }
+
+    /// Where media goes.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SessionStats {
+        let mut s = self.stats;
+        s.packets_lost = self.reception.cumulative_lost();
+        s.jitter_ms = f64::from(self.reception.jitter()) / 48.0;
+        s
+    }
+
+    /// Moves the RTP clock over samples that are not sent (DTX, or a stall); the next packet
+    /// starts a talkspurt.
+    pub fn skip_samples(&mut self, samples: u64) {
+        self.sender.skip_samples(samples);
+    }
+
+    /// Queues one Opus frame with up to `copies` redundant copies of the packets sent just
+    /// before it (copies that would not fit are left out); [`MediaSession::poll_transmit`]
+    /// hands it out. A frame that cannot be written is lost, as a failed send would be.
+    pub fn send_frame(&mut self, payload: &[u8], frame_samples: u32, copies: usize) {
+        let written = self.sender.write_frame(
+            payload,
+            frame_samples,
+            copies,
+            self.crypto.as_ref(),
+            &mut self.tx[..],
+        );
+        if let Some(len) = written {
+            self.stats.packets_sent += 1;
+            self.stats.bytes_sent += len as u64;
+            self.tx_len = Some(len);
+        }
+    }
+
+    /// The next datagram to send: a queued media packet, then a report when one is due.
+    pub fn poll_transmit(&mut self, now_us: u64) -> Option<Transmit<'_>> {
+        let len = match self.tx_len.take() {
+            Some(len) => len,
+            None => self.write_report(now_us)?,
+        };
+        Some(Transmit {
+            destination: self.peer,
+            contents: &self.tx[..len],
+        })
+    }
+
+    /// When the next report is due (µs on the driver's clock).
+    pub fn poll_timeout(&self) -> u64 {
+        self.next_report_us
+    }
+
+    /// Takes in one datagram that arrived at `arrival_us` from `from`; what it carried comes
+    /// out of [`MediaSession::poll_event`]. Anything not from the peer, not understood, or not
+    /// authentic is dropped and counted.
+    pub fn handle_datagram(&mut self, arrival_us: u64, from: SocketAddr, datagram: &[u8]) {
+        self.pending = None;
+        if from != self.peer {
+            self.stats.dropped_foreign += 1;
+            return;
+        }
+        let Some(buf) = self.rx.get_mut(..datagram.len()) else {
+            self.stats.dropped_malformed += 1;
+            return;
+        };
+        buf.copy_from_slice(datagram);
+        if rtp::is_rtcp(datagram) {
+            self.handle_rtcp(arrival_us, datagram.len());
+        } else {
+            self.handle_rtp(arrival_us, datagram.len());
+        }
+    }
+
+    /// The next thing the last datagram carried: the media packet, then its redundant copies;
+    /// a peer's loss report.
+    pub fn poll_event(&mut self) -> Option<SessionEvent<'_>> {
+        if let Some(lost) = self.peer_loss.take() {
+            return Some(SessionEvent::PeerLoss(lost));
+        }
+        let p = self.pending?;
+        let body = &self.rx[p.header_len..p.end];
+        let packet = MediaPacket {
+            seq: p.seq,
+            timestamp: p.timestamp,
+            arrival_us: p.arrival_us,
+            payload: body,
+            copy: false,
+        };
+        // A RED payload was parsed and checked when the datagram came in.
+        let event = match red::parse(body).ok().filter(|_| p.red) {
+            None => (p.polled == 0).then_some(packet),
+            Some(red) if p.polled == 0 => Some(MediaPacket {
+                payload: red.primary,
+                ..packet
+            }),
+            // Copies of payload types other than Opus are skipped.
+            Some(red) => red
+                .copies()
+                .filter(|(_, block)| block.payload_type == OPUS_PAYLOAD_TYPE)
+                .nth(p.polled - 1)
+                .map(|(back, block)| MediaPacket {
+                    seq: p.seq.wrapping_sub(back),
+                    timestamp: p.timestamp.wrapping_sub(block.ts_offset),
+                    payload: block.data,
+                    copy: true,
+                    ..packet
+                }),
+        };
+        self.pending = event.is_some().then_some(Pending {
+            polled: p.polled + 1,
+            ..p
+        });
+        event.map(SessionEvent::Media)
+    }
+
+    fn handle_rtp(&mut self, arrival_us: u64, len: usize) {
+        let (header, header_len) = match rtp::parse(&self.rx[..len]) {
+            Ok(p) if matches!(p.header.payload_type, OPUS_PAYLOAD_TYPE | RED_PAYLOAD_TYPE) => {
+                (p.header, p.header_len)
+            }
+            _ => {
+                self.stats.dropped_malformed += 1;
+                return;
+            }
+        };
+        if self.remote_ssrc.is_some_and(|s| s != header.ssrc) {
+            self.stats.dropped_ssrc += 1;
+            return;
+        }
+        let mut end = len;
+        if let Some(c) = &self.crypto {
+            let ext = self.reception.peek_ext(header.sequence);
+            match c.decrypt_rtp(&mut self.rx[..], len, header_len, ext) {
+                Ok(n) => end = n,
+                Err(_) => {
+                    self.stats.dropped_auth += 1;
+                    return;
+                }
+            }
+        }
+        let red = header.payload_type == RED_PAYLOAD_TYPE;
+        if red {
+            let ok = red::parse(&self.rx[header_len..end])
+                .is_ok_and(|r| r.primary_type == OPUS_PAYLOAD_TYPE);
+            if !ok {
+                self.stats.dropped_malformed += 1;
+                return;
+            }
+        }
+        self.remote_ssrc = Some(header.ssrc);
+        self.stats.packets_received += 1;
+        self.reception
+            .on_packet(header.sequence, header.timestamp, arrival_us * 48 / 1000);
+        self.pending = Some(Pending {
+            header_len,
+            end,
+            seq: header.sequence,
+            timestamp: header.timestamp,
+            arrival_us,
+            red,
+            polled: 0,
+        });
+    }
+
+    fn handle_rtcp(&mut self, now_us: u64, len: usize) {
+        let mut end = len;
+        if let Some(c) = &self.crypto {
+            match c.decrypt_rtcp(&mut self.rx[..], len) {
+                Ok(n) => end = n,
+                Err(_) => {
+                    self.stats.dropped_auth += 1;
+                    return;
+                }
+            }
+        }
+        let Ok(report) = rtcp::parse(&self.rx[..end]) else {
+            self.stats.dropped_malformed += 1;
+            return;
+        };
+        if self.remote_ssrc.is_some_and(|s| s != report.ssrc) {
+            self.stats.dropped_ssrc += 1;
+            return;
+        }
+        self.stats.reports_received += 1;
+        let now_ntp = rtcp::ntp_from_micros(now_us);
+        if let Some(s) = report.sender {
+            self.reception.on_sender_report(s.ntp, now_ntp);
+        }
+        if let Some(b) = report.block.filter(|b| b.ssrc == self.sender.ssrc) {
+            if let Some(rtt) = rtcp::rtt_ms(now_ntp, &b) {
+                self.stats.rtt_ms = Some(rtt);
+            }
+            self.peer_loss = Some(b.fraction_lost);
+            self.stats.peer_loss = f64::from(b.fraction_lost) / 256.0;
+        }
+    }
+
+    /// Writes a sender report (with a block about the peer's stream) into the outgoing
+    /// buffer when one is due; returns its length.
+    fn write_report(&mut self, now_us: u64) -> Option<usize> {
+        if now_us < self.next_report_us {
+            return None;
+        }
+        self.next_report_us = now_us + REPORT_INTERVAL_US;
+        let now_ntp = rtcp::ntp_from_micros(now_us);
+        let block = self
+            .remote_ssrc
+            .map(|ssrc| self.reception.report_block(ssrc, now_ntp));
+        let report = Report {
+            ssrc: self.sender.ssrc,
+            sender: Some(SenderInfo {
+                ntp: now_ntp,
+                rtp_timestamp: self.sender.timestamp,
+                packet_count: self.stats.packets_sent as u32,
+                octet_count: self.stats.bytes_sent as u32,
+            }),
+            block,
+        };
+        let buf = &mut self.tx[..rtcp::MAX_REPORT_LEN + RTCP_OVERHEAD];
+        let mut len = report.write(buf).ok()?;
+        if let Some(c) = &self.crypto {
+            self.rtcp_index = self.rtcp_index.wrapping_add(1);
+            len = c.encrypt_rtcp(buf, len, self.rtcp_index).ok()?;
+        }
+        self.stats.reports_sent += 1;
+        Some(len)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,254 @@
+//! Two sessions talking on simulated time: datagrams go from one's `poll_transmit` straight
+//! into the other's `handle_datagram`, at whatever instants the test chooses.
+
+use super::*;
+use crate::media_crypto::{KeyPair, Role};
+use crate::rtp::RtpHeader;
+
+const A: &str = "127.0.0.1:4000";
+const B: &str = "127.0.0.1:5000";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// A session at `A` talking to `B`, and one at `B` talking to `A`.
+fn pair(crypto: bool) -> (MediaSession, MediaSession) {
+    let (ka, kb) = if crypto {
+        let x = KeyPair::generate().unwrap();
+        let y = KeyPair::generate().unwrap();
+        let (px, py) = (x.public_bytes(), y.public_bytes());
+        (
+            Some(x.derive(Role::Caller, &py).unwrap()),
+            Some(y.derive(Role::Callee, &px).unwrap()),
+        )
+    } else {
+        (None, None)
+    };
+    let session = |peer, crypto, ssrc| {
+        MediaSession::new(SessionConfig {
+            peer: addr(peer),
+            crypto,
+            ssrc,
+            first_seq: 0x7ff0,
+            first_timestamp: 0xffff_f000,
+        })
+    };
+    (session(B, ka, 0xa1), session(A, kb, 0xb2))
+}
+
+/// Everything `from` has to send at `now`.
+fn transmits(from: &mut MediaSession, now: u64) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(t) = from.poll_transmit(now) {
+        out.push(t.contents.to_vec());
+    }
+    out
+}
+
+/// What one datagram gave: (seq, timestamp, payload, copy) per media event.
+fn receive(
+    to: &mut MediaSession,
+    now: u64,
+    from: &str,
+    datagram: &[u8],
+) -> Vec<(u16, u32, Vec<u8>, bool)> {
+    to.handle_datagram(now, addr(from), datagram);
+    let mut got = Vec::new();
+    while let Some(ev) = to.poll_event() {
+        if let SessionEvent::Media(p) = ev {
+            got.push((p.seq, p.timestamp, p.payload.to_vec(), p.copy));
+        }
+    }
+    got
+}
+
+#[test]
+fn packets_reports_and_filters_with_and_without_crypto() {
+    for crypto in [false, true] {
+        let (mut a, mut b) = pair(crypto);
+        let mut got = Vec::new();
+        for i in 0..5u8 {
+            a.send_frame(&[i; 20], 960, 0);
+            for d in transmits(&mut a, 0) {
+                got.extend(receive(&mut b, 20_000, A, &d));
+            }
+        }
+        assert_eq!(got.len(), 5, "crypto {crypto}");
+        assert_eq!(got[3].2, vec![3u8; 20]);
+        assert_eq!(got[1].0, got[0].0.wrapping_add(1));
+        assert_eq!(got[1].1, got[0].1.wrapping_add(960));
+
+        // A stranger's copy of a real packet, and a forged SSRC from the peer's address.
+        a.send_frame(&[9; 20], 960, 0);
+        let real = transmits(&mut a, 0).remove(0);
+        assert!(receive(&mut b, 30_000, "127.0.0.1:6000", &real).is_empty());
+        let mut forged = [0u8; 40];
+        let h = RtpHeader {
+            marker: false,
+            payload_type: OPUS_PAYLOAD_TYPE,
+            sequence: 1,
+            timestamp: 1,
+            ssrc: a.ssrc() ^ 1,
+        };
+        rtp::write_packet(&h, &[0; 20], &mut forged).unwrap();
+        assert!(receive(&mut b, 30_000, A, &forged[..32]).is_empty());
+        let s = b.stats();
+        assert_eq!((s.dropped_foreign, s.dropped_ssrc), (1, 1));
+        assert_eq!(s.packets_received, 5);
+
+        // Reports both ways, 20 ms of network each way, the peer answering 10 ms after it
+        // heard: the side that sent the first report measures 40 ms of round trip.
+        let sr = transmits(&mut a, 1_000_000);
+        assert_eq!(sr.len(), 1, "one report due");
+        receive(&mut b, 1_020_000, A, &sr[0]);
+        let rr = transmits(&mut b, 1_030_000);
+        assert_eq!(rr.len(), 1);
+        receive(&mut a, 1_050_000, B, &rr[0]);
+        let s = a.stats();
+        assert_eq!(s.reports_received, 1, "crypto {crypto}: {s:?}");
+        let rtt = s.rtt_ms.expect("rtt");
+        assert!((39.9..40.1).contains(&rtt), "{rtt}");
+        // The next report waits a whole interval.
+        assert!(transmits(&mut a, 1_500_000).is_empty());
+        assert_eq!(a.poll_timeout(), 1_000_000 + REPORT_INTERVAL_US);
+    }
+}
+
+#[test]
+fn a_report_tells_the_peers_loss_once() {
+    let (mut a, mut b) = pair(true);
+    // Ten packets sent, three lost on the way.
+    for i in 0..10u8 {
+        a.send_frame(&[i; 30], 960, 0);
+        for d in transmits(&mut a, 0) {
+            if ![2, 5, 7].contains(&i) {
+                receive(&mut b, 10_000, A, &d);
+            }
+        }
+    }
+    let rr = transmits(&mut b, 600_000);
+    a.handle_datagram(620_000, addr(B), &rr[0]);
+    // 3 of 10: 76 of 256.
+    assert_eq!(a.poll_event(), Some(SessionEvent::PeerLoss(76)));
+    assert_eq!(a.poll_event(), None);
+    assert!((a.stats().peer_loss - 76.0 / 256.0).abs() < 1e-9);
+    assert_eq!(b.stats().packets_lost, 3);
+}
+
+#[test]
+fn redundant_copies_come_with_their_own_sequence_and_timestamp() {
+    for crypto in [false, true] {
+        let (mut a, mut b) = pair(crypto);
+        let first_ts = a.next_timestamp();
+        let mut got = Vec::new();
+        for (i, len) in [(1u8, 30), (2, 31), (3, 32)] {
+            a.send_frame(&vec![i; len], 960, 2);
+            for d in transmits(&mut a, 0) {
+                got.extend(receive(&mut b, 0, A, &d));
+            }
+        }
+        // Packet 1: alone; packet 2: + copy of 1; packet 3: + copies of 1 and 2.
+        assert_eq!(got.len(), 6, "crypto {crypto}");
+        let s0 = got[0].0;
+        let expect = [
+            (0u16, 0u32, 1u8, false),
+            (1, 960, 2, false),
+            (0, 0, 1, true),
+            (2, 1920, 3, false),
+            (0, 0, 1, true),
+            (1, 960, 2, true),
+        ];
+        for (g, e) in got.iter().zip(expect) {
+            assert_eq!(g.0, s0.wrapping_add(e.0));
+            assert_eq!(g.1, first_ts.wrapping_add(e.1));
+            assert!(g.2.iter().all(|&v| v == e.2) && g.2.len() == 29 + usize::from(e.2));
+            assert_eq!(g.3, e.3);
+        }
+        assert_eq!(b.stats().packets_received, 3);
+        assert_eq!(b.stats().packets_lost, 0);
+    }
+}
+
+#[test]
+fn copies_never_push_a_packet_past_the_payload_limit() {
+    let (mut a, mut b) = pair(false);
+    let mut got = Vec::new();
+    for i in 1..=2u8 {
+        a.send_frame(&[i; 600], 960, 2);
+        for d in transmits(&mut a, 0) {
+            got.extend(receive(&mut b, 0, A, &d).into_iter().map(|g| g.3));
+        }
+    }
+    assert_eq!(
+        got,
+        vec![false, false],
+        "a 600-byte copy would make the packet too big"
+    );
+}
+
+#[test]
+fn wrong_key_is_dropped_and_counted() {
+    let (mut a, mut b) = pair(true);
+    let k = KeyPair::generate().unwrap();
+    a.crypto = Some(
+        k.derive(Role::Caller, &KeyPair::generate().unwrap().public_bytes())
+            .unwrap(),
+    );
+    a.send_frame(&[1; 20], 960, 0);
+    let d = transmits(&mut a, 0).remove(0);
+    assert!(receive(&mut b, 0, A, &d).is_empty());
+    assert_eq!(b.stats().dropped_auth, 1);
+    assert_eq!(b.stats().packets_received, 0);
+}
+
+#[test]
+fn skipped_samples_move_the_clock_and_mark_a_talkspurt() {
+    let (mut a, mut b) = pair(false);
+    a.send_frame(&[1; 20], 960, 0);
+    let first = transmits(&mut a, 0).remove(0);
+    a.send_frame(&[2; 20], 960, 0);
+    let second = transmits(&mut a, 0).remove(0);
+    a.skip_samples(3 * 960);
+    a.send_frame(&[3; 20], 960, 0);
+    let third = transmits(&mut a, 0).remove(0);
+    let marker = |d: &[u8]| rtp::parse(d).unwrap().header.marker;
+    assert_eq!(
+        [marker(&first), marker(&second), marker(&third)],
+        [true, false, true]
+    );
+    let ts: Vec<u32> = [first, second, third]
+        .iter()
+        .map(|d| receive(&mut b, 0, A, d)[0].1)
+        .collect();
+    assert_eq!(ts[1].wrapping_sub(ts[0]), 960);
+    assert_eq!(
+        ts[2].wrapping_sub(ts[1]),
+        4 * 960,
+        "one frame plus three skipped"
+    );
+    // The sequence numbers run on: nothing was lost.
+    assert_eq!(b.stats().packets_lost, 0);
+}
+
+#[test]
+fn garbage_never_panics_and_is_counted() {
+    let (_, mut b) = pair(true);
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for len in 0..300usize {
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        assert!(receive(&mut b, 0, A, &bytes).is_empty());
+    }
+    let big = vec![0x80u8; MAX_DATAGRAM + 1];
+    assert!(receive(&mut b, 0, A, &big).is_empty());
+    let s = b.stats();
+    assert_eq!(s.packets_received, 0);
+    assert_eq!(s.dropped_malformed + s.dropped_auth, 301);
+}

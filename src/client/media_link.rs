@@ -1,0 +1,320 @@
+//! The one media link of a client: the UDP socket bound for audio (and the address registered
+//! for it), a fresh key pair offered with each invite or accept, the key schedule when the
+//! call connects, and the media engine started and stopped for the call.
+//!
+//! Nothing here waits: the engine opens its devices on its own thread and the engine's stop
+//! (which joins that thread) runs on a thread of its own. What happens later comes back as a
+//! [`LinkEvent`] on a bounded channel, with a `notify` call to wake a window.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use fala_proto::media_crypto::{KeyPair, Role};
+use fala_proto::MediaAddr;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use super::model::StartMedia;
+use super::options::MediaOptions;
+use crate::media::{MediaConfig, MediaEngine, MediaHandle, MediaStats};
+
+/// Wakes whoever drains the events (a window's `request_repaint`).
+pub type Notify = Arc<dyn Fn() + Send + Sync>;
+
+/// Events queued at most; a call produces a handful.
+const EVENT_QUEUE: usize = 16;
+
+/// Which media address to register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Advertise {
+    /// The bound port at whatever IP the server sees us at.
+    Seen,
+    /// The bound port at this IPv4 (the window's "advertised IP").
+    Ip(Ipv4Addr),
+    /// Exactly this address (port forwarding, a test relay in between).
+    Addr(SocketAddrV4),
+}
+
+/// What happened to the call's audio since the last look.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LinkEvent {
+    /// The devices are open and audio flows. `call` counts the calls this link started, so a
+    /// late word from an engine already stopped is told apart.
+    Ready { call: u64 },
+    /// Audio could not start (no device, a bad key, no thread); the call itself goes on.
+    Failed { call: u64, message: String },
+    /// A recording could not be started.
+    RecordingFailed(String),
+    /// The engine has stopped; its final statistics.
+    Stopped(Box<MediaStats>),
+}
+
+/// Where the call's audio stands, for the faces to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioState {
+    /// No call audio.
+    Idle,
+    /// This link has no audio engine (a window under test): nothing is sent or played.
+    NoEngine,
+    /// The engine is opening its devices.
+    Opening,
+    Running,
+    Failed(String),
+}
+
+/// Why the link could not do what was asked at once.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum LinkError {
+    #[error("audio engine not connected")]
+    NoEngine,
+    #[error("no call to record")]
+    NoCall,
+    #[error("{0}")]
+    Os(String),
+}
+
+/// The socket, keys and engine of one client's calls.
+pub struct MediaLink {
+    socket: UdpSocket,
+    advertised: MediaAddr,
+    /// `None`: no audio engine (a window under test); calls connect but play nothing.
+    options: Option<MediaOptions>,
+    keys: Option<KeyPair>,
+    running: Option<MediaHandle>,
+    state: AudioState,
+    /// Calls started so far: the number of the current one.
+    call: u64,
+    /// The short authentication string of the running call, when encrypted.
+    sas: Option<String>,
+    events: mpsc::Sender<LinkEvent>,
+    notify: Option<Notify>,
+}
+
+impl MediaLink {
+    /// Binds UDP `port` (0 = any) on every interface and works out the address to register.
+    /// `options` says how calls sound; `None` runs calls without an audio engine.
+    pub fn bind(
+        port: u16,
+        advertise: Advertise,
+        options: Option<MediaOptions>,
+        notify: Option<Notify>,
+    ) -> std::io::Result<(MediaLink, mpsc::Receiver<LinkEvent>)> {
+        let socket = UdpSocket::bind(("0.0.0.0", port))?;
+        let port = socket.local_addr()?.port();
+        let advertised = match advertise {
+            Advertise::Seen => MediaAddr::new(Ipv4Addr::UNSPECIFIED, port),
+            Advertise::Ip(ip) => MediaAddr::new(ip, port),
+            Advertise::Addr(addr) => MediaAddr(addr),
+        };
+        let (events, rx) = mpsc::channel(EVENT_QUEUE);
+        let link = MediaLink {
+            socket,
+            advertised,
+            options,
+            keys: None,
+            running: None,
+            state: AudioState::Idle,
+            call: 0,
+            sas: None,
+            events,
+            notify,
+        };
+        Ok((link, rx))
+    }
+
+    /// The bound media address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// The media address to register with the server.
+    pub fn advertised(&self) -> MediaAddr {
+        self.advertised
+    }
+
+    /// Whether calls get real audio.
+    pub fn has_engine(&self) -> bool {
+        self.options.is_some()
+    }
+
+    /// How calls sound (`None` without an engine); changes apply from the next call.
+    pub fn options_mut(&mut self) -> Option<&mut MediaOptions> {
+        self.options.as_mut()
+    }
+
+    /// Makes this call's key pair and returns the public key to put in an invite or accept.
+    /// `None` when encryption is off, there is no engine, or the OS gave no randomness (the
+    /// call then runs in clear, which the peer sees as a missing key).
+    pub fn offer_key(&mut self) -> Option<Vec<u8>> {
+        if !self.options.as_ref().is_some_and(|o| o.encrypt) {
+            return None;
+        }
+        self.keys = KeyPair::generate().ok();
+        self.keys.as_ref().map(|k| k.public_bytes().to_vec())
+    }
+
+    /// The call connected: derives the keys and starts the engine towards the peer. Returns at
+    /// once; [`LinkEvent::Ready`] or [`LinkEvent::Failed`] follows. Encrypted when both sides
+    /// gave a key, in clear otherwise (an older or key-less peer).
+    pub fn start(&mut self, call: &StartMedia) {
+        let own_keys = self.keys.take();
+        self.stop();
+        self.call += 1;
+        let Some(options) = &self.options else {
+            self.state = AudioState::NoEngine;
+            return;
+        };
+        let role = if call.outgoing {
+            Role::Caller
+        } else {
+            Role::Callee
+        };
+        let crypto = match (own_keys, &call.peer_key) {
+            (Some(keys), Some(peer_key)) => match keys.derive(role, peer_key) {
+                Ok(keys) => Some(keys),
+                Err(e) => return self.fail(format!("the peer's media key is unusable: {e}")),
+            },
+            _ => None,
+        };
+        let socket = match self.socket.try_clone() {
+            Ok(s) => s,
+            Err(e) => return self.fail(format!("cannot use the media socket: {e}")),
+        };
+        self.sas = crypto.as_ref().map(|c| c.sas());
+        let config = MediaConfig {
+            socket,
+            peer: SocketAddr::V4(call.peer.0),
+            crypto,
+            input: options.input.clone(),
+            output: options.output.clone(),
+            codec: options.codec,
+            jitter: options.jitter,
+        };
+        let (report, call) = (self.reporter(), self.call);
+        let started = MediaEngine::spawn(
+            config,
+            Box::new(move |ready| {
+                report(match ready {
+                    Ok(_) => LinkEvent::Ready { call },
+                    Err(e) => LinkEvent::Failed {
+                        call,
+                        message: e.to_string(),
+                    },
+                })
+            }),
+        );
+        match started {
+            Ok(handle) => {
+                self.running = Some(handle);
+                self.state = AudioState::Opening;
+            }
+            Err(e) => self.fail(e.to_string()),
+        }
+    }
+
+    /// Stops the call's audio. The engine is joined on a thread of its own (closing devices
+    /// can take a moment); [`LinkEvent::Stopped`] brings its final statistics.
+    pub fn stop(&mut self) {
+        self.keys = None;
+        self.sas = None;
+        self.state = AudioState::Idle;
+        let Some(handle) = self.running.take() else {
+            return;
+        };
+        let report = self.reporter();
+        let spawned = std::thread::Builder::new()
+            .name("fala-media-stop".into())
+            .spawn(move || report(LinkEvent::Stopped(Box::new(handle.stop()))));
+        if let Err(e) = spawned {
+            tracing::warn!("cannot stop the media engine on a thread of its own: {e}");
+        }
+    }
+
+    /// Takes in an event from the channel this link feeds, so [`MediaLink::state`] follows it.
+    /// A late `Ready` or `Failed` from an engine already stopped is ignored.
+    pub fn on_event(&mut self, ev: &LinkEvent) {
+        let current = |call: &u64| *call == self.call && self.state == AudioState::Opening;
+        match ev {
+            LinkEvent::Ready { call } if current(call) => self.state = AudioState::Running,
+            LinkEvent::Failed { call, message } if current(call) => {
+                self.state = AudioState::Failed(message.clone());
+                self.running = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Where the call's audio stands.
+    pub fn state(&self) -> &AudioState {
+        &self.state
+    }
+
+    /// The running engine, for stats, levels and mute.
+    pub fn running(&self) -> Option<&MediaHandle> {
+        self.running.as_ref()
+    }
+
+    /// The code both people can compare to know nobody is in the middle, when encrypted.
+    pub fn sas(&self) -> Option<&str> {
+        self.sas.as_deref()
+    }
+
+    pub fn set_muted(&self, muted: bool) {
+        if let Some(call) = &self.running {
+            call.set_muted(muted);
+        }
+    }
+
+    /// Records both directions of the running call to `path`; the file is created off the
+    /// caller's thread and a failure comes back as [`LinkEvent::RecordingFailed`].
+    pub fn start_recording(&self, path: PathBuf) -> Result<(), LinkError> {
+        if self.options.is_none() {
+            return Err(LinkError::NoEngine);
+        }
+        let call = self.running.as_ref().ok_or(LinkError::NoCall)?;
+        let report = self.reporter();
+        call.record(path, move |done| {
+            if let Err(e) = done {
+                report(LinkEvent::RecordingFailed(e.to_string()));
+            }
+        })
+        .map_err(|e| LinkError::Os(e.to_string()))
+    }
+
+    pub fn stop_recording(&self) {
+        if let Some(call) = &self.running {
+            call.stop_recording();
+        }
+    }
+
+    /// A failure known at once goes the same way as one from the media thread.
+    fn fail(&mut self, message: String) {
+        self.state = AudioState::Failed(message.clone());
+        (self.reporter())(LinkEvent::Failed {
+            call: self.call,
+            message,
+        });
+    }
+
+    /// Queues an event (dropped if nobody drains them: the queue holds far more than a call
+    /// makes) and wakes the face.
+    fn reporter(&self) -> impl Fn(LinkEvent) + Send + 'static {
+        let (events, notify) = (self.events.clone(), self.notify.clone());
+        move |ev| {
+            if events.try_send(ev).is_err() {
+                tracing::debug!("media event dropped: nobody is listening");
+            }
+            if let Some(notify) = &notify {
+                notify();
+            }
+        }
+    }
+}
+
+impl Drop for MediaLink {
+    /// A link dropped mid-call (the window signed out) still stops its engine off this thread.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

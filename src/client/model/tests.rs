@@ -1,0 +1,182 @@
+//! The model fed event by event: presence, look-ups, calls in and out, lost servers.
+
+use super::*;
+use fala_proto::{Availability, CallId, EndReason};
+
+fn user(name: &str) -> UserInfo {
+    UserInfo {
+        name: name.into(),
+        media: "127.0.0.1:5000".parse().unwrap(),
+        status: Availability::Available,
+    }
+}
+
+fn online() -> (Model, Instant, SystemTime) {
+    let mut m = Model::new(true);
+    let t = Instant::now();
+    let w = SystemTime::UNIX_EPOCH;
+    m.connecting("127.0.0.1:7400", "ana", true);
+    let fx = m.on_event(
+        Event::Registered {
+            name: "ana".into(),
+            media: "127.0.0.1:4000".parse().unwrap(),
+            reconnected: false,
+        },
+        t,
+        w,
+    );
+    assert_eq!(fx, vec![Effect::Send(ClientMsg::List)]);
+    (m, t, w)
+}
+
+#[test]
+fn presence_keeps_the_list_without_me() {
+    let (mut m, t, w) = online();
+    let users = vec![user("ana"), user("Bob"), user("echo")];
+    m.on_event(Event::Server(ServerMsg::Users { users }), t, w);
+    assert_eq!(m.users.len(), 2);
+    assert_eq!(m.visible_users("").count(), 1);
+    m.on_event(
+        Event::Server(ServerMsg::UserStatus {
+            name: "bob".into(),
+            status: Availability::InCall,
+        }),
+        t,
+        w,
+    );
+    assert_eq!(m.users["bob"].status, Availability::InCall);
+    m.on_event(
+        Event::Server(ServerMsg::UserLeft { name: "BOB".into() }),
+        t,
+        w,
+    );
+    assert_eq!(m.visible_users("").count(), 0);
+}
+
+#[test]
+fn unreachable_local_server_offers_to_start_one() {
+    let mut m = Model::new(true);
+    m.connecting("127.0.0.1:7400", "ana", true);
+    m.on_event(
+        Event::Unreachable {
+            message: "refused".into(),
+        },
+        Instant::now(),
+        SystemTime::UNIX_EPOCH,
+    );
+    assert!(matches!(
+        m.problem,
+        Some(ConnectProblem::Unreachable {
+            offer_local_server: true,
+            ..
+        })
+    ));
+    assert_eq!(m.registration, Registration::Offline);
+}
+
+#[test]
+fn incoming_call_rings_connects_and_logs() {
+    let (mut m, t, w) = online();
+    let id = CallId(9);
+    let fx = m.on_event(
+        Event::Server(ServerMsg::IncomingCall {
+            call_id: id,
+            caller: "bob".into(),
+            media: "127.0.0.1:5002".parse().unwrap(),
+            key: None,
+        }),
+        t,
+        w,
+    );
+    assert!(fx.contains(&Effect::StartRinging));
+    assert!(fx.contains(&Effect::NotifyIncoming("bob".into())));
+    assert_eq!(m.disconnect(), vec![]);
+    assert_eq!(m.notice, Some(Notice::HangUpFirst));
+    let fx = m.accept(None).unwrap();
+    assert!(matches!(fx[1], Effect::Send(ClientMsg::Accept { .. })));
+    let fx = m.on_event(
+        Event::Server(ServerMsg::CallConnected {
+            call_id: id,
+            peer: "bob".into(),
+            media: "127.0.0.1:5002".parse().unwrap(),
+            key: Some(ByteBuf::from(vec![7])),
+        }),
+        t,
+        w,
+    );
+    assert!(fx.contains(&Effect::StartMedia(StartMedia {
+        peer: "127.0.0.1:5002".parse().unwrap(),
+        peer_key: Some(vec![7]),
+        outgoing: false,
+    })));
+    let later = t + std::time::Duration::from_secs(65);
+    let fx = m.on_event(
+        Event::Server(ServerMsg::CallEnded {
+            call_id: id,
+            peer: "bob".into(),
+            reason: EndReason::PeerHungUp,
+        }),
+        later,
+        w,
+    );
+    assert!(fx.contains(&Effect::StopMedia));
+    let logged = fx.iter().find_map(|e| match e {
+        Effect::Log(entry) => Some(entry.clone()),
+        _ => None,
+    });
+    let entry = logged.expect("logged");
+    assert_eq!(entry.direction, CallDirection::Incoming);
+    assert_eq!(entry.talked_secs, Some(65));
+    assert!(!m.ended_dismissed);
+}
+
+#[test]
+fn cancel_while_dialing_ends_at_once_and_is_logged() {
+    let (mut m, t, w) = online();
+    m.dial("bob", None, t, w).unwrap();
+    let fx = m.hangup(t).unwrap();
+    assert!(fx.iter().any(|e| matches!(e, Effect::Log(_))));
+    assert!(!m.calls.is_busy());
+}
+
+#[test]
+fn connection_lost_ends_the_call_and_keeps_the_name() {
+    let (mut m, t, w) = online();
+    m.dial("bob", None, t, w).unwrap();
+    m.on_event(
+        Event::ConnectionLost {
+            message: "gone".into(),
+            retry_in: std::time::Duration::from_secs(1),
+        },
+        t,
+        w,
+    );
+    assert!(matches!(
+        m.calls.state(),
+        CallState::Ended {
+            outcome: Outcome::ServerLost,
+            ..
+        }
+    ));
+    assert_eq!(m.my_name(), Some("ana"));
+    assert!(matches!(m.registration, Registration::Reconnecting { .. }));
+}
+
+#[test]
+fn lookup_reports_not_found_then_found() {
+    let (mut m, t, w) = online();
+    m.lookup("zed");
+    m.on_event(
+        Event::Server(ServerMsg::UserNotFound { name: "zed".into() }),
+        t,
+        w,
+    );
+    assert_eq!(m.lookup, Lookup::NotFound("zed".into()));
+    m.lookup("bob");
+    m.on_event(
+        Event::Server(ServerMsg::UserFound { user: user("Bob") }),
+        t,
+        w,
+    );
+    assert!(matches!(m.lookup, Lookup::Found(_)));
+}

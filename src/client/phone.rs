@@ -1,0 +1,253 @@
+//! The call core as every face drives it: the [`Model`], the signaling task's handle and the
+//! [`MediaLink`], with the model's own effects (send to the server, start and stop audio)
+//! carried out here once. A face feeds it signaling and media events and the user's actions,
+//! and shows what it returns: the window paints, `fala term` prints, `fala call/answer` act
+//! and exit.
+
+use std::time::{Instant, SystemTime};
+
+use fala_proto::call::CallError;
+use fala_proto::name::validate_name;
+use tokio::sync::mpsc;
+
+use super::media_link::{Advertise, LinkEvent, MediaLink, Notify};
+use super::model::{ConnectProblem, Effect, Model};
+use super::options::MediaOptions;
+use crate::net::{self, Event, SignalConfig, SignalHandle};
+
+/// Who to be, where, and how to be reached for audio.
+#[derive(Clone)]
+pub struct ConnectRequest {
+    /// `host:port` of fala-server.
+    pub server: String,
+    pub name: String,
+    /// UDP port to receive audio on (0 = any free port).
+    pub media_port: u16,
+    pub advertise: Advertise,
+    /// The server is on this machine: if nobody answers, the window offers to start one.
+    pub server_is_local: bool,
+    /// Called after every signaling or media event is queued (a window's `request_repaint`).
+    pub notify: Option<Notify>,
+}
+
+/// What a connected phone reports, for its face to drain: signaling events (feed them to
+/// [`Phone::on_signal`]) and media events (feed them to [`Phone::on_media`]).
+pub struct PhoneEvents {
+    pub signal: mpsc::Receiver<Event>,
+    pub media: mpsc::Receiver<LinkEvent>,
+}
+
+/// The model, its connection to the server and its media link.
+pub struct Phone {
+    model: Model,
+    /// How calls sound; `None` runs calls without an audio engine (a window under test).
+    options: Option<MediaOptions>,
+    signal: Option<SignalHandle>,
+    media: Option<MediaLink>,
+}
+
+impl Phone {
+    /// A phone that follows presence when `presence` is set (the window's list), with calls
+    /// that sound as `options` say (no audio engine when `None`).
+    pub fn new(presence: bool, options: Option<MediaOptions>) -> Phone {
+        Phone {
+            model: Model::new(presence),
+            options,
+            signal: None,
+            media: None,
+        }
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// For what only the face decides (dismissing the last call's outcome).
+    pub fn model_mut(&mut self) -> &mut Model {
+        &mut self.model
+    }
+
+    /// The media link, once connected.
+    pub fn media(&self) -> Option<&MediaLink> {
+        self.media.as_ref()
+    }
+
+    /// How the next calls sound (the window's settings change it between calls).
+    pub fn set_media_options(&mut self, options: MediaOptions) {
+        if self.options.is_none() {
+            return;
+        }
+        if let Some(link) = self.media.as_mut().and_then(MediaLink::options_mut) {
+            *link = options.clone();
+        }
+        self.options = Some(options);
+    }
+
+    /// Checks the name, binds the media socket and starts the signaling task on the current
+    /// tokio runtime. A local problem is kept in the model and returned.
+    pub fn connect(&mut self, req: ConnectRequest) -> Result<PhoneEvents, ConnectProblem> {
+        let checked = validate_name(&req.name)
+            .map_err(|e| ConnectProblem::NameInvalid(e.to_string()))
+            .and_then(|name| {
+                let bound = MediaLink::bind(
+                    req.media_port,
+                    req.advertise,
+                    self.options.clone(),
+                    req.notify.clone(),
+                )
+                .map_err(|e| {
+                    ConnectProblem::MediaPort(format!(
+                        "cannot bind UDP port {}: {e}",
+                        req.media_port
+                    ))
+                })?;
+                Ok((name, bound))
+            });
+        let (name, (media, media_events)) = match checked {
+            Ok(ok) => ok,
+            Err(problem) => {
+                self.model.refuse_locally(problem.clone());
+                return Err(problem);
+            }
+        };
+        let (handle, signal_events) = net::spawn(SignalConfig {
+            server: req.server.clone(),
+            name: name.clone(),
+            media: media.advertised(),
+            subscribe: self.model.follows_presence(),
+            notify: req.notify,
+        });
+        self.model
+            .connecting(&req.server, &name, req.server_is_local);
+        self.signal = Some(handle);
+        self.media = Some(media);
+        Ok(PhoneEvents {
+            signal: signal_events,
+            media: media_events,
+        })
+    }
+
+    /// One signaling event. The model moves, the core carries out its own effects, and every
+    /// effect is returned so the face can show it. After [`Event::Stopped`] the phone is
+    /// offline: the signaling handle and the media link (and any call audio) are gone.
+    pub fn on_signal(&mut self, ev: Event, now: Instant, wall: SystemTime) -> Vec<Effect> {
+        let stopped = ev == Event::Stopped;
+        let fx = self.model.on_event(ev, now, wall);
+        let fx = self.run(fx);
+        if stopped {
+            self.signal = None;
+            self.media = None;
+        }
+        fx
+    }
+
+    /// One media event (the face shows it too).
+    pub fn on_media(&mut self, ev: &LinkEvent) {
+        if let Some(media) = &mut self.media {
+            media.on_event(ev);
+        }
+    }
+
+    /// Starts calling `peer`, offering a fresh media key.
+    pub fn dial(
+        &mut self,
+        peer: &str,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Result<Vec<Effect>, CallError> {
+        let key = self.media.as_mut().and_then(MediaLink::offer_key);
+        let fx = self.model.dial(peer, key, now, wall)?;
+        Ok(self.run(fx))
+    }
+
+    /// Accepts the ringing call, offering a fresh media key.
+    pub fn accept(&mut self) -> Result<Vec<Effect>, CallError> {
+        let key = self.media.as_mut().and_then(MediaLink::offer_key);
+        let fx = self.model.accept(key)?;
+        Ok(self.run(fx))
+    }
+
+    pub fn decline(&mut self) -> Result<Vec<Effect>, CallError> {
+        let fx = self.model.decline()?;
+        Ok(self.run(fx))
+    }
+
+    /// Hang up, cancel or decline, whichever fits the call's state.
+    pub fn hangup(&mut self, now: Instant) -> Result<Vec<Effect>, CallError> {
+        let fx = self.model.hangup(now)?;
+        Ok(self.run(fx))
+    }
+
+    pub fn lookup(&mut self, name: &str) -> Vec<Effect> {
+        let fx = self.model.lookup(name);
+        self.run(fx)
+    }
+
+    /// Unregisters, unless a call is up (the model then says to hang up first).
+    pub fn disconnect(&mut self) -> Vec<Effect> {
+        let fx = self.model.disconnect();
+        self.run(fx)
+    }
+
+    /// Says goodbye to the server whatever the model's state (the window is closing).
+    pub fn leave(&self) {
+        if let Some(signal) = &self.signal {
+            signal.disconnect();
+        }
+    }
+
+    pub fn set_muted(&mut self, muted: bool) {
+        self.model.muted = muted;
+        if let Some(media) = &self.media {
+            media.set_muted(muted);
+        }
+    }
+
+    /// Stops the call's audio now, whatever the model's state (a face that is exiting).
+    pub fn stop_audio(&mut self) {
+        if let Some(media) = &mut self.media {
+            media.stop();
+        }
+    }
+
+    /// Records the running call to `path` (created off this thread).
+    pub fn start_recording(
+        &self,
+        path: std::path::PathBuf,
+    ) -> Result<(), super::media_link::LinkError> {
+        self.media
+            .as_ref()
+            .ok_or(super::media_link::LinkError::NoCall)?
+            .start_recording(path)
+    }
+
+    pub fn stop_recording(&self) {
+        if let Some(media) = &self.media {
+            media.stop_recording();
+        }
+    }
+
+    /// Carries out the effects that belong to the core; returns them all for the face.
+    fn run(&mut self, fx: Vec<Effect>) -> Vec<Effect> {
+        for effect in &fx {
+            match effect {
+                Effect::Send(msg) => {
+                    let sent = self.signal.as_ref().is_some_and(|s| s.send(msg.clone()));
+                    if !sent {
+                        tracing::warn!("signaling queue full or closed; message dropped");
+                    }
+                }
+                Effect::Disconnect => self.leave(),
+                Effect::StartMedia(call) => {
+                    if let Some(media) = &mut self.media {
+                        media.start(call);
+                        media.set_muted(self.model.muted);
+                    }
+                }
+                Effect::StopMedia => self.stop_audio(),
+                _ => {}
+            }
+        }
+        fx
+    }
+}
