@@ -6,5 +6,4 @@ pub mod client;
 pub mod headless;
 pub mod media;
 pub mod net;
-pub mod netsim;
 pub mod term;

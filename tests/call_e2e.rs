@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use fala::netsim::{Impairment, Relay};
+use fala::media::engine::realtime_priority;
 use fala_server::{Config, EchoConfig};
+use fala_testkit::netsim::{Impairment, Relay};
 use support::audio::{
     delay_of_part, load, rms, score, speech_wav, temp_path, tone_seconds, tone_share,
 };
@@ -457,7 +458,14 @@ fn call_through_a_lossy_jittery_relay_stays_intelligible() {
     let (pa, pb) = (free_port(), free_port());
     let a: SocketAddr = format!("127.0.0.1:{pa}").parse().unwrap();
     let b: SocketAddr = format!("127.0.0.1:{pb}").parse().unwrap();
-    let relay = Relay::start(a, b, Impairment::profile("loss10_jitter20").unwrap(), 7).unwrap();
+    let relay = Relay::start_with(
+        a,
+        b,
+        Impairment::profile("loss10_jitter20").unwrap(),
+        7,
+        realtime_priority,
+    )
+    .unwrap();
     let via = relay.addr().to_string();
     let (pa, pb) = (pa.to_string(), pb.to_string());
     let (ana_out, bob_out, ana, bob) = speech_call(

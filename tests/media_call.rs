@@ -3,13 +3,14 @@
 //! Rust by normalized cross-correlation after alignment (segment by segment, since the
 //! adaptive jitter buffer legitimately shifts timing a little during the call).
 
+use fala::media::engine::realtime_priority;
 use fala::media::io::load_wav;
 use fala::media::{
     CodecSettings, InputSpec, JitterMode, JitterSettings, MediaConfig, MediaEngine, MediaStats,
     OutputSpec,
 };
-use fala::netsim::{Impairment, Relay};
 use fala_proto::media_crypto::{KeyPair, Role};
+use fala_testkit::netsim::{Impairment, Relay};
 use std::net::UdpSocket;
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ fn call(
     let sa = UdpSocket::bind("127.0.0.1:0").unwrap();
     let sb = UdpSocket::bind("127.0.0.1:0").unwrap();
     let (aa, ba) = (sa.local_addr().unwrap(), sb.local_addr().unwrap());
-    let relay = imp.map(|imp| Relay::start(aa, ba, imp, 42).unwrap());
+    let relay = imp.map(|imp| Relay::start_with(aa, ba, imp, 42, realtime_priority).unwrap());
     let (peer_of_a, peer_of_b) = match &relay {
         Some(r) => (r.addr(), r.addr()),
         None => (ba, aa),

@@ -3,6 +3,8 @@
 //! This crate holds data and codecs only: no sockets, no async runtime and no clock, so every
 //! rule in it can be tested with plain bytes and fed by any transport.
 
+#![forbid(unsafe_code)]
+
 pub mod call;
 pub mod frame;
 pub mod media_crypto;

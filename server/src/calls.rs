@@ -109,7 +109,7 @@ impl State {
         let service = callee_user.conn.is_none();
         self.calls.insert(
             call_id,
-            crate::calls::Call {
+            Call {
                 caller: caller.clone(),
                 callee: callee.clone(),
                 phase: Phase::Ringing,

@@ -4,6 +4,8 @@
 //! Audio never passes through here (except for the built-in echo service): the server tells
 //! each side of a call where the other receives its media.
 
+#![forbid(unsafe_code)]
+
 mod calls;
 pub mod echo;
 mod hub;

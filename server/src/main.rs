@@ -1,5 +1,7 @@
 //! `fala-server`: the signaling server's command line.
 
+#![forbid(unsafe_code)]
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 

@@ -86,6 +86,7 @@ fn recv_linux(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> {
     };
     // Room for one SCM_TIMESTAMPNS control message (aligned like cmsghdr).
     let mut control = [0u64; 8];
+    // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths), filled in below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
     msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;

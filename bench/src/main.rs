@@ -6,9 +6,8 @@
 //!
 //! `fala-bench media` runs real calls through the impairment relay on every netsim profile and
 //! scores what each side heard: PESQ-WB, STOI, mouth-to-ear latency, jitter-buffer delay,
-//! losses and CPU (see `fala-bench/media.rs`).
+//! losses and CPU (see `media.rs`).
 
-#[path = "fala-bench/media.rs"]
 mod media;
 
 use std::net::SocketAddr;

@@ -23,12 +23,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use fala::media::codec::{VoiceDecoder, VoiceEncoder, MAX_PACKET};
+use fala::media::engine::realtime_priority;
 use fala::media::io::load_wav;
 use fala::media::{
     CodecSettings, InputSpec, JitterMode, JitterSettings, MediaConfig, MediaEngine, MediaStats,
     OutputSpec,
 };
-use fala::netsim::{Impairment, Relay};
+use fala_testkit::netsim::{Impairment, Relay};
 use std::net::UdpSocket;
 
 /// The scorer run inside the venv.
@@ -327,7 +328,13 @@ fn live_call(
 ) -> anyhow::Result<Call> {
     let sa = UdpSocket::bind("127.0.0.1:0")?;
     let sb = UdpSocket::bind("127.0.0.1:0")?;
-    let relay = Relay::start(sa.local_addr()?, sb.local_addr()?, imp, seed)?;
+    let relay = Relay::start_with(
+        sa.local_addr()?,
+        sb.local_addr()?,
+        imp,
+        seed,
+        realtime_priority,
+    )?;
     let tag = format!("{profile}-{mode:?}").to_lowercase();
     let heard_a = work.join(format!("heard-{tag}-a.wav"));
     let heard_b = work.join(format!("heard-{tag}-b.wav"));

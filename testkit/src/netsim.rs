@@ -187,6 +187,19 @@ impl Relay {
         imp: Impairment,
         seed: u64,
     ) -> std::io::Result<Relay> {
+        Self::start_with(a, b, imp, seed, || {})
+    }
+
+    /// Like [`Relay::start`], with `on_thread` run first on the relay's thread: callers give it
+    /// real-time priority there (Fala's `realtime_priority`), because, like the kernel's netem,
+    /// the relay should not add its own scheduling noise to what it measures.
+    pub fn start_with(
+        a: SocketAddr,
+        b: SocketAddr,
+        imp: Impairment,
+        seed: u64,
+        on_thread: fn(),
+    ) -> std::io::Result<Relay> {
         let socket = UdpSocket::bind("127.0.0.1:0")?;
         socket.set_read_timeout(Some(Duration::from_millis(2)))?;
         let addr = socket.local_addr()?;
@@ -196,8 +209,7 @@ impl Relay {
         let thread = std::thread::Builder::new()
             .name("fala-netsim".into())
             .spawn(move || {
-                // Like the kernel's netem, the relay should not add its own scheduling noise.
-                crate::media::engine::realtime_priority();
+                on_thread();
                 let mut dirs = [
                     Direction {
                         imp,
