@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 
 #[derive(Parser)]
 #[command(about = "Fala benchmarks: each prints a table")]
-struct Cli {
+struct BenchCli {
     #[command(subcommand)]
     bench: Bench,
 }
@@ -69,7 +69,7 @@ enum Bench {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = BenchCli::parse();
     raise_fd_limit();
     match cli.bench {
         Bench::Signaling {

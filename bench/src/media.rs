@@ -55,22 +55,22 @@ pub struct MediaArgs {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Mode {
+enum Setup {
     Adaptive,
     Baseline,
 }
 
-impl Mode {
+impl Setup {
     fn label(self) -> &'static str {
         match self {
-            Mode::Adaptive => "default (adaptive, FEC)",
-            Mode::Baseline => "baseline (fixed 100 ms, no FEC)",
+            Setup::Adaptive => "default (adaptive, FEC)",
+            Setup::Baseline => "baseline (fixed 100 ms, no FEC)",
         }
     }
     fn codec(self) -> CodecSettings {
         match self {
-            Mode::Adaptive => CodecSettings::default(),
-            Mode::Baseline => CodecSettings {
+            Setup::Adaptive => CodecSettings::default(),
+            Setup::Baseline => CodecSettings {
                 fec: false,
                 ..CodecSettings::default()
             },
@@ -78,8 +78,8 @@ impl Mode {
     }
     fn jitter(self) -> JitterSettings {
         match self {
-            Mode::Adaptive => JitterSettings::default(),
-            Mode::Baseline => JitterSettings {
+            Setup::Adaptive => JitterSettings::default(),
+            Setup::Baseline => JitterSettings {
                 mode: JitterMode::Fixed { delay_ms: 100 },
                 ..JitterSettings::default()
             },
@@ -159,16 +159,16 @@ pub fn run(args: MediaArgs) -> anyhow::Result<()> {
                 Impairment::PROFILES
             )
         })?;
-        let modes: &[Mode] = if args.no_baseline {
-            &[Mode::Adaptive]
+        let modes: &[Setup] = if args.no_baseline {
+            &[Setup::Adaptive]
         } else {
-            &[Mode::Adaptive, Mode::Baseline]
+            &[Setup::Adaptive, Setup::Baseline]
         };
         for &mode in modes {
             eprintln!("{profile} / {}: live call, {clip_s:.1} s", mode.label());
             let call = live_call(&work, &clip, profile, imp, mode, args.seed)?;
             let row = call.score(&scorer, profile, mode)?;
-            if profile == "clean" && matches!(mode, Mode::Adaptive) {
+            if profile == "clean" && matches!(mode, Setup::Adaptive) {
                 clean_live = Some(row.pesq);
             }
             rows.push(row);
@@ -302,14 +302,14 @@ fn offline_reference(clip: &Path, out: &Path) -> anyhow::Result<()> {
 }
 
 /// Both sides of one call, recorded.
-struct Call {
+struct BenchCall {
     /// (speaker epoch, hearer epoch, hearer's recording, hearer's stats, mean JB delay,
     /// mean engine latency estimate) for A -> B and B -> A.
-    directions: Vec<Direction>,
+    directions: Vec<HeardSide>,
     cpu_percent: Option<f64>,
 }
 
-struct Direction {
+struct HeardSide {
     speaker_epoch: Instant,
     hearer_epoch: Instant,
     heard: PathBuf,
@@ -323,9 +323,9 @@ fn live_call(
     clip: &Path,
     profile: &str,
     imp: Impairment,
-    mode: Mode,
+    mode: Setup,
     seed: u64,
-) -> anyhow::Result<Call> {
+) -> anyhow::Result<BenchCall> {
     let sa = UdpSocket::bind("127.0.0.1:0")?;
     let sb = UdpSocket::bind("127.0.0.1:0")?;
     let relay = Relay::start_with(
@@ -381,9 +381,9 @@ fn live_call(
         _ => None,
     };
     let n = f64::from(n.max(1));
-    Ok(Call {
+    Ok(BenchCall {
         directions: vec![
-            Direction {
+            HeardSide {
                 speaker_epoch: eb,
                 hearer_epoch: ea,
                 heard: heard_a,
@@ -391,7 +391,7 @@ fn live_call(
                 mean_jb_ms: jb[0] / n,
                 mean_estimate_ms: est[0] / n,
             },
-            Direction {
+            HeardSide {
                 speaker_epoch: ea,
                 hearer_epoch: eb,
                 heard: heard_b,
@@ -404,9 +404,9 @@ fn live_call(
     })
 }
 
-impl Call {
+impl BenchCall {
     /// Scores both directions and averages them into a row; losses are summed.
-    fn score(&self, scorer: &Scorer, profile: &str, mode: Mode) -> anyhow::Result<Row> {
+    fn score(&self, scorer: &Scorer, profile: &str, mode: Setup) -> anyhow::Result<Row> {
         let mut row = Row {
             profile: profile.into(),
             mode: mode.label().into(),

@@ -14,29 +14,29 @@ const FRAME: usize = 960;
 const TICK: Duration = Duration::from_millis(20);
 
 /// A thread that stops soon after it is told (or dropped).
-struct Worker {
+struct SoundThread {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Worker {
+impl SoundThread {
     fn spawn(
         name: &str,
         body: impl FnOnce(&AtomicBool) + Send + 'static,
-    ) -> std::io::Result<Worker> {
+    ) -> std::io::Result<SoundThread> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || body(&flag))?;
-        Ok(Worker {
+        Ok(SoundThread {
             stop,
             thread: Some(thread),
         })
     }
 }
 
-impl Drop for Worker {
+impl Drop for SoundThread {
     /// Tells the thread to stop without waiting for it: it may be inside a slow device call
     /// (opening or closing an ALSA stream can take seconds), and the window must not freeze.
     fn drop(&mut self) {
@@ -61,7 +61,7 @@ fn paced(stop: &AtomicBool, mut step: impl FnMut() -> bool) {
 
 /// Plays a clip on an output device, once or looped, until dropped.
 pub struct Player {
-    _worker: Worker,
+    _worker: SoundThread,
 }
 
 impl Player {
@@ -71,7 +71,7 @@ impl Player {
         clip: Arc<[f32]>,
         looped: bool,
     ) -> std::io::Result<Player> {
-        let worker = Worker::spawn("fala-player", move |stop| {
+        let worker = SoundThread::spawn("fala-player", move |stop| {
             let mut out = PlaybackDevice::open(device, FRAME);
             let mut frame = [0.0f32; FRAME];
             let mut at = 0;
@@ -112,7 +112,7 @@ pub fn tone(hz: f32, seconds: f32, amplitude: f32) -> Arc<[f32]> {
 
 /// Reads an input device only to show its level (the settings' microphone meter).
 pub struct MicMeter {
-    _worker: Worker,
+    _worker: SoundThread,
     peak: Arc<AtomicU32>,
 }
 
@@ -120,7 +120,7 @@ impl MicMeter {
     pub fn start(device: Option<String>) -> std::io::Result<MicMeter> {
         let peak = Arc::new(AtomicU32::new(0));
         let level = peak.clone();
-        let worker = Worker::spawn("fala-mic-meter", move |stop| {
+        let worker = SoundThread::spawn("fala-mic-meter", move |stop| {
             let mut input = CaptureDevice::open(device);
             let mut frame = [0.0f32; FRAME];
             paced(stop, || {

@@ -95,13 +95,13 @@ impl Rng {
 }
 
 /// One direction's state: its generator and burst state.
-struct Direction {
+struct Leg {
     imp: Impairment,
     rng: Rng,
     bad: bool,
 }
 
-impl Direction {
+impl Leg {
     /// Delays (ms) of the copies to send; empty = dropped.
     fn decide(&mut self) -> ([f64; 2], usize) {
         let imp = self.imp;
@@ -211,12 +211,12 @@ impl Relay {
             .spawn(move || {
                 on_thread();
                 let mut dirs = [
-                    Direction {
+                    Leg {
                         imp,
                         rng: Rng(seed),
                         bad: false,
                     },
-                    Direction {
+                    Leg {
                         imp,
                         rng: Rng(seed ^ 0x5555_5555_5555_5555),
                         bad: false,
@@ -305,7 +305,7 @@ mod tests {
         ] {
             let imp = Impairment::profile(name).unwrap();
             let run = |seed| {
-                let mut d = Direction {
+                let mut d = Leg {
                     imp,
                     rng: Rng(seed),
                     bad: false,
