@@ -1,11 +1,10 @@
 //! Audio redundancy (RFC 2198 "RED"): one RTP packet carries the current Opus frame and full
 //! copies of the one or two frames sent before it.
 //!
-//! Why: Opus in-band FEC (LBRR) covers only a single lost packet, with a coarse copy. Measured
-//! offline on espeak-ng speech at 10 % random loss (`fala-bench media` clip, 64 kb/s): LBRR
-//! recovery scores PESQ-WB 3.3-3.6, one full copy 3.4-4.3, two full copies 4.2-4.4 (the clean
-//! ceiling). A frame decoded from a copy is bit-identical to the original, so the decoder state
-//! stays exact too.
+//! Why: Opus in-band FEC (LBRR) covers only a single lost packet, with a coarse copy; a frame
+//! decoded from a full copy is bit-identical to the original, so the decoder state stays exact
+//! too, and two copies survive two losses in a row (Fala's measurements are in its
+//! docs/BENCHMARKS-media.md).
 //!
 //! Layout (RFC 2198 §3), inside the RTP payload, before encryption:
 //!

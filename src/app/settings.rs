@@ -13,8 +13,8 @@ pub const DEFAULT_SERVER: &str = "127.0.0.1:7400";
 /// Keys offered for hanging up: ones that never type into a text field by accident.
 pub const HANGUP_KEYS: [&str; 4] = ["Escape", "H", "End", "F12"];
 
-/// Opus bitrates offered, in kbit/s. The default is the engine's (64: PESQ-WB measured 4.08 at
-/// 48 with in-band FEC, 4.37 at 64; see docs/BENCHMARKS.md); lower ones save data.
+/// Opus bitrates offered, in kbit/s. The default is the engine's (64, why in
+/// [`CodecSettings::default`]); lower ones save data.
 pub const BITRATES_KBPS: [u32; 6] = [16, 24, 32, 48, 64, 96];
 
 /// Redundant copies offered as loss protection (each multiplies the bitrate while the other side

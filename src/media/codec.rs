@@ -69,11 +69,10 @@ fn two() -> u8 {
 }
 
 impl Default for CodecSettings {
-    /// 64 kb/s: in-band FEC is on for the first seconds of every call (it takes bits from the
-    /// main signal), and `fala-bench media` measured the offline PESQ-WB ceiling of an
-    /// espeak-ng clip at 4.08 for 48 kb/s with FEC (4.21 without) and 4.28-4.30 for 64 kb/s;
-    /// the bar is 4.2 on a clean network. 80 kb/s with headers is nothing on any link a call
-    /// uses; under heavy loss two copies make it about 165 kb/s.
+    /// 64 kb/s: in-band FEC takes bits from the main signal in the first seconds of every
+    /// call, and at 48 kb/s that left the clean-network ceiling under the 4.2 PESQ-WB bar
+    /// (docs/BENCHMARKS-media.md). 80 kb/s with headers is nothing on any link a call uses;
+    /// under heavy loss two copies make it about 165 kb/s.
     fn default() -> Self {
         Self {
             bitrate: 64_000,

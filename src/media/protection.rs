@@ -2,16 +2,16 @@
 //! state machine with time as an input.
 //!
 //! Levels, cheapest first (a call starts at one copy: the network is not known yet):
-//! - none: a clean network; every bit goes to the speech (in-band FEC alone costs ~0.1 PESQ
-//!   and ~15 % of the encoder's CPU, measured with `examples`-style offline runs);
+//! - none: a clean network; every bit goes to the speech (in-band FEC alone costs speech
+//!   quality and encoder CPU);
 //! - in-band FEC (Opus LBRR): a coarse copy of the previous frame inside the same bitrate, for
 //!   rare single losses;
 //! - one full copy of the previous packet (RFC 2198 redundancy, [`fala_proto::red`]);
 //! - two full copies (the two previous packets): survives any two losses in a row.
 //!
-//! Offline on the bench's speech clip at 10 % random loss, 64 kb/s: in-band FEC recovers to
-//! PESQ-WB 3.3-3.6, one copy 3.4-4.3, two copies 4.2-4.4 (the loss-free ceiling). Copies cost
-//! bandwidth (2x or 3x the Opus bitrate), so they are used only while loss is reported.
+//! Full copies restore a lost frame exactly, where in-band FEC restores a coarse version
+//! (docs/BENCHMARKS-media.md has the offline comparison). Copies cost bandwidth (2x or 3x the
+//! Opus bitrate), so they are used only while loss is reported.
 //!
 //! Reports arrive about once a second and a 1 s report of 50 packets moves in 2 % steps, so
 //! the loss is smoothed over about two reports; protection rises at once when the smoothed
@@ -31,8 +31,8 @@ const ALPHA: f64 = 0.5;
 const START_HINT_PERC: i32 = 5;
 /// ... for this long, or longer if the reports show loss (three clean reports are evidence
 /// enough of a clean network; a loss asks for its level for [`HOLD_US`]). Costs 2x the
-/// bitrate for 3 s of every call; measured on `loss10_jitter20`, the first second is where
-/// most of the remaining damage was.
+/// bitrate for 3 s of every call; on a lossy path the first second, before any report, is
+/// where most of the damage happens otherwise.
 const START_HOLD_US: u64 = 3_000_000;
 
 /// What the sender does right now.

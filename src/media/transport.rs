@@ -207,8 +207,8 @@ mod tests {
 
             // Reports both ways give an RTT on the side that sent the first SR. Each side reads
             // its socket 20 ms after the report came: with kernel arrival times that wait is
-            // not counted, and a loopback RTT is well under a millisecond (it was 40 ms when
-            // arrivals were taken at read time).
+            // not counted, and a loopback RTT is well under a millisecond (with arrivals taken
+            // at read time it would be about 40 ms).
             let t0 = std::time::Instant::now();
             let clock = || 1_000_000 + t0.elapsed().as_micros() as u64;
             a.maybe_report(clock());
