@@ -1,10 +1,12 @@
 //! When each datagram really arrived: the kernel's receive timestamp (`SO_TIMESTAMPNS`).
 //!
 //! Why: the media thread drains its socket only when it has something to decide, so "now" at
-//! the drain can be well after the arrival. With a 5 ms tick the jitter buffer measured delays
-//! on that grid: on a clean network the target swung by a tick with the phase between the two
-//! ends' clocks (clean mouth-to-ear 34 - 42 ms, 30 - 32 ms with these timestamps). With the
-//! kernel's timestamp the arrival is exact to microseconds, however late it is read.
+//! the drain can be well after the arrival. Delays taken at the drain would fall on the grid of
+//! the thread's wake-ups: on a clean network the jitter buffer's target would swing by a
+//! wake-up with the phase between the two ends' clocks, and every swing up is delay heard on
+//! the call. With the kernel's timestamp the arrival is exact to microseconds, however late it
+//! is read. (Measurements: docs/BENCHMARKS-media.md, "Where the device and timestamp rules
+//! come from".)
 //!
 //! Linux only; elsewhere (or if the option is refused) the caller falls back to the drain time.
 //! The kernel turns timestamping on a moment after the first socket of a process asks; in that

@@ -1,6 +1,6 @@
 //! The media engine: one named std thread ("fala-media") per call, on absolute deadlines
-//! ([`worker`]), with a send path ([`send_path`]: capture -> Opus -> redundancy, encryption ->
-//! UDP) and a receive path ([`receive_path`]: UDP -> jitter buffer -> decode, conceal, stretch
+//! (`worker.rs`), with a send path (`send_path.rs`: capture -> Opus -> redundancy, encryption ->
+//! UDP) and a receive path (`receive_path.rs`: UDP -> jitter buffer -> decode, conceal, stretch
 //! -> the whole frame to the sink at once).
 //!
 //! The thread wakes on the send grid and when the sink has played everything before the next
