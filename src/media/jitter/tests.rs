@@ -18,7 +18,7 @@ impl Lcg {
 }
 
 #[derive(Default, Debug)]
-struct Outcome {
+struct ScenarioResult {
     normal: u64,
     fec: u64,
     conceal: u64,
@@ -60,7 +60,7 @@ impl Default for Scenario {
 
 impl Scenario {
     /// `net(k)` gives the one-way delays (ms) of the copies of packet `k` (none = lost).
-    fn run(&self, mut net: impl FnMut(u64) -> Vec<f64>) -> Outcome {
+    fn run(&self, mut net: impl FnMut(u64) -> Vec<f64>) -> ScenarioResult {
         let mut jb = JitterBuffer::new(self.settings, FRAME);
         let frames = (self.seconds * self.sender_hz / f64::from(FRAME)) as u64;
         // (arrival in receiver-clock µs, k)
@@ -74,7 +74,7 @@ impl Scenario {
             }
         }
         arrivals.sort();
-        let mut out = Outcome {
+        let mut out = ScenarioResult {
             min_delay_ms: f64::MAX,
             ..Default::default()
         };
