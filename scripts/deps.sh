@@ -24,12 +24,22 @@ ensure_packages() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# The oldest Rust that builds Fala (Cargo.toml's rust-version).
+RUST_MIN=1.95
+
 ensure_rust() {
   if ! command -v cargo >/dev/null 2>&1; then
     [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
   fi
   if ! command -v cargo >/dev/null 2>&1; then
-    echo "Rust is missing: install it with rustup (https://rustup.rs), version 1.85 or newer." >&2
+    echo "Rust is missing: install it with rustup (https://rustup.rs), version $RUST_MIN or newer." >&2
+    exit 1
+  fi
+  # Fail now with one line rather than after minutes of compiling.
+  local have
+  have=$(rustc --version 2>/dev/null | awk '{print $2}')
+  if ! printf '%s\n%s\n' "$RUST_MIN" "${have%%-*}" | sort -V -C; then
+    echo "Rust $have is too old: Fala needs $RUST_MIN or newer (run: rustup update stable)." >&2
     exit 1
   fi
 }

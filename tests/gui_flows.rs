@@ -234,6 +234,36 @@ fn unreachable_local_address_offers_a_local_server_that_works() {
     assert!(matches!(found, ServerMsg::UserFound { .. }));
 }
 
+/// The one-command demo: no server yet, "Start a local server", then "Test your sound" reaches
+/// the echo user on that local server, which answers at once.
+#[test]
+fn the_local_server_hosts_the_sound_test() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = free.local_addr().unwrap();
+    drop(free);
+    let settings = Settings {
+        name: "ana".into(),
+        server: addr.to_string(),
+        ..Settings::default()
+    };
+    let mut h = window_with(settings, rt.handle().clone());
+    click(&mut h, "Register");
+    wait_text(&mut h, "No Fala server answers at");
+    click(&mut h, "Start a local server");
+    wait(&mut h, "registered on the local server", |h| {
+        h.state().model().is_online()
+    });
+    click(&mut h, "Test your sound");
+    wait_text(&mut h, "In a call with echo");
+    click(&mut h, "Hang up");
+    wait_text(&mut h, "Call with echo ended: you hung up");
+}
+
 #[test]
 fn call_accepted_then_hung_up_from_the_window() {
     let w = World::new(Config::default());

@@ -41,9 +41,7 @@ impl LocalServer {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(e) =
-                fala_server::run(listener, fala_server::Config::default(), shutdown).await
-            {
+            if let Err(e) = fala_server::run(listener, config(), shutdown).await {
                 tracing::warn!("local server stopped: {e}");
             }
         });
@@ -56,6 +54,15 @@ impl LocalServer {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+}
+
+/// The local server is configured like `fala-server` with no options: in particular it hosts
+/// the `echo` user, so "Test your sound" works on the one-command demo.
+fn config() -> fala_server::Config {
+    fala_server::Config {
+        echo: Some(fala_server::EchoConfig::default()),
+        ..fala_server::Config::default()
     }
 }
 

@@ -169,6 +169,11 @@ impl Source {
     }
 
     /// Capture buffering the source adds before the encoder sees a sample, in samples.
+    /// A microphone was asked for and none is open (files and tones never miss).
+    pub(crate) fn device_missing(&self) -> bool {
+        matches!(self, Source::Device(d) if !d.is_open())
+    }
+
     pub(crate) fn latency_samples(&self) -> usize {
         match self {
             Source::Device(d) => d.latency_samples(),
@@ -234,6 +239,11 @@ impl Sink {
     }
 
     /// Playout buffering after the engine hands a sample over, in samples.
+    /// A speaker was asked for and none is open.
+    pub(crate) fn device_missing(&self) -> bool {
+        matches!(self, Sink::Device(d) if !d.is_open())
+    }
+
     pub(crate) fn latency_samples(&self) -> usize {
         match self {
             Sink::Device(d) => d.latency_samples(),

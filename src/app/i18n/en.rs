@@ -9,6 +9,8 @@ pub(super) static EN: Strings = Strings {
     server_address: "Server address",
     advertised_ip: "Advertised IPv4 (optional)",
     advertised_ip_hint: "empty: as the server sees you",
+    advertised_ip_help: "Only for port forwarding: the IPv4 others should send your audio to.",
+    advanced: "Advanced",
     register: "Register",
     back: "← Back",
     connecting: "Connecting…",
@@ -79,6 +81,11 @@ pub(super) static EN: Strings = Strings {
     engine_missing: "Audio engine not connected: no sound is sent or played yet.",
     audio_opening: "Opening the sound devices…",
     audio_failed: "No audio in this call: {}",
+    no_microphone:
+        "No microphone found: the other side hears silence. Choose one in Settings, under Audio.",
+    no_speaker: "No speaker found: you hear nothing. Choose one in Settings, under Audio.",
+    no_sound_devices:
+        "No sound device found (no microphone, no speaker). Choose them in Settings, under Audio.",
     encrypted_code:
         "Encrypted. Security code {} (the same on both screens means nobody is listening in)",
     not_encrypted: "Not encrypted: the other side did not offer a key",

@@ -50,6 +50,8 @@ pub struct Strings {
     pub server_address: &'static str,
     pub advertised_ip: &'static str,
     pub advertised_ip_hint: &'static str,
+    pub advertised_ip_help: &'static str,
+    pub advanced: &'static str,
     pub register: &'static str,
     pub back: &'static str,
     pub connecting: &'static str,
@@ -123,6 +125,9 @@ pub struct Strings {
     pub engine_missing: &'static str,
     pub audio_opening: &'static str,
     pub audio_failed: &'static str,
+    pub no_microphone: &'static str,
+    pub no_speaker: &'static str,
+    pub no_sound_devices: &'static str,
     /// Shown in a call with encrypted media; `{}` is the six-digit code both sides compare.
     pub encrypted_code: &'static str,
     pub not_encrypted: &'static str,

@@ -9,6 +9,8 @@ pub(super) static PT_BR: Strings = Strings {
     server_address: "Endereço do servidor",
     advertised_ip: "IPv4 anunciado (opcional)",
     advertised_ip_hint: "vazio: como o servidor vê você",
+    advertised_ip_help: "Só para redirecionamento de portas: o IPv4 para onde os outros enviam seu áudio.",
+    advanced: "Avançado",
     register: "Registrar",
     back: "← Voltar",
     connecting: "Conectando…",
@@ -79,6 +81,9 @@ pub(super) static PT_BR: Strings = Strings {
     engine_missing: "Motor de áudio não conectado: nenhum som é enviado ou tocado ainda.",
     audio_opening: "Abrindo os dispositivos de som…",
     audio_failed: "Sem áudio nesta chamada: {}",
+    no_microphone: "Nenhum microfone encontrado: o outro lado ouve silêncio. Escolha um em Configurações, em Áudio.",
+    no_speaker: "Nenhum alto-falante encontrado: você não ouve nada. Escolha um em Configurações, em Áudio.",
+    no_sound_devices: "Nenhum dispositivo de som encontrado (sem microfone, sem alto-falante). Escolha-os em Configurações, em Áudio.",
     encrypted_code:
         "Criptografada. Código de segurança {} (o mesmo nas duas telas: ninguém está ouvindo)",
     not_encrypted: "Sem criptografia: o outro lado não ofereceu uma chave",

@@ -177,9 +177,26 @@ fn audio_banners(app: &App, ui: &mut egui::Ui) {
                 ui.add_space(4.0);
                 widgets::banner(ui, Tone::Info, tr.audio_opening);
             }
+            if let Some(missing) = missing_devices(app) {
+                ui.add_space(4.0);
+                widgets::banner(ui, Tone::Warning, missing);
+            }
         }
     }
     ui.add_space(8.0);
+}
+
+/// One line when the call has no microphone or no speaker (none found, none would open, or
+/// the one in use vanished and none is back yet), saying where to choose one.
+fn missing_devices(app: &App) -> Option<&'static str> {
+    let tr = app.tr();
+    let stats = app.phone.media()?.running()?.stats();
+    match (stats.microphone_missing, stats.speaker_missing) {
+        (true, true) => Some(tr.no_sound_devices),
+        (true, false) => Some(tr.no_microphone),
+        (false, true) => Some(tr.no_speaker),
+        (false, false) => None,
+    }
 }
 
 /// "2 copies · 92 % restored": what the engine adds to each packet now, and how much of what

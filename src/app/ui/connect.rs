@@ -1,4 +1,5 @@
-//! The connect screen: name, server, optional advertised IPv4, Register; problems in place.
+//! The connect screen: name, server, Register; the advertised IPv4 folded under Advanced;
+//! problems in place.
 
 use super::widgets::{self, Tone};
 use crate::app::i18n::fill;
@@ -56,16 +57,8 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
             )
             .labelled_by(label.id);
             ui.end_row();
-            let label = ui.label(tr.advertised_ip);
-            ui.add(
-                egui::TextEdit::singleline(&mut app.settings.advertised_ip)
-                    .desired_width(240.0)
-                    .hint_text(tr.advertised_ip_hint)
-                    .id_salt("advertise"),
-            )
-            .labelled_by(label.id);
-            ui.end_row();
         });
+    advanced(app, ui);
     ui.add_space(12.0);
     ui.horizontal(|ui| {
         let register = ui.add_enabled(
@@ -86,6 +79,34 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
             }
         });
     });
+}
+
+/// What only someone debugging a network needs: folded away, open when it holds a value (or
+/// the value was refused).
+fn advanced(app: &mut App, ui: &mut egui::Ui) {
+    let tr = app.tr();
+    let needed = !app.settings.advertised_ip.trim().is_empty()
+        || matches!(
+            app.model().problem,
+            Some(ConnectProblem::AdvertisedIpInvalid)
+        );
+    ui.add_space(6.0);
+    egui::CollapsingHeader::new(tr.advanced)
+        .id_salt("connect_advanced")
+        .default_open(needed)
+        .show(ui, |ui| {
+            ui.horizontal(|ui| {
+                let label = ui.label(tr.advertised_ip);
+                ui.add(
+                    egui::TextEdit::singleline(&mut app.settings.advertised_ip)
+                        .desired_width(200.0)
+                        .hint_text(tr.advertised_ip_hint)
+                        .id_salt("advertise"),
+                )
+                .labelled_by(label.id);
+            });
+            ui.weak(tr.advertised_ip_help);
+        });
 }
 
 /// Why the last attempt failed, and the local-server offer when it applies.

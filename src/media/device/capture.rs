@@ -141,6 +141,11 @@ impl CaptureDevice {
             .report("capture", self.dev.stream.as_ref(), &self.control);
     }
 
+    /// Whether a microphone is open (the call sends silence while none is).
+    pub fn is_open(&self) -> bool {
+        self.dev.is_open()
+    }
+
     /// Samples buffered between the microphone and the encoder (an estimate).
     pub fn latency_samples(&self) -> usize {
         self.fifo.len() + self.dev.queued48()

@@ -81,7 +81,7 @@ fn test_hook_slow_open() {
 
 /// The life of one device, the same for microphone and speaker: which one was asked for, the
 /// open stream and its ring, and when to try again after a failure (the default device then).
-struct DeviceSlot<R> {
+struct DeviceSlot<R: Send + 'static> {
     name: Option<String>,
     input: bool,
     stream: Option<OpenStream>,
@@ -91,7 +91,13 @@ struct DeviceSlot<R> {
     warned: bool,
 }
 
-impl<R: Observer> DeviceSlot<R> {
+impl<R: Observer + Send + 'static> DeviceSlot<R> {
+    /// Whether a stream is open and has not failed: false while the device is missing, would
+    /// not open, or vanished (until a retry opens it or the default one).
+    fn is_open(&self) -> bool {
+        self.stream.as_ref().is_some_and(|s| !s.has_failed())
+    }
+
     fn new(name: Option<String>, input: bool) -> Self {
         Self {
             name,
@@ -118,8 +124,7 @@ impl<R: Observer> DeviceSlot<R> {
         &mut self,
         open: fn(&cpal::Device) -> Result<(OpenStream, R), String>,
     ) -> Option<u32> {
-        self.stream = None;
-        self.ring = None;
+        self.close();
         self.retry_at = Instant::now() + RETRY;
         let name = if self.warned {
             None
@@ -153,6 +158,11 @@ impl<R: Observer> DeviceSlot<R> {
         }
     }
 
+    /// Closes the stream, off this thread (see [`close_elsewhere`]).
+    fn close(&mut self) {
+        close_elsewhere(self.stream.take(), self.ring.take());
+    }
+
     fn warn(&mut self, msg: &str) {
         if !self.warned {
             tracing::warn!("{msg}");
@@ -179,6 +189,30 @@ impl<R: Observer> DeviceSlot<R> {
             (Some(r), Some(s)) => r.occupied_len() * SAMPLE_RATE as usize / s.rate.max(1) as usize,
             _ => 0,
         }
+    }
+}
+
+impl<R: Send + 'static> Drop for DeviceSlot<R> {
+    /// The end of a call closes its devices off the media thread too.
+    fn drop(&mut self) {
+        close_elsewhere(self.stream.take(), self.ring.take());
+    }
+}
+
+/// Closes a stream on a thread of its own. Closing joins cpal's device thread, and a device
+/// that vanished can leave that thread stuck for good: when the sound server dies mid-call,
+/// ALSA's PulseAudio plugin deadlocks inside it. The call must go on (and be able to stop)
+/// whatever happens there.
+fn close_elsewhere<R: Send + 'static>(stream: Option<OpenStream>, ring: Option<R>) {
+    if stream.is_none() {
+        return;
+    }
+    let closed = std::thread::Builder::new()
+        .name("fala-device-close".into())
+        .spawn(move || drop((stream, ring)));
+    if let Err(e) = closed {
+        // The spawn dropped the stream here instead.
+        tracing::warn!("no thread to close a sound device on: {e}");
     }
 }
 

@@ -112,6 +112,11 @@ impl PlaybackDevice {
             .report("playback", self.dev.stream.as_ref(), &self.control);
     }
 
+    /// Whether a speaker is open (the call plays nowhere while none is).
+    pub fn is_open(&self) -> bool {
+        self.dev.is_open()
+    }
+
     /// Samples queued ahead of the speaker, at 48 kHz.
     pub fn latency_samples(&self) -> usize {
         self.dev.queued48()

@@ -32,10 +32,15 @@ pub(super) struct OpenStream {
 }
 
 impl OpenStream {
+    /// The stream reported a fatal error (the device vanished); the owner reopens it soon.
+    pub(super) fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
     /// True when the stream reported a fatal error, or delivered audio once and then stopped
     /// for [`STALL`] (a start-up delay, before any audio, is no stall).
     pub(super) fn is_dead(&mut self) -> bool {
-        if self.failed.load(Ordering::Relaxed) {
+        if self.has_failed() {
             return true;
         }
         let frames = self.counters.frames.load(Ordering::Relaxed);

@@ -125,6 +125,11 @@ pub struct MediaStats {
     pub stretched_ms: f64,
     /// Share of one core the media thread used, percent.
     pub cpu_percent: f64,
+    /// A microphone was asked for and none is open now (missing, refused, or vanished and
+    /// not back yet): the peer hears silence.
+    pub microphone_missing: bool,
+    /// A speaker was asked for and none is open now: nothing is heard.
+    pub speaker_missing: bool,
 }
 
 /// Peak levels for meters, written by the media thread, read by anyone (f32 bits in atomics).

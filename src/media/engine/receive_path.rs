@@ -60,6 +60,11 @@ impl ReceivePath {
         self.sink.latency_samples()
     }
 
+    /// No speaker is open: nothing is heard.
+    pub(super) fn speaker_missing(&self) -> bool {
+        self.sink.device_missing()
+    }
+
     pub(super) fn jitter_stats(&self) -> JitterStats {
         self.jb.stats()
     }

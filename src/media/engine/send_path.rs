@@ -61,6 +61,11 @@ impl SendPath {
         self.source.latency_samples() + self.frame + self.lookahead
     }
 
+    /// No microphone is open: the peer hears silence.
+    pub(super) fn microphone_missing(&self) -> bool {
+        self.source.device_missing()
+    }
+
     /// Redundant copies the protection puts in each packet now.
     pub(super) fn copies(&self) -> usize {
         self.protection.current().copies

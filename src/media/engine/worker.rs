@@ -166,6 +166,8 @@ impl Worker {
             peer_loss: t.peer_loss,
             stretched_ms: (j.accelerated_samples + j.expanded_samples) as f64 / 48.0,
             cpu_percent: self.busy.as_secs_f64() / secs * 100.0,
+            microphone_missing: self.send.microphone_missing(),
+            speaker_missing: self.receive.speaker_missing(),
         };
         if let Ok(mut slot) = self.stats.try_lock() {
             *slot = s;
