@@ -133,11 +133,6 @@ impl MediaLink {
         self.advertised
     }
 
-    /// Whether calls get real audio.
-    pub fn has_engine(&self) -> bool {
-        self.options.is_some()
-    }
-
     /// How calls sound (`None` without an engine); changes apply from the next call.
     pub fn options_mut(&mut self) -> Option<&mut MediaOptions> {
         self.options.as_mut()
