@@ -301,3 +301,60 @@ async fn still_serves_named(c: &mut Raw) {
     c.send(&ClientMsg::Ping { nonce: 77 }).await;
     assert_eq!(c.recv().await, ServerMsg::Pong { nonce: 77 });
 }
+
+/// Frames serde alone would execute: `{type: 12}` (serde reads a number as the twelfth variant,
+/// `bye`), an array in place of the map, a `type` sent as bytes, and a valid message with a
+/// byte after it. Each is answered `malformed`, and the connection stays (no bye happened).
+#[tokio::test]
+async fn only_a_map_with_a_string_type_is_a_message() {
+    let server = TestServer::start(Config::default()).await;
+    let mut c = Raw::registered(server.addr, "strict", 5000).await;
+    let mut bye_then_stray = fala_proto::encode_frame(&ClientMsg::Bye).unwrap().to_vec();
+    bye_then_stray.push(0xc0);
+    let len = (bye_then_stray.len() - 4) as u32;
+    bye_then_stray[..4].copy_from_slice(&len.to_be_bytes());
+    let bodies: [&[u8]; 3] = [
+        &[0x81, 0xa4, b't', b'y', b'p', b'e', 0x0c],
+        &[0x91, 0xa3, b'b', b'y', b'e'],
+        &[
+            0x81, 0xa4, b't', b'y', b'p', b'e', 0xc4, 3, b'b', b'y', b'e',
+        ],
+    ];
+    for (i, body) in bodies.iter().enumerate() {
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(body);
+        c.send_raw(&frame).await;
+        let reply = c.recv().await;
+        assert!(
+            matches!(
+                reply,
+                ServerMsg::Error {
+                    code: ErrorCode::Malformed,
+                    ..
+                }
+            ),
+            "body {i}: {reply:?}"
+        );
+    }
+    c.send_raw(&bye_then_stray).await;
+    let reply = c.recv().await;
+    assert!(
+        matches!(
+            reply,
+            ServerMsg::Error {
+                code: ErrorCode::Malformed,
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    // Still connected and registered.
+    c.send(&ClientMsg::Ping { nonce: 7 }).await;
+    assert_eq!(c.recv().await, ServerMsg::Pong { nonce: 7 });
+    c.send(&ClientMsg::Lookup {
+        name: "strict".into(),
+    })
+    .await;
+    assert!(matches!(c.recv().await, ServerMsg::UserFound { .. }));
+    server.stop().await;
+}

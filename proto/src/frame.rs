@@ -83,29 +83,72 @@ pub fn split_frame(buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
 #[derive(Deserialize)]
 struct TypeTag {
     #[serde(rename = "type")]
-    kind: String,
+    kind: StrOnly,
+}
+
+/// A MessagePack *str*, and nothing else: serde's `String` also takes `bin` bytes that happen
+/// to be UTF-8, which the protocol does not allow for `type`.
+struct StrOnly(String);
+
+impl<'de> Deserialize<'de> for StrOnly {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = StrOnly;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StrOnly, E> {
+                Ok(StrOnly(v.to_owned()))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+/// Whether `first` is a MessagePack map marker (fixmap, map 16, map 32).
+fn is_map_marker(first: u8) -> bool {
+    matches!(first, 0x80..=0x8f | 0xde | 0xdf)
 }
 
 /// Decodes a frame body into a message of one of the enums in [`crate::signal`].
 ///
-/// `known` lists the `type` values of `T`, so the error says whether the peer sent garbage,
-/// a message this side does not know (e.g. from a newer version), or a known one with bad fields.
+/// Strict, so what is accepted is exactly what docs/PROTOCOL.md describes: the body must be one
+/// MessagePack map and nothing after it, and its `type` must be a string (serde would
+/// otherwise take an array as a struct, or a variant number as a `type`). `known` lists the
+/// `type` values of `T`, so the error says whether the peer sent garbage, a message this side
+/// does not know (e.g. from a newer version), or a known one with bad fields.
 pub fn decode_body<T: DeserializeOwned>(body: &[u8], known: &[&str]) -> Result<T, FrameError> {
-    match rmp_serde::from_slice::<T>(body) {
-        Ok(msg) => Ok(msg),
-        Err(err) => {
-            let tag: TypeTag =
-                rmp_serde::from_slice(body).map_err(|_| FrameError::Malformed(err.to_string()))?;
-            if known.contains(&tag.kind.as_str()) {
-                Err(FrameError::InvalidFields {
-                    kind: tag.kind,
-                    detail: err.to_string(),
-                })
-            } else {
-                Err(FrameError::UnknownType(tag.kind))
-            }
-        }
+    if !body.first().copied().is_some_and(is_map_marker) {
+        return Err(FrameError::Malformed("the body must be a map".into()));
     }
+    let TypeTag {
+        kind: StrOnly(kind),
+    } = rmp_serde::from_slice(body).map_err(|e| {
+        FrameError::Malformed(format!(
+            "the body needs a `type` field holding a string: {e}"
+        ))
+    })?;
+    let mut rest = body;
+    let mut de = rmp_serde::Deserializer::new(&mut rest);
+    let msg = match T::deserialize(&mut de) {
+        Ok(msg) => msg,
+        Err(err) if known.contains(&kind.as_str()) => {
+            return Err(FrameError::InvalidFields {
+                kind,
+                detail: err.to_string(),
+            })
+        }
+        Err(_) => return Err(FrameError::UnknownType(kind)),
+    };
+    drop(de);
+    if !rest.is_empty() {
+        return Err(FrameError::Malformed(format!(
+            "{} bytes after the message",
+            rest.len()
+        )));
+    }
+    Ok(msg)
 }
 
 #[cfg(test)]
@@ -164,6 +207,36 @@ mod tests {
             decode_body::<ClientMsg>(&invalid, CLIENT_MSG_TYPES),
             Err(FrameError::InvalidFields { .. })
         ));
+    }
+
+    /// What serde alone would take: `{type: 12}` (variant 12 is `bye`), `type` as bytes, an
+    /// array in place of the map, and bytes after a valid map. Each is malformed.
+    #[test]
+    fn refuses_what_is_not_exactly_a_map_with_a_string_type() {
+        let malformed = |body: &[u8]| {
+            matches!(
+                decode_body::<ClientMsg>(body, CLIENT_MSG_TYPES),
+                Err(FrameError::Malformed(_))
+            )
+        };
+        // {"type": 12}
+        assert!(malformed(&[0x81, 0xa4, b't', b'y', b'p', b'e', 0x0c]));
+        // {"type": b"bye"} (bin 8)
+        assert!(malformed(&[
+            0x81, 0xa4, b't', b'y', b'p', b'e', 0xc4, 3, b'b', b'y', b'e'
+        ]));
+        // ["bye"]
+        assert!(malformed(&[0x91, 0xa3, b'b', b'y', b'e']));
+        // {"type": "bye"} followed by a stray byte
+        let mut body = rmp_serde::to_vec_named(&ClientMsg::Bye).unwrap();
+        assert_eq!(
+            decode_body::<ClientMsg>(&body, CLIENT_MSG_TYPES),
+            Ok(ClientMsg::Bye)
+        );
+        body.push(0xc0);
+        assert!(malformed(&body));
+        // No type at all.
+        assert!(malformed(&[0x80]));
     }
 }
 
