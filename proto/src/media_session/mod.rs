@@ -14,14 +14,17 @@
 //! clock, touches a socket or allocates after [`MediaSession::new`], so tests run whole
 //! exchanges between two sessions on simulated time.
 
+mod replay;
 mod send;
 
 use std::net::SocketAddr;
 
-use crate::media_crypto::{SessionKeys, RTCP_OVERHEAD};
+use crate::media_crypto::{SessionKeys, RTCP_INDEX_LEN, RTCP_OVERHEAD};
 use crate::red::{self, RED_PAYLOAD_TYPE};
 use crate::rtcp::{self, ReceptionStats, Report, SenderInfo};
 use crate::rtp::{self, OPUS_PAYLOAD_TYPE};
+use replay::ReplayWindow;
+pub use replay::REPLAY_WINDOW;
 use send::Sender;
 pub use send::MAX_PAYLOAD;
 
@@ -62,6 +65,8 @@ pub struct SessionStats {
     pub dropped_ssrc: u64,
     /// Dropped: failed authentication.
     pub dropped_auth: u64,
+    /// Dropped: authentic, but seen before or too old for the replay window (encrypted calls).
+    pub dropped_replay: u64,
     /// Dropped: not RTP/RTCP we understand.
     pub dropped_malformed: u64,
     /// Interarrival jitter of the received stream, ms.
@@ -128,6 +133,10 @@ pub struct MediaSession {
     sender: Sender,
     remote_ssrc: Option<u32>,
     reception: ReceptionStats,
+    /// Replay windows of the peer's RTP (by extended sequence) and RTCP (by SRTCP index),
+    /// used when the call is encrypted (without keys anyone can forge packets anyway).
+    rtp_replay: ReplayWindow,
+    rtcp_replay: ReplayWindow,
     rtcp_index: u32,
     next_report_us: u64,
     stats: SessionStats,
@@ -149,6 +158,8 @@ impl MediaSession {
             sender: Sender::new(config.ssrc, config.first_seq, config.first_timestamp),
             remote_ssrc: None,
             reception: ReceptionStats::default(),
+            rtp_replay: ReplayWindow::default(),
+            rtcp_replay: ReplayWindow::default(),
             rtcp_index: 0,
             next_report_us: REPORT_INTERVAL_US / 2,
             stats: SessionStats::default(),
@@ -311,6 +322,10 @@ impl MediaSession {
                     return;
                 }
             }
+            if !self.rtp_replay.accept(ext) {
+                self.stats.dropped_replay += 1;
+                return;
+            }
         }
         let red = header.payload_type == RED_PAYLOAD_TYPE;
         if red {
@@ -345,6 +360,13 @@ impl MediaSession {
                     self.stats.dropped_auth += 1;
                     return;
                 }
+            }
+            // The SRTCP index is the datagram's last 4 bytes, covered by the tag.
+            let at = len - RTCP_INDEX_LEN;
+            let index = u32::from_be_bytes(self.rx[at..len].try_into().unwrap_or_default());
+            if !self.rtcp_replay.accept(u64::from(index)) {
+                self.stats.dropped_replay += 1;
+                return;
             }
         }
         let Ok(report) = rtcp::parse(&self.rx[..end]) else {

@@ -104,6 +104,8 @@ pub struct MediaStats {
     pub duplicates: u64,
     /// Packets dropped for failing authentication.
     pub dropped_auth: u64,
+    /// Authentic packets dropped as replays (seen before, or too old for the window).
+    pub dropped_replay: u64,
     /// Packets dropped for coming from the wrong address or SSRC.
     pub dropped_foreign: u64,
     /// Interarrival jitter, ms.

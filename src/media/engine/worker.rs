@@ -156,6 +156,7 @@ impl Worker {
             late: j.late,
             duplicates: j.duplicates,
             dropped_auth: t.dropped_auth,
+            dropped_replay: t.dropped_replay,
             dropped_foreign: t.dropped_foreign + t.dropped_ssrc,
             jitter_ms: t.jitter_ms,
             rtt_ms: rtt,
