@@ -358,3 +358,225 @@ async fn only_a_map_with_a_string_type_is_a_message() {
     assert!(matches!(c.recv().await, ServerMsg::UserFound { .. }));
     server.stop().await;
 }
+
+/// A byte every 3 s is not a hello: the 10 s deadline counts from the connect, so a slowloris
+/// client is closed at 10 s, not kept open by each byte.
+#[tokio::test(start_paused = true)]
+async fn partial_frames_do_not_extend_the_hello_deadline() {
+    let server = TestServer::start(Config::default()).await;
+    let mut slow = Raw::connect(server.addr).await;
+    let start = tokio::time::Instant::now();
+    let hello = fala_proto::encode_frame(&ClientMsg::Hello {
+        version: PROTOCOL_VERSION,
+        agent: "slowloris".into(),
+    })
+    .unwrap();
+    for byte in &hello[..4] {
+        slow.send_raw(&[*byte]).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        if start.elapsed() >= Duration::from_secs(10) {
+            break;
+        }
+    }
+    let msg = slow.recv_within(Duration::from_secs(60)).await;
+    assert!(
+        matches!(
+            msg,
+            ServerMsg::Error {
+                code: ErrorCode::HelloTimeout,
+                ..
+            }
+        ),
+        "{msg:?}"
+    );
+    assert!(
+        start.elapsed() <= Duration::from_secs(12),
+        "{:?}",
+        start.elapsed()
+    );
+    server.stop().await;
+}
+
+/// 500 connections that each send a byte every 5 s and never a hello are all closed at the
+/// hello deadline, while real clients keep registering meanwhile.
+#[tokio::test(start_paused = true)]
+async fn five_hundred_slowloris_connections_are_closed_while_others_register() {
+    let config = Config {
+        limits: Limits {
+            max_connections_per_ip: 0,
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
+    let server = TestServer::start(config).await;
+    let mut slow = Vec::new();
+    for _ in 0..500 {
+        slow.push(Raw::connect(server.addr).await);
+    }
+    let start = tokio::time::Instant::now();
+    for round in 0..3u8 {
+        for c in &mut slow {
+            c.send_raw(&[0]).await;
+        }
+        let mut real = Raw::registered(server.addr, &format!("real{round}"), 5000).await;
+        real.send(&ClientMsg::Ping { nonce: 1 }).await;
+        assert_eq!(real.recv().await, ServerMsg::Pong { nonce: 1 });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    for c in &mut slow {
+        let seen = c.until_closed().await;
+        assert_eq!(first_error(&seen), Some(ErrorCode::HelloTimeout));
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        start.elapsed()
+    );
+    server.stop().await;
+}
+
+/// Connections from one address past its limit are refused with a clear code; others from the
+/// same address keep working.
+#[tokio::test]
+async fn one_address_cannot_hold_more_than_its_share_of_connections() {
+    let config = Config {
+        limits: Limits {
+            max_connections_per_ip: 3,
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
+    let server = TestServer::start(config).await;
+    let mut kept = Vec::new();
+    for i in 0..3 {
+        kept.push(Raw::registered(server.addr, &format!("u{i}"), 5000).await);
+    }
+    let mut extra = Raw::connect(server.addr).await;
+    let seen = extra.until_closed().await;
+    assert_eq!(first_error(&seen), Some(ErrorCode::TooManyConnections));
+    still_serves_named(&mut kept[0]).await;
+    // A place freed is a place to take.
+    drop(kept.pop());
+    let mut again = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut c = Raw::connect(server.addr).await;
+        c.send(&ClientMsg::Hello {
+            version: PROTOCOL_VERSION,
+            agent: "test".into(),
+        })
+        .await;
+        if matches!(c.try_recv().await, Some(ServerMsg::Welcome { .. })) {
+            again = Some(c);
+            break;
+        }
+    }
+    assert!(again.is_some(), "the freed place was never given back");
+    server.stop().await;
+}
+
+/// Invites from all the connections of one address share one budget: opening more
+/// connections buys no more invites.
+#[tokio::test]
+async fn connections_of_one_address_share_their_invites() {
+    let config = Config {
+        limits: Limits {
+            ip_invite_burst: 2,
+            ip_invite_per_sec: 0.0,
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
+    let server = TestServer::start(config).await;
+    let _target = Raw::registered(server.addr, "target", 5000).await;
+    let mut callers = Vec::new();
+    for i in 0..3 {
+        callers.push(Raw::registered(server.addr, &format!("caller{i}"), 5001 + i).await);
+    }
+    for (i, c) in callers.iter_mut().enumerate() {
+        c.send(&ClientMsg::Invite {
+            to: "target".into(),
+            key: None,
+        })
+        .await;
+        let reply = c.recv().await;
+        let limited = matches!(
+            reply,
+            ServerMsg::Error {
+                code: ErrorCode::RateLimited,
+                ..
+            }
+        );
+        assert_eq!(limited, i == 2, "caller {i}: {reply:?}");
+    }
+    server.stop().await;
+}
+
+/// A client that stops reading is dropped once a write to it cannot finish in time, and its
+/// name is free again: it cannot pin its session (and a ghost registration) forever.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_and_its_name_freed() {
+    let config = Config {
+        timeouts: fala_server::Timeouts {
+            write: Duration::from_millis(500),
+            ..fala_server::Timeouts::default()
+        },
+        limits: Limits {
+            max_connections_per_ip: 0,
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
+    let server = TestServer::start(config).await;
+    // Enough users that each `list` answer is tens of kilobytes.
+    let mut fillers = Vec::new();
+    for i in 0..800 {
+        let name = format!("filler-with-a-long-name-{i:03}");
+        fillers.push(Raw::registered(server.addr, &name, 5000).await);
+    }
+    // The slow client keeps its receive buffer small, keeps asking for the list (under the rate
+    // limit), and never reads an answer: the server's socket buffer fills, then its write
+    // cannot finish.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = Raw::on(socket.connect(server.addr).await.unwrap());
+    slow.send(&ClientMsg::Hello {
+        version: PROTOCOL_VERSION,
+        agent: "test".into(),
+    })
+    .await;
+    slow.send(&ClientMsg::Register {
+        name: "slow".into(),
+        media: support::media(5999),
+    })
+    .await;
+    let list = fala_proto::encode_frame(&ClientMsg::List).unwrap();
+    let mut checker = Raw::registered(server.addr, "checker", 5000).await;
+    let mut freed = false;
+    for round in 0..200 {
+        use tokio::io::AsyncWriteExt;
+        // The server may have closed it already: writes then fail, which is fine.
+        let burst = if round == 0 { 50 } else { 1 };
+        for _ in 0..burst {
+            let _ = slow.stream.write_all(&list).await;
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        if round % 5 == 0 {
+            checker
+                .send(&ClientMsg::Lookup {
+                    name: "slow".into(),
+                })
+                .await;
+            if matches!(checker.recv().await, ServerMsg::UserNotFound { .. }) {
+                freed = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        freed,
+        "the client that stopped reading still holds its name"
+    );
+    still_serves_named(&mut checker).await;
+    server.stop().await;
+}

@@ -148,6 +148,8 @@ impl ServerProcess {
                 &max_connections.to_string(),
             ])
             .args(["--idle-timeout", "600"])
+            // Every bench client comes from 127.0.0.1.
+            .args(["--max-connections-per-ip", "0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

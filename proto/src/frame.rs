@@ -57,7 +57,8 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Bytes, FrameError> {
 /// Takes one complete frame body off the front of `buf`, if a whole frame is there.
 ///
 /// Returns `Ok(None)` when more bytes are needed. Checks the announced length before any body
-/// arrives, so an oversized frame is refused without buffering it.
+/// arrives, so an oversized frame is refused without buffering it, and reserves nothing for
+/// what was only announced.
 pub fn split_frame(buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
     if buf.len() < LEN_PREFIX {
         return Ok(None);
@@ -70,9 +71,9 @@ pub fn split_frame(buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
         buf.advance(LEN_PREFIX);
         return Err(FrameError::Empty);
     }
-    let total = LEN_PREFIX + len as usize;
-    if buf.len() < total {
-        buf.reserve(total - buf.len());
+    // Memory grows with the bytes that actually arrive, not with the length announced: four
+    // bytes from a peer must not make this side reserve 64 KiB.
+    if buf.len() < LEN_PREFIX + len as usize {
         return Ok(None);
     }
     buf.advance(LEN_PREFIX);

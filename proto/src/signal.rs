@@ -154,6 +154,8 @@ pub enum ErrorCode {
     RateLimited,
     /// The server has reached its connection limit; the connection is closed.
     ServerFull,
+    /// Too many connections from this address at once; the connection is closed.
+    TooManyConnections,
     /// The length prefix was over the limit; the connection is closed.
     FrameTooLarge,
     /// The frame body was not a MessagePack map with a `type` string.

@@ -10,6 +10,7 @@ mod calls;
 pub mod echo;
 mod hub;
 pub mod limits;
+mod per_ip;
 mod registry;
 mod services;
 mod session;
@@ -58,6 +59,7 @@ pub async fn run(
     }
     let tracker = TaskTracker::new();
     let live = Arc::new(AtomicUsize::new(0));
+    let per_ip = Arc::new(per_ip::PerIp::default());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -72,7 +74,7 @@ pub async fn run(
                         continue;
                     }
                 };
-                start_session(&hub, &tracker, &live, stream, peer);
+                start_session(&hub, &tracker, (&live, &per_ip), stream, peer);
             }
         }
     }
@@ -89,16 +91,29 @@ pub async fn run(
 fn start_session(
     hub: &Arc<Hub>,
     tracker: &TaskTracker,
-    live: &Arc<AtomicUsize>,
+    (live, per_ip): (&Arc<AtomicUsize>, &Arc<per_ip::PerIp>),
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
 ) {
     let _ = stream.set_nodelay(true);
-    if live.load(Ordering::Relaxed) >= hub.config.limits.max_connections {
-        let msg = ServerMsg::error(ErrorCode::ServerFull, "the server is full; try again later");
-        tracker.spawn(async move { session::refuse(stream, &msg).await });
-        return;
-    }
+    let limits = &hub.config.limits;
+    let admitted = if live.load(Ordering::Relaxed) >= limits.max_connections {
+        Err((ErrorCode::ServerFull, "the server is full; try again later"))
+    } else {
+        let now = std::time::Instant::now();
+        per_ip::PerIp::admit(per_ip, peer.ip(), limits, now).ok_or((
+            ErrorCode::TooManyConnections,
+            "too many connections from your address; close some and try again",
+        ))
+    };
+    let slot = match admitted {
+        Ok(slot) => slot,
+        Err((code, text)) => {
+            let msg = ServerMsg::error(code, text);
+            tracker.spawn(async move { session::refuse(stream, &msg).await });
+            return;
+        }
+    };
     let local_ip = stream
         .local_addr()
         .map(|a| ipv4_of(a.ip()))
@@ -111,7 +126,7 @@ fn start_session(
     let hub = hub.clone();
     let live = live.clone();
     tracker.spawn(async move {
-        session::serve(hub, stream, conn, rx).await;
+        session::serve(hub, stream, (conn, slot), rx).await;
         live.fetch_sub(1, Ordering::Relaxed);
     });
 }

@@ -52,6 +52,16 @@ pub struct Limits {
     pub max_bad_frames: u32,
     /// Connections served at once; more get `server_full`.
     pub max_connections: usize,
+    /// Connections from one IP address at once; more get `too_many_connections`. A home or
+    /// office behind one NAT shares an address, so this is far above one person's needs.
+    /// 0 turns the per-address limits off (this one and the shared invite budget): for a
+    /// proxy in front of the server, or a bench that connects thousands of clients from one
+    /// host.
+    pub max_connections_per_ip: usize,
+    /// Invites in a burst from all the connections of one IP address together ...
+    pub ip_invite_burst: u32,
+    /// ... and sustained, per second: opening more connections buys no more invites.
+    pub ip_invite_per_sec: f64,
     /// Outgoing messages queued for one connection before it is dropped as too slow.
     pub out_queue: usize,
 }
@@ -66,6 +76,9 @@ impl Default for Limits {
             max_limited_in_a_row: 100,
             max_bad_frames: 10,
             max_connections: 16_000,
+            max_connections_per_ip: 64,
+            ip_invite_burst: 10,
+            ip_invite_per_sec: 1.0,
             out_queue: 256,
         }
     }
@@ -137,6 +150,8 @@ pub struct Timeouts {
     pub heartbeat: Duration,
     /// An unanswered call ends with `no_answer` after this.
     pub ring: Duration,
+    /// A write to a client that takes longer (it stopped reading) drops the connection.
+    pub write: Duration,
 }
 
 impl Default for Timeouts {
@@ -146,6 +161,7 @@ impl Default for Timeouts {
             idle: Duration::from_secs(30),
             heartbeat: Duration::from_secs(10),
             ring: Duration::from_secs(30),
+            write: Duration::from_secs(10),
         }
     }
 }

@@ -31,6 +31,31 @@ struct Args {
     /// Most connections served at once.
     #[arg(long, default_value_t = 16_000)]
     max_connections: usize,
+    /// Most connections from one IP address at once (0 = no per-address limits: for a proxy
+    /// in front of the server, or a load bench on one host).
+    #[arg(long, default_value_t = 64)]
+    max_connections_per_ip: usize,
+}
+
+/// Every connection is an open file: raises the soft limit to the hard one (distributions
+/// default the soft one to 1024, far below what a server holds) and says what it got.
+fn raise_open_file_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            tracing::info!("open-file limit: {limit}");
+            // A few files go to the listener, the echo socket, the runtime and logs.
+            let room = usize::try_from(limit)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(64);
+            if room < max_connections {
+                tracing::warn!(
+                    "the open-file limit ({limit}) allows only about {room} of the \
+                     {max_connections} connections asked for (--max-connections)"
+                );
+            }
+        }
+        Err(e) => tracing::warn!("cannot raise the open-file limit: {e}"),
+    }
 }
 
 fn main() {
@@ -48,6 +73,7 @@ fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    raise_open_file_limit(args.max_connections);
     let config = Config {
         timeouts: Timeouts {
             ring: Duration::from_secs(args.ring_timeout),
@@ -56,6 +82,7 @@ fn run() -> anyhow::Result<()> {
         },
         limits: Limits {
             max_connections: args.max_connections,
+            max_connections_per_ip: args.max_connections_per_ip,
             ..Limits::default()
         },
         echo: (!args.no_echo).then(|| EchoConfig {

@@ -17,6 +17,7 @@ use tokio::time::{timeout, Instant};
 use crate::calls::InviteOutcome;
 use crate::hub::{ConnId, Hub};
 use crate::limits::{ConnLimiter, Verdict};
+use crate::per_ip::Slot;
 
 /// Starting size of a connection's read buffer; signaling frames are small, and idle clients
 /// should cost little memory.
@@ -33,7 +34,7 @@ enum Next {
 pub(crate) async fn serve(
     hub: Arc<Hub>,
     stream: TcpStream,
-    conn: ConnId,
+    (conn, ip_slot): (ConnId, Slot),
     rx: mpsc::Receiver<Bytes>,
 ) {
     let mut session = Session {
@@ -41,6 +42,7 @@ pub(crate) async fn serve(
         conn,
         hello_done: false,
         limiter: ConnLimiter::new(&hub.config.limits, std_now()),
+        ip_slot,
     };
     let (mut rd, mut wr) = stream.into_split();
     let mut rx = rx;
@@ -84,6 +86,8 @@ struct Session {
     conn: ConnId,
     hello_done: bool,
     limiter: ConnLimiter,
+    /// This connection's place among its address's connections, and their shared invites.
+    ip_slot: Slot,
 }
 
 impl Session {
@@ -95,8 +99,9 @@ impl Session {
     ) -> std::io::Result<()> {
         let timeouts = self.hub.config.timeouts.clone();
         let mut buf = BytesMut::with_capacity(READ_BUF_START);
-        // One timer for the life of the connection, moved forward only when something arrives:
-        // cheaper than a new timer per loop turn.
+        // One timer for the life of the connection: the hello deadline counts from the
+        // connect and nothing moves it (a byte every few seconds must not hold a connection
+        // open); after hello, only a whole message moves the idle deadline.
         let silence = tokio::time::sleep(timeouts.hello);
         tokio::pin!(silence);
         let mut out = Vec::new();
@@ -113,7 +118,15 @@ impl Session {
                                 Err(_) => break,
                             }
                         }
-                        wr.write_all(&out).await?;
+                        // A client that stops reading must not pin this session (and its
+                        // name): a write that cannot finish in time drops the connection.
+                        match timeout(timeouts.write, wr.write_all(&out)).await {
+                            Ok(written) => written?,
+                            Err(_) => {
+                                tracing::debug!(conn = self.conn, "client stopped reading; dropping it");
+                                return Ok(());
+                            }
+                        }
                         if out.capacity() > 64 * 1024 {
                             out = Vec::new();
                         }
@@ -124,10 +137,12 @@ impl Session {
                     if n? == 0 {
                         return Ok(());
                     }
-                    let wait = if self.hello_done { timeouts.idle } else { timeouts.hello };
-                    silence.as_mut().reset(Instant::now() + wait);
-                    if let Next::Close = self.drain_frames(&mut buf) {
+                    let (next, whole) = self.drain_frames(&mut buf);
+                    if let Next::Close = next {
                         return Ok(());
+                    }
+                    if whole > 0 && self.hello_done {
+                        silence.as_mut().reset(Instant::now() + timeouts.idle);
                     }
                 }
                 _ = &mut silence => {
@@ -147,39 +162,41 @@ impl Session {
         self.hub.lock().send(self.conn, msg);
     }
 
-    /// Handles every complete frame in `buf`.
-    fn drain_frames(&mut self, buf: &mut BytesMut) -> Next {
-        loop {
-            let body = match split_frame(buf) {
-                Ok(Some(body)) => body,
-                Ok(None) => return Next::Continue,
-                Err(FrameError::TooLarge(len)) => {
-                    let msg = format!("frame of {len} bytes is over the limit; closing");
-                    self.reply(&ServerMsg::error(ErrorCode::FrameTooLarge, msg));
-                    return Next::Close;
-                }
-                Err(e) => {
-                    if let Next::Close = self.bad_frame(ErrorCode::Malformed, e.to_string()) {
-                        return Next::Close;
-                    }
-                    continue;
-                }
-            };
-            let next = match decode_body::<ClientMsg>(&body, CLIENT_MSG_TYPES) {
-                Ok(msg) => self.handle(msg),
-                Err(FrameError::UnknownType(t)) => self.bad_frame(
-                    ErrorCode::UnknownMessage,
-                    format!("unknown message type {t:?}"),
-                ),
-                Err(e @ FrameError::InvalidFields { .. }) => {
-                    self.bad_frame(ErrorCode::InvalidMessage, e.to_string())
-                }
-                Err(e) => self.bad_frame(ErrorCode::Malformed, e.to_string()),
-            };
+    /// Handles every complete frame in `buf`; says how many there were.
+    fn drain_frames(&mut self, buf: &mut BytesMut) -> (Next, usize) {
+        let mut whole = 0;
+        while let Some(next) = self.next_frame(buf) {
             if let Next::Close = next {
-                return Next::Close;
+                return (Next::Close, whole);
             }
+            whole += 1;
         }
+        (Next::Continue, whole)
+    }
+
+    /// Handles the first complete frame in `buf`, if there is one.
+    fn next_frame(&mut self, buf: &mut BytesMut) -> Option<Next> {
+        let body = match split_frame(buf) {
+            Ok(Some(body)) => body,
+            Ok(None) => return None,
+            Err(FrameError::TooLarge(len)) => {
+                let msg = format!("frame of {len} bytes is over the limit; closing");
+                self.reply(&ServerMsg::error(ErrorCode::FrameTooLarge, msg));
+                return Some(Next::Close);
+            }
+            Err(e) => return Some(self.bad_frame(ErrorCode::Malformed, e.to_string())),
+        };
+        Some(match decode_body::<ClientMsg>(&body, CLIENT_MSG_TYPES) {
+            Ok(msg) => self.handle(msg),
+            Err(FrameError::UnknownType(t)) => self.bad_frame(
+                ErrorCode::UnknownMessage,
+                format!("unknown message type {t:?}"),
+            ),
+            Err(e @ FrameError::InvalidFields { .. }) => {
+                self.bad_frame(ErrorCode::InvalidMessage, e.to_string())
+            }
+            Err(e) => self.bad_frame(ErrorCode::Malformed, e.to_string()),
+        })
     }
 
     /// Reports a bad frame; too many of them close the connection.
@@ -200,7 +217,15 @@ impl Session {
         }
         let limits = &self.hub.config.limits;
         let is_invite = matches!(msg, ClientMsg::Invite { .. });
-        match self.limiter.check(limits, is_invite, std_now()) {
+        let now = std_now();
+        match self.limiter.check(limits, is_invite, now) {
+            Verdict::Pass if is_invite && !self.ip_slot.try_invite(now) => {
+                self.reply(&ServerMsg::error(
+                    ErrorCode::RateLimited,
+                    "too many invites from your address; slow down",
+                ));
+                return Next::Continue;
+            }
             Verdict::Pass => {}
             Verdict::Drop { notify } => {
                 if notify {

@@ -66,6 +66,14 @@ pub fn media(port: u16) -> MediaAddr {
 }
 
 impl Raw {
+    /// A raw client on a stream the test set up itself (socket options, say).
+    pub fn on(stream: TcpStream) -> Raw {
+        Raw {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
     pub async fn connect(addr: SocketAddr) -> Raw {
         Raw {
             stream: TcpStream::connect(addr).await.unwrap(),
