@@ -6,4 +6,5 @@ pub mod client;
 pub mod headless;
 pub mod media;
 pub mod net;
+pub mod private_files;
 pub mod term;

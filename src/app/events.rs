@@ -17,6 +17,31 @@ enum Incoming {
     Media(LinkEvent),
 }
 
+/// Longest caller name put in a notification.
+const NOTIFY_NAME_MAX: usize = 64;
+
+/// A name from the network as plain text in a notification body: notification servers read
+/// the body as markup (`<a href=…>`, `<img …>`), and a hostile server or caller must not be
+/// able to put links, images or control characters there.
+fn markup_safe(name: &str) -> String {
+    let mut out = String::new();
+    for c in name
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(NOTIFY_NAME_MAX)
+    {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 impl App {
     /// Applies queued events until none is left or [`super::DRAIN_BUDGET`] is spent (then the
     /// next frame is requested at once).
@@ -114,7 +139,7 @@ impl App {
 /// A desktop notification on a thread of its own (D-Bus may be slow or absent); failure is
 /// ignored: the dialog in the window is the real signal.
 fn notify_desktop(tr: &'static Strings, caller: &str) {
-    let body = i18n::fill(tr.notify_body, caller);
+    let body = i18n::fill(tr.notify_body, markup_safe(caller));
     let _ = std::thread::Builder::new()
         .name("fala-notify".into())
         .spawn(move || {
@@ -127,4 +152,19 @@ fn notify_desktop(tr: &'static Strings, caller: &str) {
                 tracing::debug!("no desktop notification: {e}");
             }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_reach_notifications_as_plain_text() {
+        assert_eq!(markup_safe("Ana"), "Ana");
+        assert_eq!(
+            markup_safe("<a href=\"http://x\">Ana</a>\u{7}&"),
+            "&lt;a href=&quot;http://x&quot;&gt;Ana&lt;/a&gt;&amp;"
+        );
+        assert_eq!(markup_safe(&"x".repeat(500)).len(), NOTIFY_NAME_MAX);
+    }
 }

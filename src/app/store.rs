@@ -212,10 +212,12 @@ fn save_loop(
     }
 }
 
+/// Writes a whole file or nothing (a crash leaves the old one), readable by its owner only.
 fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
+    use std::io::Write;
+    crate::private_files::create_dir(dir)?;
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes)?;
+    crate::private_files::create(&tmp)?.write_all(bytes)?;
     std::fs::rename(&tmp, path)
 }
 

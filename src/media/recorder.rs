@@ -9,7 +9,8 @@ use std::path::Path;
 /// The WAV writer a recording owns.
 pub type WavOut = hound::WavWriter<BufWriter<File>>;
 
-/// Opens a 48 kHz mono 16-bit WAV file for a recording.
+/// Opens a 48 kHz mono 16-bit WAV file for a recording, readable by its owner only (it holds
+/// a conversation).
 pub fn create_wav(path: &Path) -> Result<WavOut, hound::Error> {
     let spec = hound::WavSpec {
         channels: 1,
@@ -17,7 +18,8 @@ pub fn create_wav(path: &Path) -> Result<WavOut, hound::Error> {
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
-    hound::WavWriter::create(path, spec)
+    let file = crate::private_files::create(path)?;
+    hound::WavWriter::new(BufWriter::new(file), spec)
 }
 
 /// Mixes what the microphone captured with what was played, quantum by quantum.
