@@ -550,7 +550,11 @@ async fn a_client_that_stops_reading_is_dropped_and_its_name_freed() {
         media: support::media(5999),
     })
     .await;
-    let list = fala_proto::encode_frame(&ClientMsg::List).unwrap();
+    let list = fala_proto::encode_frame(&ClientMsg::List {
+        after: None,
+        limit: None,
+    })
+    .unwrap();
     let mut checker = Raw::registered(server.addr, "checker", 5000).await;
     let mut freed = false;
     for round in 0..200 {

@@ -149,9 +149,12 @@ async fn list_and_live_presence_events() {
     let mut watcher = Raw::registered(server.addr, "watcher", 5000).await;
     watcher.send(&ClientMsg::Subscribe).await;
     match watcher.recv().await {
-        ServerMsg::Users { users } => assert_eq!(
-            users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
-            ["watcher"]
+        ServerMsg::Users { users, more } => assert_eq!(
+            (
+                users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+                more
+            ),
+            (vec!["watcher"], false)
         ),
         other => panic!("unexpected {other:?}"),
     }
@@ -159,11 +162,16 @@ async fn list_and_live_presence_events() {
     assert!(matches!(watcher.recv().await, ServerMsg::UserJoined { user } if user.name == "ana"));
     let mut bob = Raw::registered(server.addr, "bob", 5002).await;
     assert!(matches!(watcher.recv().await, ServerMsg::UserJoined { user } if user.name == "bob"));
-    ana.send(&ClientMsg::List).await;
+    ana.send(&ClientMsg::List {
+        after: None,
+        limit: None,
+    })
+    .await;
     match ana.recv().await {
-        ServerMsg::Users { users } => {
+        ServerMsg::Users { users, more } => {
             let names: Vec<_> = users.iter().map(|u| u.name.as_str()).collect();
             assert_eq!(names, ["ana", "bob", "watcher"]);
+            assert!(!more);
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -247,4 +255,61 @@ async fn shutdown_tells_connected_clients() {
         matches!(seen.as_slice(), [ServerMsg::Shutdown { .. }]),
         "{seen:?}"
     );
+}
+
+/// A thousand users with 31-character names: the list comes in pages that each fit a frame
+/// (it used to be one frame too big to send, and the asker got nothing at all).
+#[tokio::test]
+async fn a_thousand_users_with_long_names_come_in_pages() {
+    let config = Config {
+        limits: fala_server::Limits {
+            max_connections_per_ip: 0,
+            ..fala_server::Limits::default()
+        },
+        ..Config::default()
+    };
+    let server = TestServer::start(config).await;
+    let mut held = Vec::new();
+    for i in 0..1000 {
+        let name = format!("user-with-a-long-long-name-{i:04}");
+        assert_eq!(name.chars().count(), 31);
+        held.push(Raw::registered(server.addr, &name, 5000).await);
+    }
+    let asker = &mut held[0];
+    let mut names = Vec::new();
+    let mut after = None;
+    for page in 0.. {
+        asker
+            .send(&ClientMsg::List {
+                after: after.clone(),
+                limit: None,
+            })
+            .await;
+        let ServerMsg::Users { users, more } = asker.recv().await else {
+            panic!("page {page}: not a users reply");
+        };
+        assert!(users.len() <= fala_proto::LIST_PAGE_MAX);
+        names.extend(users.iter().map(|u| u.name.clone()));
+        if !more {
+            break;
+        }
+        after = users.last().map(|u| u.name.to_lowercase());
+    }
+    assert_eq!(names.len(), 1000);
+    let mut sorted = names.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, names, "in order, each once");
+    // A smaller page on request.
+    asker
+        .send(&ClientMsg::List {
+            after: None,
+            limit: Some(3),
+        })
+        .await;
+    match asker.recv().await {
+        ServerMsg::Users { users, more } => assert_eq!((users.len(), more), (3, true)),
+        other => panic!("unexpected {other:?}"),
+    }
+    server.stop().await;
 }

@@ -159,7 +159,11 @@ mod tests {
 
     #[test]
     fn split_waits_for_whole_frame() {
-        let frame = encode_frame(&ClientMsg::List).unwrap();
+        let frame = encode_frame(&ClientMsg::List {
+            after: None,
+            limit: None,
+        })
+        .unwrap();
         let mut buf = BytesMut::new();
         for (i, b) in frame.iter().enumerate() {
             buf.put_u8(*b);

@@ -10,6 +10,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_bytes::ByteBuf;
 
+/// Most users in one `users` reply: every reply fits a frame whatever the server holds.
+pub const LIST_PAGE_MAX: usize = 200;
+
 /// Version of the signaling protocol spoken by this crate; sent in `hello` / `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -188,8 +191,15 @@ pub enum ClientMsg {
     Register { name: String, media: MediaAddr },
     /// Ask whether a user is online.
     Lookup { name: String },
-    /// Ask for everyone online.
-    List,
+    /// Ask who is online, a page at a time: the users whose name key (see
+    /// [`crate::name::name_key`]) comes after `after`, in that order, at most `limit` of them
+    /// (default and most: [`LIST_PAGE_MAX`]).
+    List {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
     /// Start receiving `user_joined` / `user_left` / `user_status` events.
     Subscribe,
     /// Stop receiving presence events.
@@ -256,8 +266,13 @@ pub enum ServerMsg {
     UserFound { user: UserInfo },
     /// Reply to `lookup` when nobody by that name is online.
     UserNotFound { name: String },
-    /// Reply to `list`, sorted by name.
-    Users { users: Vec<UserInfo> },
+    /// Reply to `list` (and the first page after `subscribe`), sorted by name key; `more` when
+    /// users after the last one remain (ask again with `after` = its name key).
+    Users {
+        users: Vec<UserInfo>,
+        #[serde(default)]
+        more: bool,
+    },
     /// Presence event (after `subscribe`): someone registered.
     UserJoined { user: UserInfo },
     /// Presence event: someone left.

@@ -22,7 +22,10 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         (any::<u32>(), ".{0,20}").prop_map(|(version, agent)| ClientMsg::Hello { version, agent }),
         (".{0,40}", media()).prop_map(|(name, media)| ClientMsg::Register { name, media }),
         ".{0,40}".prop_map(|name| ClientMsg::Lookup { name }),
-        Just(ClientMsg::List),
+        Just(ClientMsg::List {
+            after: None,
+            limit: None
+        }),
         Just(ClientMsg::Subscribe),
         Just(ClientMsg::Unsubscribe),
         (".{0,40}", key()).prop_map(|(to, key)| ClientMsg::Invite { to, key }),
@@ -81,7 +84,8 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         (".{0,40}", media()).prop_map(|(name, media)| ServerMsg::Registered { name, media }),
         user().prop_map(|user| ServerMsg::UserFound { user }),
         ".{0,40}".prop_map(|name| ServerMsg::UserNotFound { name }),
-        proptest::collection::vec(user(), 0..5).prop_map(|users| ServerMsg::Users { users }),
+        (proptest::collection::vec(user(), 0..5), any::<bool>())
+            .prop_map(|(users, more)| ServerMsg::Users { users, more }),
         user().prop_map(|user| ServerMsg::UserJoined { user }),
         ".{0,40}".prop_map(|name| ServerMsg::UserLeft { name }),
         (".{0,40}", any::<bool>()).prop_map(|(name, b)| ServerMsg::UserStatus {

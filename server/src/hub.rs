@@ -5,7 +5,7 @@
 //! held, so all clients see events in one global order (a `ringing` can never overtake the
 //! `call_connected` that follows it).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -67,7 +67,8 @@ impl User {
 
 pub(crate) struct State {
     pub conns: HashMap<ConnId, Conn>,
-    pub users: HashMap<String, User>,
+    /// By name key, in order (lists are answered a page at a time).
+    pub users: BTreeMap<String, User>,
     pub calls: HashMap<CallId, Call>,
     pub subscribers: HashSet<ConnId>,
     next_conn: ConnId,
@@ -99,7 +100,7 @@ impl Hub {
             welcome,
             state: Mutex::new(State {
                 conns: HashMap::new(),
-                users: HashMap::new(),
+                users: BTreeMap::new(),
                 calls: HashMap::new(),
                 subscribers: HashSet::new(),
                 next_conn: 1,

@@ -1,7 +1,9 @@
 //! Names and presence: register, look up, list, subscribe, leave.
 
 use fala_proto::name::{name_key, validate_name};
-use fala_proto::{ErrorCode, MediaAddr, ServerMsg, UserInfo};
+use std::ops::Bound;
+
+use fala_proto::{ErrorCode, MediaAddr, ServerMsg, UserInfo, LIST_PAGE_MAX};
 
 use crate::hub::{ConnId, State, User};
 
@@ -72,23 +74,39 @@ impl State {
         self.send(conn, &reply);
     }
 
-    /// Everyone online, sorted by name.
-    pub fn user_list(&self, viewer: ConnId) -> Vec<UserInfo> {
+    /// One page of who is online: the users after the name key `after`, in order, at most
+    /// `limit` (capped at [`LIST_PAGE_MAX`]), and whether more remain.
+    pub fn user_page(
+        &self,
+        viewer: ConnId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<UserInfo>, bool) {
         let v = self.conns.get(&viewer);
-        let mut users: Vec<UserInfo> = self.users.values().map(|u| u.info_for(v)).collect();
-        users.sort_by_key(|u| name_key(&u.name));
-        users
+        let limit = limit.clamp(1, LIST_PAGE_MAX);
+        let from = match after {
+            Some(key) => Bound::Excluded(name_key(key)),
+            None => Bound::Unbounded,
+        };
+        let mut page = self.users.range((from, Bound::Unbounded));
+        let users: Vec<UserInfo> = page
+            .by_ref()
+            .take(limit)
+            .map(|(_, u)| u.info_for(v))
+            .collect();
+        (users, page.next().is_some())
     }
 
-    pub fn list(&mut self, conn: ConnId) {
-        let users = self.user_list(conn);
-        self.send(conn, &ServerMsg::Users { users });
+    pub fn list(&mut self, conn: ConnId, after: Option<&str>, limit: Option<u32>) {
+        let limit = limit.map_or(LIST_PAGE_MAX, |l| l as usize);
+        let (users, more) = self.user_page(conn, after, limit);
+        self.send(conn, &ServerMsg::Users { users, more });
     }
 
-    /// Subscribes to presence and sends the current list as the starting point.
+    /// Subscribes to presence and sends the first page of the list as the starting point.
     pub fn subscribe(&mut self, conn: ConnId) {
         self.subscribers.insert(conn);
-        self.list(conn);
+        self.list(conn, None, None);
     }
 
     pub fn unsubscribe(&mut self, conn: ConnId) {

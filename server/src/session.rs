@@ -254,7 +254,7 @@ impl Session {
             }
             ClientMsg::Register { name, media } => state.register(conn, &name, media),
             ClientMsg::Lookup { name } => state.lookup(conn, &name),
-            ClientMsg::List => state.list(conn),
+            ClientMsg::List { after, limit } => state.list(conn, after.as_deref(), limit),
             ClientMsg::Subscribe => state.subscribe(conn),
             ClientMsg::Unsubscribe => state.unsubscribe(conn),
             ClientMsg::Invite { to, key } => {

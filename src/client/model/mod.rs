@@ -155,6 +155,8 @@ pub struct Model {
     /// Follow who is online (the window's list). The terminal and headless clients only look
     /// people up, so they neither subscribe nor ask for the list.
     presence: bool,
+    /// The name key after which the next page of the list was asked for, while one is.
+    list_after: Option<String>,
     meta: Option<CallMeta>,
 }
 
@@ -177,6 +179,7 @@ impl Model {
             ended_dismissed: true,
             muted: false,
             presence,
+            list_after: None,
             meta: None,
         }
     }
@@ -230,11 +233,11 @@ impl Model {
         match ev {
             Event::Registered { name, media, .. } => {
                 self.problem = None;
+                // The list arrives by itself: the signaling task subscribes to presence, and the
+                // server answers a subscription with the list's first page.
                 self.registration = Registration::Online { name, media };
                 self.users.clear();
-                if self.presence {
-                    fx.push(Effect::Send(ClientMsg::List));
-                }
+                self.list_after = None;
             }
             Event::Refused { code, message } => {
                 let name = match &self.registration {
@@ -290,7 +293,7 @@ impl Model {
     }
 
     fn on_server(&mut self, msg: ServerMsg, now: Instant, wall: SystemTime, fx: &mut Vec<Effect>) {
-        self.on_presence(&msg);
+        self.on_presence(&msg, fx);
         let (event, reply) = self.calls.on_server(&msg, now);
         if let Some(reply) = reply {
             fx.push(Effect::Send(reply));
@@ -350,17 +353,32 @@ impl Model {
         matches!(&self.lookup, Lookup::Pending(asked) if name_key(asked) == name_key(name))
     }
 
-    /// Keeps the user list in step with presence events.
-    fn on_presence(&mut self, msg: &ServerMsg) {
+    /// Keeps the user list in step with presence events; asks for the next page of the list
+    /// while the server says more remain.
+    fn on_presence(&mut self, msg: &ServerMsg, fx: &mut Vec<Effect>) {
         let me = self.my_name().map(name_key);
         let is_me = |name: &str| me.as_deref() == Some(&name_key(name));
         match msg {
-            ServerMsg::Users { users } => {
-                self.users = users
-                    .iter()
-                    .filter(|u| !is_me(&u.name))
-                    .map(|u| (name_key(&u.name), u.clone()))
-                    .collect();
+            ServerMsg::Users { users, more } => {
+                // A first page (not the answer to a request for a next one) starts the list
+                // afresh.
+                if self.list_after.take().is_none() {
+                    self.users.clear();
+                }
+                self.users.extend(
+                    users
+                        .iter()
+                        .filter(|u| !is_me(&u.name))
+                        .map(|u| (name_key(&u.name), u.clone())),
+                );
+                if let Some(last) = users.last().filter(|_| *more) {
+                    let after = name_key(&last.name);
+                    self.list_after = Some(after.clone());
+                    fx.push(Effect::Send(ClientMsg::List {
+                        after: Some(after),
+                        limit: None,
+                    }));
+                }
             }
             ServerMsg::UserJoined { user } if !is_me(&user.name) => {
                 self.users.insert(name_key(&user.name), user.clone());

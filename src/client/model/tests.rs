@@ -25,7 +25,8 @@ fn online() -> (Model, Instant, SystemTime) {
         t,
         w,
     );
-    assert_eq!(fx, vec![Effect::Send(ClientMsg::List)]);
+    // The signaling task subscribes, and the server sends the list with the subscription.
+    assert_eq!(fx, vec![]);
     (m, t, w)
 }
 
@@ -33,7 +34,7 @@ fn online() -> (Model, Instant, SystemTime) {
 fn presence_keeps_the_list_without_me() {
     let (mut m, t, w) = online();
     let users = vec![user("ana"), user("Bob"), user("echo")];
-    m.on_event(Event::Server(ServerMsg::Users { users }), t, w);
+    m.on_event(Event::Server(ServerMsg::Users { users, more: false }), t, w);
     assert_eq!(m.users.len(), 2);
     assert_eq!(m.visible_users("").count(), 1);
     m.on_event(
@@ -179,4 +180,29 @@ fn lookup_reports_not_found_then_found() {
         w,
     );
     assert!(matches!(m.lookup, Lookup::Found(_)));
+}
+
+#[test]
+fn a_long_list_is_fetched_page_by_page() {
+    let (mut m, t, w) = online();
+    let page = |names: &[&str], more| {
+        Event::Server(ServerMsg::Users {
+            users: names.iter().map(|n| user(n)).collect(),
+            more,
+        })
+    };
+    let fx = m.on_event(page(&["ana", "Bob", "carol"], true), t, w);
+    assert_eq!(
+        fx,
+        vec![Effect::Send(ClientMsg::List {
+            after: Some("carol".into()),
+            limit: None
+        })]
+    );
+    let fx = m.on_event(page(&["dora"], false), t, w);
+    assert_eq!(fx, vec![]);
+    assert_eq!(m.visible_users("").count(), 3, "bob, carol, dora (not me)");
+    // A first page again (a new subscription) starts afresh.
+    m.on_event(page(&["zed"], false), t, w);
+    assert_eq!(m.visible_users("").count(), 1);
 }
