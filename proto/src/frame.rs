@@ -107,6 +107,18 @@ impl<'de> Deserialize<'de> for StrOnly {
     }
 }
 
+/// Longest piece of peer-supplied text an error carries (a `type`, a decoder's complaint that
+/// quotes a field): errors are logged and sent back, and must stay small whatever was sent.
+pub const ERROR_TEXT_MAX: usize = 120;
+
+/// `text` cut to at most `max` characters (with an ellipsis when cut).
+pub fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
 /// Whether `first` is a MessagePack map marker (fixmap, map 16, map 32).
 fn is_map_marker(first: u8) -> bool {
     matches!(first, 0x80..=0x8f | 0xde | 0xdf)
@@ -127,9 +139,11 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8], known: &[&str]) -> Result<T
         kind: StrOnly(kind),
     } = rmp_serde::from_slice(body).map_err(|e| {
         FrameError::Malformed(format!(
-            "the body needs a `type` field holding a string: {e}"
+            "the body needs a `type` field holding a string: {}",
+            clip(&e.to_string(), ERROR_TEXT_MAX)
         ))
     })?;
+    let kind = clip(&kind, ERROR_TEXT_MAX);
     let mut rest = body;
     let mut de = rmp_serde::Deserializer::new(&mut rest);
     let msg = match T::deserialize(&mut de) {
@@ -137,7 +151,7 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8], known: &[&str]) -> Result<T
         Err(err) if known.contains(&kind.as_str()) => {
             return Err(FrameError::InvalidFields {
                 kind,
-                detail: err.to_string(),
+                detail: clip(&err.to_string(), ERROR_TEXT_MAX),
             })
         }
         Err(_) => return Err(FrameError::UnknownType(kind)),
@@ -212,6 +226,29 @@ mod tests {
             decode_body::<ClientMsg>(&invalid, CLIENT_MSG_TYPES),
             Err(FrameError::InvalidFields { .. })
         ));
+    }
+
+    /// Whatever a peer sends, an error about it stays short (it is logged and sent back).
+    #[test]
+    fn errors_quote_at_most_a_little_of_what_was_sent() {
+        let long = "x".repeat(50_000);
+        let bodies = [
+            // An unknown type 50 000 characters long.
+            rmpv::Value::Map(vec![("type".into(), long.as_str().into())]),
+            // A known type whose field quotes a long wrong value.
+            rmpv::Value::Map(vec![
+                ("type".into(), "ping".into()),
+                ("nonce".into(), long.as_str().into()),
+            ]),
+        ];
+        for body in bodies {
+            let mut bytes = Vec::new();
+            rmpv::encode::write_value(&mut bytes, &body).unwrap();
+            let err = decode_body::<ClientMsg>(&bytes, CLIENT_MSG_TYPES).unwrap_err();
+            assert!(err.to_string().chars().count() < 400, "{err}");
+        }
+        assert_eq!(clip("abc", 2), "ab…");
+        assert_eq!(clip("aé", 5), "aé");
     }
 
     /// What serde alone would take: `{type: 12}` (variant 12 is `bye`), `type` as bytes, an

@@ -15,5 +15,5 @@ pub mod rtcp;
 pub mod rtp;
 pub mod signal;
 
-pub use frame::{decode_body, encode_frame, split_frame, FrameError};
+pub use frame::{clip, decode_body, encode_frame, split_frame, FrameError, ERROR_TEXT_MAX};
 pub use signal::*;

@@ -331,6 +331,27 @@ pub const SERVER_MSG_TYPES: &[&str] = &[
 ];
 
 impl ServerMsg {
+    /// The message's `type` on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerMsg::Welcome { .. } => "welcome",
+            ServerMsg::Registered { .. } => "registered",
+            ServerMsg::UserFound { .. } => "user_found",
+            ServerMsg::UserNotFound { .. } => "user_not_found",
+            ServerMsg::Users { .. } => "users",
+            ServerMsg::UserJoined { .. } => "user_joined",
+            ServerMsg::UserLeft { .. } => "user_left",
+            ServerMsg::UserStatus { .. } => "user_status",
+            ServerMsg::Ringing { .. } => "ringing",
+            ServerMsg::IncomingCall { .. } => "incoming_call",
+            ServerMsg::CallConnected { .. } => "call_connected",
+            ServerMsg::CallEnded { .. } => "call_ended",
+            ServerMsg::Pong { .. } => "pong",
+            ServerMsg::Error { .. } => "error",
+            ServerMsg::Shutdown { .. } => "shutdown",
+        }
+    }
+
     /// Shorthand for an error message.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         ServerMsg::Error {

@@ -147,6 +147,15 @@ proptest! {
     }
 
     #[test]
+    fn a_server_message_kind_is_its_wire_type(msg in server_msg()) {
+        let body = rmp_serde::to_vec_named(&msg).unwrap();
+        let value: rmpv::Value = rmpv::decode::read_value(&mut &body[..]).unwrap();
+        let wire = value.as_map().unwrap().iter().find(|(k, _)| k.as_str() == Some("type"));
+        prop_assert_eq!(wire.and_then(|(_, v)| v.as_str()), Some(msg.kind()));
+        prop_assert!(SERVER_MSG_TYPES.contains(&msg.kind()));
+    }
+
+    #[test]
     fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let mut buf = BytesMut::from(&bytes[..]);
         while let Ok(Some(body)) = split_frame(&mut buf) {

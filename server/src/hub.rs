@@ -167,7 +167,8 @@ impl State {
     pub fn send(&mut self, conn: ConnId, msg: &ServerMsg) {
         match encode_frame(msg) {
             Ok(frame) => self.send_frame(conn, frame),
-            Err(e) => tracing::error!(conn, "cannot encode {msg:?}: {e}"),
+            // The message itself may be large (a list): the log names its type only.
+            Err(e) => tracing::error!(conn, kind = msg.kind(), "cannot encode a message: {e}"),
         }
     }
 

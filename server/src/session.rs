@@ -281,6 +281,7 @@ impl Session {
         match msg {
             ClientMsg::Hello { version, agent } if version == PROTOCOL_VERSION => {
                 self.hello_done = true;
+                let agent = fala_proto::clip(&agent, fala_proto::ERROR_TEXT_MAX);
                 tracing::debug!(conn = self.conn, %agent, "hello");
                 let welcome = self.hub.welcome.clone();
                 self.hub.lock().send_frame(self.conn, welcome);
