@@ -443,3 +443,56 @@ async fn echo_user_answers_at_once_and_is_never_busy() {
     ));
     server.stop().await;
 }
+
+/// Bob blocks Ana: her invites end at once as declined and Bob is not disturbed; once he
+/// unblocks her, she rings through again.
+#[tokio::test]
+async fn a_blocked_caller_is_declined_without_ringing() {
+    let server = TestServer::start(Config::default()).await;
+    let (mut ana, mut bob) = pair(&server).await;
+    bob.send(&ClientMsg::Block { name: "ANA".into() }).await;
+    // Bob's next message proves the block was handled before Ana's invite.
+    bob.send(&ClientMsg::Ping { nonce: 1 }).await;
+    assert_eq!(bob.recv().await, ServerMsg::Pong { nonce: 1 });
+    invite(&mut ana, "bob").await;
+    match ana.recv().await {
+        ServerMsg::CallEnded { reason, peer, .. } => {
+            assert_eq!((reason, peer.as_str()), (EndReason::Declined, "bob"))
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    bob.send(&ClientMsg::Ping { nonce: 2 }).await;
+    assert_eq!(
+        bob.recv().await,
+        ServerMsg::Pong { nonce: 2 },
+        "bob was not told of the blocked call"
+    );
+    bob.send(&ClientMsg::Unblock { name: "ana".into() }).await;
+    bob.send(&ClientMsg::Ping { nonce: 3 }).await;
+    assert_eq!(bob.recv().await, ServerMsg::Pong { nonce: 3 });
+    ring(&mut ana, &mut bob).await;
+    server.stop().await;
+}
+
+/// Calling the same person again and again is limited: three invites a minute, then
+/// `rate_limited` until the minute has passed.
+#[tokio::test(start_paused = true)]
+async fn calling_the_same_person_again_and_again_is_limited() {
+    let server = TestServer::start(Config::default()).await;
+    let (mut ana, mut bob) = pair(&server).await;
+    let _carol = Raw::registered(server.addr, "carol", 5003).await;
+    for _ in 0..3 {
+        let id = ring(&mut ana, &mut bob).await;
+        ana.send(&ClientMsg::Cancel { call_id: id }).await;
+        expect_end_reason(&mut ana, EndReason::Cancelled).await;
+        expect_end_reason(&mut bob, EndReason::Cancelled).await;
+        // The invite budget of a connection (one every 2 s) is not what this tests.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    invite(&mut ana, "bob").await;
+    expect_error(&mut ana, ErrorCode::RateLimited).await;
+    // Someone else can still be called.
+    invite(&mut ana, "carol").await;
+    assert!(matches!(ana.recv().await, ServerMsg::Ringing { .. }));
+    server.stop().await;
+}

@@ -226,6 +226,11 @@ pub enum ClientMsg {
     Hangup { call_id: CallId },
     /// Heartbeat; answered with `pong` carrying the same nonce.
     Ping { nonce: u64 },
+    /// Refuse calls from this name for as long as you stay registered: its invites end at once
+    /// as `declined`, and you are not told. Needs a registered name.
+    Block { name: String },
+    /// Take calls from this name again.
+    Unblock { name: String },
     /// Leave: frees the name and ends any call. The server closes the connection.
     Bye,
 }
@@ -244,6 +249,8 @@ pub const CLIENT_MSG_TYPES: &[&str] = &[
     "cancel",
     "hangup",
     "ping",
+    "block",
+    "unblock",
     "bye",
 ];
 

@@ -40,6 +40,8 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         call_id().prop_map(|call_id| ClientMsg::Cancel { call_id }),
         call_id().prop_map(|call_id| ClientMsg::Hangup { call_id }),
         any::<u64>().prop_map(|nonce| ClientMsg::Ping { nonce }),
+        ".{0,40}".prop_map(|name| ClientMsg::Block { name }),
+        ".{0,40}".prop_map(|name| ClientMsg::Unblock { name }),
         Just(ClientMsg::Bye),
     ]
 }

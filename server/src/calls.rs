@@ -3,6 +3,8 @@
 //! The server only relays; audio flows peer to peer. Every operation is keyed by the
 //! connection that asked, so nobody can answer or end a call that is not theirs.
 
+use std::time::{Duration, Instant};
+
 use fala_proto::name::name_key;
 use fala_proto::{Availability, CallId, EndReason, ErrorCode, MediaAddr, ServerMsg};
 use serde_bytes::ByteBuf;
@@ -32,6 +34,12 @@ pub(crate) fn new_call_id() -> CallId {
     getrandom::fill(&mut b).expect("OS random generator");
     CallId(u64::from_le_bytes(b))
 }
+
+/// Invites from one connection to the same callee within [`REINVITE_WINDOW`]; more are
+/// refused as `rate_limited`, so nobody can keep someone ringing (and busy) by calling again
+/// and again.
+pub(crate) const REINVITES_PER_WINDOW: usize = 3;
+pub(crate) const REINVITE_WINDOW: Duration = Duration::from_secs(60);
 
 /// What the session must do after an invite.
 pub(crate) enum InviteOutcome {
@@ -69,8 +77,66 @@ impl State {
             .unwrap_or_default()
     }
 
+    /// Counts an invite from `conn` to `callee` at `now`; false when it is one too many
+    /// within the window.
+    fn note_invite(&mut self, conn: ConnId, callee: &str, now: Instant) -> bool {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        let recent = &mut c.recent_invites;
+        while recent
+            .front()
+            .is_some_and(|(_, at)| now.saturating_duration_since(*at) > REINVITE_WINDOW)
+        {
+            recent.pop_front();
+        }
+        if recent.iter().filter(|(k, _)| k == callee).count() >= REINVITES_PER_WINDOW {
+            return false;
+        }
+        if recent.len() >= 4 * REINVITES_PER_WINDOW {
+            recent.pop_front();
+        }
+        recent.push_back((callee.to_string(), now));
+        true
+    }
+
+    /// Whether the user `callee` refuses calls from `caller`.
+    fn blocks(&self, callee: &str, caller: &str) -> bool {
+        let conn = self.users.get(callee).and_then(|u| u.conn);
+        conn.and_then(|c| self.conns.get(&c))
+            .is_some_and(|c| c.blocked.contains(caller))
+    }
+
+    /// Refuses calls from `name` to the user of `conn`.
+    pub fn block(&mut self, conn: ConnId, name: &str) {
+        if self.user_key_of(conn).is_none() {
+            let msg = "register a name before blocking anyone";
+            return self.send(conn, &ServerMsg::error(ErrorCode::NotRegistered, msg));
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.blocked.len() >= crate::hub::MAX_BLOCKED {
+            let msg = format!("you can block at most {} names", crate::hub::MAX_BLOCKED);
+            return self.send(conn, &ServerMsg::error(ErrorCode::InvalidMessage, msg));
+        }
+        c.blocked.insert(name_key(name));
+    }
+
+    pub fn unblock(&mut self, conn: ConnId, name: &str) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.blocked.remove(&name_key(name));
+        }
+    }
+
     /// Starts a call from `conn` to `to`.
-    pub fn invite(&mut self, conn: ConnId, to: &str, key: Option<ByteBuf>) -> InviteOutcome {
+    pub fn invite(
+        &mut self,
+        conn: ConnId,
+        to: &str,
+        key: Option<ByteBuf>,
+        now: Instant,
+    ) -> InviteOutcome {
         let Some(caller) = self.user_key_of(conn) else {
             let msg = "register a name before calling";
             self.send(conn, &ServerMsg::error(ErrorCode::NotRegistered, msg));
@@ -94,6 +160,30 @@ impl State {
         };
         let call_id = new_call_id();
         let peer = callee_user.name.clone();
+        if !self.note_invite(conn, &callee, now) {
+            let msg = format!(
+                "you called {peer} {REINVITES_PER_WINDOW} times within a minute; wait before calling again"
+            );
+            self.send(conn, &ServerMsg::error(ErrorCode::RateLimited, msg));
+            return InviteOutcome::Done;
+        }
+        if self.blocks(&callee, &caller) {
+            // Ends as if declined: the caller learns nothing of the block, the callee is not
+            // disturbed.
+            let reason = EndReason::Declined;
+            self.send(
+                conn,
+                &ServerMsg::CallEnded {
+                    call_id,
+                    peer,
+                    reason,
+                },
+            );
+            return InviteOutcome::Done;
+        }
+        let Some(callee_user) = self.users.get(&callee) else {
+            return InviteOutcome::Done;
+        };
         if callee_user.call.is_some() {
             let reason = EndReason::Busy;
             self.send(

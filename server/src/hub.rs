@@ -5,9 +5,10 @@
 //! held, so all clients see events in one global order (a `ringing` can never overtake the
 //! `call_connected` that follows it).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use bytes::Bytes;
 use fala_proto::{encode_frame, Availability, CallId, MediaAddr, ServerMsg, UserInfo};
@@ -29,7 +30,15 @@ pub(crate) struct Conn {
     pub peer_ip: Ipv4Addr,
     /// Local address the client reached us on (the address a built-in service advertises).
     pub local_ip: Ipv4Addr,
+    /// Name keys this user refuses calls from (see `block`), at most [`MAX_BLOCKED`].
+    pub blocked: HashSet<String>,
+    /// The callees of this connection's recent invites, oldest first (see
+    /// [`crate::calls::REINVITES_PER_WINDOW`]).
+    pub recent_invites: VecDeque<(String, Instant)>,
 }
+
+/// Most names one user may block.
+pub const MAX_BLOCKED: usize = 1000;
 
 /// One registered user.
 pub(crate) struct User {
@@ -144,6 +153,8 @@ impl State {
                 user: None,
                 peer_ip,
                 local_ip,
+                blocked: HashSet::new(),
+                recent_invites: VecDeque::new(),
             },
         );
         (id, rx)

@@ -258,7 +258,7 @@ impl Session {
             ClientMsg::Subscribe => state.subscribe(conn),
             ClientMsg::Unsubscribe => state.unsubscribe(conn),
             ClientMsg::Invite { to, key } => {
-                if let InviteOutcome::Ringing(call_id) = state.invite(conn, &to, key) {
+                if let InviteOutcome::Ringing(call_id) = state.invite(conn, &to, key, now) {
                     drop(state);
                     self.arm_ring_timer(call_id);
                 }
@@ -272,6 +272,8 @@ impl Session {
             ClientMsg::Cancel { call_id } => state.cancel(conn, call_id),
             ClientMsg::Hangup { call_id } => state.hangup(conn, call_id),
             ClientMsg::Ping { nonce } => state.send(conn, &ServerMsg::Pong { nonce }),
+            ClientMsg::Block { name } => state.block(conn, &name),
+            ClientMsg::Unblock { name } => state.unblock(conn, &name),
             ClientMsg::Bye => return Next::Close,
         }
         Next::Continue
