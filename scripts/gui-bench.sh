@@ -24,7 +24,7 @@ GUI_CLEANUP+=("rm -rf $WORK")
 start_xvfb
 PORT=$(free_port)
 SERVER=127.0.0.1:$PORT
-"$FALA_SERVER_BIN" --listen "$SERVER" >"$WORK/server.log" 2>&1 &
+"$FALA_SERVER_BIN" --listen "$SERVER" --data-dir "$WORK/server" >"$WORK/server.log" 2>&1 &
 GUI_CLEANUP+=("kill $!")
 for t in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break; sleep 0.05; done
 
@@ -63,7 +63,8 @@ IDLE_ANON=$(anon_mb "$APP")
 
 # A call: Bob (a terminal client) calls Ana, Y accepts in the window.
 mkfifo "$WORK/bob.in"
-"$FALA_BIN" term --name bob --server "$SERVER" <"$WORK/bob.in" >"$WORK/bob.out" 2>&1 &
+mkdir -p "$WORK/bob"
+FALA_CONFIG_DIR="$WORK/bob" "$FALA_BIN" term --name bob --server "$SERVER" <"$WORK/bob.in" >"$WORK/bob.out" 2>&1 &
 GUI_CLEANUP+=("kill $!")
 exec 7>"$WORK/bob.in"
 sleep 1

@@ -64,7 +64,8 @@ sleep 1
 peer() {
     local name=$1 fd
     mkfifo "$WORK/$name.in"
-    "$FALA_BIN" term --name "$name" --server "$SERVER" <"$WORK/$name.in" >"$WORK/$name.out" 2>&1 &
+    mkdir -p "$WORK/$name"
+    FALA_CONFIG_DIR="$WORK/$name" "$FALA_BIN" term --name "$name" --server "$SERVER" <"$WORK/$name.in" >"$WORK/$name.out" 2>&1 &
     GUI_CLEANUP+=("kill $!")
     exec {fd}>"$WORK/$name.in"
     eval "FD_$name=$fd"

@@ -139,7 +139,9 @@ impl Run {
                 None
             }
             Event::Refused { message, .. } => Some(Err(anyhow!("registration refused: {message}"))),
-            Event::Unreachable { message } => Some(Err(anyhow!(message))),
+            Event::Unreachable { message } | Event::Untrusted { message } => {
+                Some(Err(anyhow!(message)))
+            }
             Event::ConnectionLost { .. } => Some(Err(anyhow!(Outcome::ServerLost.describe()))),
             Event::Stopped => Some(Err(anyhow!("signaling stopped unexpectedly"))),
             Event::Server(_) => None,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use fala::app::{runtime::NetRuntime, store::Store, App};
-use fala::client::{Advertise, ConnectRequest, MediaOptions};
+use fala::client::{paths, Advertise, ConnectRequest, MediaOptions};
 use fala::headless::{self, Mode};
 use fala::media::{CodecSettings, FrameMs, InputSpec, JitterMode, JitterSettings, OutputSpec};
 use fala::term::{self, TermOptions};
@@ -41,6 +41,9 @@ struct Identity {
     /// Media address to advertise instead of the bound one (port forwarding, test relays).
     #[arg(long)]
     advertise: Option<SocketAddrV4>,
+    /// Plain TCP to the server instead of TLS (for a server started with --plain).
+    #[arg(long)]
+    plain: bool,
 }
 
 /// Where audio comes from and goes to, and how it is coded.
@@ -83,6 +86,7 @@ struct AudioArgs {
 impl Identity {
     fn request(self) -> ConnectRequest {
         ConnectRequest {
+            security: paths::security(self.plain, paths::config_dir()),
             server: self.server,
             name: self.name,
             media_port: self.media_port,

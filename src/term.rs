@@ -124,7 +124,7 @@ impl Term {
                 }
             }
             Event::Refused { message, .. } => bail!("registration refused: {message}"),
-            Event::Unreachable { message } => bail!("{message}"),
+            Event::Unreachable { message } | Event::Untrusted { message } => bail!("{message}"),
             Event::ConnectionLost { message, retry_in } => println!(
                 "Lost the server ({message}); retrying in {:.1} s...",
                 retry_in.as_secs_f32()

@@ -50,9 +50,12 @@ impl Drop for Server {
     }
 }
 
+/// `fala` with these arguments, over plain TCP (the test server is plain; tests/tls.rs covers
+/// TLS).
 fn fala(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fala"));
     cmd.args(args)
+        .arg("--plain")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

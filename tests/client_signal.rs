@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use fala::net::{self, wait_for, Event, SignalConfig};
+use fala::net::{self, wait_for, Event, Security, SignalConfig};
 use fala_proto::{ClientMsg, ErrorCode, ServerMsg};
 use fala_server::Config;
 use support::{Raw, TestServer};
@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 fn config(addr: std::net::SocketAddr, name: &str) -> SignalConfig {
     SignalConfig {
         server: addr.to_string(),
+        security: Security::Plain,
         name: name.into(),
         media: "0.0.0.0:5555".parse().unwrap(),
         subscribe: true,

@@ -43,6 +43,7 @@ impl World {
 
     fn window(&self, name: &str) -> Harness<'static, App> {
         let settings = Settings {
+            plain: true,
             name: name.into(),
             server: self.addr().to_string(),
             ..Settings::default()
@@ -214,6 +215,7 @@ fn unreachable_local_address_offers_a_local_server_that_works() {
     let addr = free.local_addr().unwrap();
     drop(free);
     let settings = Settings {
+        plain: true,
         name: "ana".into(),
         server: addr.to_string(),
         ..Settings::default()
@@ -247,6 +249,7 @@ fn the_local_server_hosts_the_sound_test() {
     let addr = free.local_addr().unwrap();
     drop(free);
     let settings = Settings {
+        plain: true,
         name: "ana".into(),
         server: addr.to_string(),
         ..Settings::default()
@@ -585,6 +588,7 @@ fn idle_window_asks_for_no_frames_and_calls_tick_once_a_second() {
 fn configured_hang_up_key_works() {
     let w = World::new(Config::default());
     let settings = Settings {
+        plain: true,
         name: "ana".into(),
         server: w.addr().to_string(),
         hangup_key: "H".into(),

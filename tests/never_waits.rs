@@ -52,6 +52,7 @@ fn window(app: App) -> Harness<'static, App> {
 fn settings(name: &str, server: &TestServer) -> Settings {
     Settings {
         name: name.into(),
+        plain: true,
         server: server.addr.to_string(),
         ..Settings::default()
     }
@@ -173,7 +174,7 @@ fn fala_answer_keeps_its_heartbeat_while_its_devices_take_seconds_to_open() {
     let fala = |args: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fala"));
         cmd.args(args)
-            .args(["--server", &addr])
+            .args(["--server", &addr, "--plain"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

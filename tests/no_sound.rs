@@ -43,6 +43,7 @@ fn without_a_sound_server_the_sound_test_says_what_is_missing() {
     drop(free);
     let settings = Settings {
         name: "ana".into(),
+        plain: true,
         server: addr.to_string(),
         ..Settings::default()
     };
@@ -179,6 +180,7 @@ fn a_sound_server_that_dies_mid_call_leaves_the_call_able_to_go_on_and_stop() {
             "echo",
             "--name",
             "ana",
+            "--plain",
             "--server",
             &addr.to_string(),
         ])

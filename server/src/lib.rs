@@ -14,6 +14,7 @@ mod per_ip;
 mod registry;
 mod services;
 mod session;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,6 +38,8 @@ pub struct Config {
     pub limits: Limits,
     /// Host the `echo` user (off in `Config::default()`, on in the command line's default).
     pub echo: Option<EchoConfig>,
+    /// Speak TLS with this configuration; `None` is plain TCP (tests, interop, `--plain`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Serves `listener` until `shutdown` resolves, then tells every client the server is going
@@ -106,11 +109,24 @@ fn start_session(
             "too many connections from your address; close some and try again",
         ))
     };
+    // The hello deadline counts from here, through the TLS handshake.
+    let hello_by = tokio::time::Instant::now() + hub.config.timeouts.hello;
+    let tls = hub.config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let slot = match admitted {
         Ok(slot) => slot,
         Err((code, text)) => {
             let msg = ServerMsg::error(code, text);
-            tracker.spawn(async move { session::refuse(stream, &msg).await });
+            tracker.spawn(async move {
+                // Told in the connection's own terms, so the client can show why.
+                match tls {
+                    None => session::refuse(stream, &msg).await,
+                    Some(tls) => {
+                        if let Some(stream) = handshake(&tls, stream, hello_by).await {
+                            session::refuse(stream, &msg).await;
+                        }
+                    }
+                }
+            });
             return;
         }
     };
@@ -126,7 +142,29 @@ fn start_session(
     let hub = hub.clone();
     let live = live.clone();
     tracker.spawn(async move {
-        session::serve(hub, stream, (conn, slot), rx).await;
+        match tls {
+            None => session::serve(hub, stream, (conn, slot, hello_by), rx).await,
+            Some(tls) => match handshake(&tls, stream, hello_by).await {
+                Some(stream) => session::serve(hub, stream, (conn, slot, hello_by), rx).await,
+                None => hub.lock().disconnect(conn),
+            },
+        }
         live.fetch_sub(1, Ordering::Relaxed);
     });
+}
+
+/// The TLS handshake, by the connection's hello deadline; `None` if it failed or was too slow.
+async fn handshake(
+    tls: &tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    by: tokio::time::Instant,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    match tokio::time::timeout_at(by, tls.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!("TLS handshake failed: {e}");
+            None
+        }
+        Err(_) => None,
+    }
 }

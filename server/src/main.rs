@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -35,6 +36,20 @@ struct Args {
     /// in front of the server, or a load bench on one host).
     #[arg(long, default_value_t = 64)]
     max_connections_per_ip: usize,
+    /// Plain TCP instead of TLS (tests, interop, a TLS proxy in front).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    plain: bool,
+    /// PEM certificate chain to present (e.g. from a CA); default: a self-signed one kept in
+    /// the data folder.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Where the server keeps what must survive a restart (its certificate). Default:
+    /// ~/.local/share/fala-server.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 /// Every connection is an open file: raises the soft limit to the hard one (distributions
@@ -74,6 +89,7 @@ fn run() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     raise_open_file_limit(args.max_connections);
+    let tls = tls_identity(&args)?;
     let config = Config {
         timeouts: Timeouts {
             ring: Duration::from_secs(args.ring_timeout),
@@ -88,6 +104,7 @@ fn run() -> anyhow::Result<()> {
         echo: (!args.no_echo).then(|| EchoConfig {
             delay: Duration::from_secs_f64(args.echo_delay.max(0.0)),
         }),
+        tls: tls.as_ref().map(|t| t.config.clone()),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -98,10 +115,47 @@ fn run() -> anyhow::Result<()> {
             listen(args.listen).with_context(|| format!("cannot listen on {}", args.listen))?;
         let local = listener.local_addr()?;
         print_reachable(local);
+        match &tls {
+            Some(t) => println!(
+                "TLS certificate fingerprint (SHA-256), for clients to compare:\n  {}",
+                t.fingerprint
+            ),
+            None => println!("plain TCP: signaling is not encrypted (--plain)"),
+        }
         fala_server::run(listener, config, shutdown_signal()).await?;
         println!("fala-server stopped");
         Ok(())
     })
+}
+
+/// The certificate to present: the one given, or the one kept in the data folder (made on the
+/// first start, for this host's names and addresses); none with `--plain`.
+fn tls_identity(args: &Args) -> anyhow::Result<Option<fala_server::tls::TlsIdentity>> {
+    if args.plain {
+        return Ok(None);
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        return Ok(Some(fala_server::tls::load(cert, key)?));
+    }
+    let dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(fala_server::tls::default_data_dir);
+    let mut names = vec!["localhost".to_string()];
+    if let Ok(host) = hostname() {
+        names.push(host);
+    }
+    if let Ok(addrs) = if_addrs::get_if_addrs() {
+        names.extend(addrs.iter().map(|a| a.ip().to_string()));
+    }
+    let identity = fala_server::tls::load_or_make(&dir, &names)
+        .with_context(|| format!("TLS certificate in {}", dir.display()))?;
+    Ok(Some(identity))
+}
+
+/// This machine's host name, for the certificate it makes.
+fn hostname() -> std::io::Result<String> {
+    Ok(std::fs::read_to_string("/etc/hostname")?.trim().to_string())
 }
 
 /// Binds with a deep accept backlog, so a crowd of clients reconnecting at once after a

@@ -9,8 +9,7 @@ use fala_proto::{
     decode_body, encode_frame, split_frame, ClientMsg, ErrorCode, FrameError, ServerMsg,
     CLIENT_MSG_TYPES, PROTOCOL_VERSION,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
@@ -31,10 +30,10 @@ enum Next {
 }
 
 /// Runs one connection to its end, then frees everything it held.
-pub(crate) async fn serve(
+pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     hub: Arc<Hub>,
-    stream: TcpStream,
-    (conn, ip_slot): (ConnId, Slot),
+    stream: S,
+    (conn, ip_slot, hello_by): (ConnId, Slot, Instant),
     rx: mpsc::Receiver<Bytes>,
 ) {
     let mut session = Session {
@@ -44,9 +43,9 @@ pub(crate) async fn serve(
         limiter: ConnLimiter::new(&hub.config.limits, std_now()),
         ip_slot,
     };
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut rx = rx;
-    let result = session.run(&mut rd, &mut wr, &mut rx).await;
+    let result = session.run(&mut rd, &mut wr, &mut rx, hello_by).await;
     if let Err(e) = result {
         tracing::debug!(conn, "connection error: {e}");
     }
@@ -93,16 +92,17 @@ struct Session {
 impl Session {
     async fn run(
         &mut self,
-        rd: &mut tokio::net::tcp::OwnedReadHalf,
-        wr: &mut tokio::net::tcp::OwnedWriteHalf,
+        rd: &mut (impl AsyncRead + Unpin),
+        wr: &mut (impl AsyncWrite + Unpin),
         rx: &mut mpsc::Receiver<Bytes>,
+        hello_by: Instant,
     ) -> std::io::Result<()> {
         let timeouts = self.hub.config.timeouts.clone();
         let mut buf = BytesMut::with_capacity(READ_BUF_START);
         // One timer for the life of the connection: the hello deadline counts from the
         // connect and nothing moves it (a byte every few seconds must not hold a connection
         // open); after hello, only a whole message moves the idle deadline.
-        let silence = tokio::time::sleep(timeouts.hello);
+        let silence = tokio::time::sleep_until(hello_by);
         tokio::pin!(silence);
         let mut out = Vec::new();
         loop {
@@ -312,7 +312,7 @@ impl Session {
 }
 
 /// Writes one message directly to a socket that never gets a session (server full).
-pub(crate) async fn refuse(mut stream: TcpStream, msg: &ServerMsg) {
+pub(crate) async fn refuse(mut stream: impl AsyncWrite + Unpin, msg: &ServerMsg) {
     if let Ok(frame) = encode_frame(msg) {
         let _ = timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
     }

@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 use super::local_server::{self, LocalServer};
 use super::{i18n, App};
 use crate::client::model::{ConnectProblem, Effect};
-use crate::client::{Advertise, ConnectRequest};
+use crate::client::{paths, Advertise, ConnectRequest};
 
 impl App {
     /// Register pressed on the connect screen.
@@ -30,9 +30,11 @@ impl App {
         };
         let server = self.settings.server.trim().to_string();
         let repaint = ctx.clone();
+        let security = paths::security(self.settings.plain, self.config_dir.clone());
         let request = ConnectRequest {
             server_is_local: local_server::is_on_this_machine(&server),
             server,
+            security,
             name: self.settings.name.clone(),
             // An ephemeral port for every window, so several run side by side on one machine.
             media_port: 0,
@@ -47,7 +49,8 @@ impl App {
 
     /// "Start a local server" on the connect screen: serve the typed address, then register.
     pub fn start_local_server(&mut self, ctx: &egui::Context) {
-        match LocalServer::start(&self.rt, self.settings.server.trim()) {
+        let tls = (!self.settings.plain).then_some(self.config_dir.as_deref());
+        match LocalServer::start(&self.rt, self.settings.server.trim(), tls) {
             Ok(server) => {
                 self.local_server = Some(server);
                 self.connect(ctx);

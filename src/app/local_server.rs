@@ -2,6 +2,8 @@
 //! machine when no server is running yet.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
 
 use thiserror::Error;
 use tokio::runtime::Handle;
@@ -16,6 +18,8 @@ pub enum LocalServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(fala_server::tls::TlsError),
 }
 
 /// The running server; dropping it shuts the server down (clients are told).
@@ -26,9 +30,19 @@ pub struct LocalServer {
 
 impl LocalServer {
     /// Listens on `server` (the address typed on the connect screen) and serves it on `rt`.
-    /// Binding happens here, synchronously, so a failure is reported at once.
-    pub fn start(rt: &Handle, server: &str) -> Result<Self, LocalServerError> {
+    /// Binding happens here, synchronously, so a failure is reported at once. `tls`: speak TLS
+    /// with a certificate kept in this folder (`local-server/` in it; made in memory without
+    /// one); `None`: plain TCP.
+    pub fn start(
+        rt: &Handle,
+        server: &str,
+        tls: Option<Option<&Path>>,
+    ) -> Result<Self, LocalServerError> {
         let addr = resolve_literal(server)?;
+        let tls = match tls {
+            None => None,
+            Some(dir) => Some(certificate(dir, addr).map_err(LocalServerError::Tls)?),
+        };
         let listener = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|_| l))
             .map_err(|source| LocalServerError::Bind { addr, source })?;
@@ -41,7 +55,7 @@ impl LocalServer {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(e) = fala_server::run(listener, config(), shutdown).await {
+            if let Err(e) = fala_server::run(listener, config(tls), shutdown).await {
                 tracing::warn!("local server stopped: {e}");
             }
         });
@@ -59,11 +73,26 @@ impl LocalServer {
 
 /// The local server is configured like `fala-server` with no options: in particular it hosts
 /// the `echo` user, so "Test your sound" works on the one-command demo.
-fn config() -> fala_server::Config {
+fn config(tls: Option<Arc<rustls::ServerConfig>>) -> fala_server::Config {
     fala_server::Config {
         echo: Some(fala_server::EchoConfig::default()),
+        tls,
         ..fala_server::Config::default()
     }
+}
+
+/// The local server's certificate: kept in `dir/local-server` so its fingerprint (which the
+/// window pins) stays the same from one start to the next; made in memory without a folder.
+fn certificate(
+    dir: Option<&Path>,
+    addr: SocketAddr,
+) -> Result<Arc<rustls::ServerConfig>, fala_server::tls::TlsError> {
+    let names = vec!["localhost".to_string(), addr.ip().to_string()];
+    let identity = match dir {
+        Some(dir) => fala_server::tls::load_or_make(&dir.join("local-server"), &names)?,
+        None => fala_server::tls::make(&names)?,
+    };
+    Ok(identity.config)
 }
 
 impl Drop for LocalServer {

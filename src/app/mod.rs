@@ -77,6 +77,8 @@ pub struct App {
     settings: Settings,
     saved_settings: Settings,
     history: History,
+    /// Where the window keeps its files (none under test).
+    config_dir: Option<PathBuf>,
     saver: Saver,
     rt: Handle,
     sounds: Sounds,
@@ -102,6 +104,7 @@ impl App {
             saved_settings: settings.clone(),
             settings,
             history,
+            config_dir: store.dir().map(PathBuf::from),
             saver: Saver::start(store),
             rt,
             sounds: Sounds::new(false),

@@ -38,6 +38,8 @@ pub struct Settings {
     pub server: String,
     /// IPv4 to advertise for media instead of letting the server see it; empty = none.
     pub advertised_ip: String,
+    /// Plain TCP to the server instead of TLS (for a server started with `--plain`).
+    pub plain: bool,
     /// `None` is the system default device.
     pub input_device: Option<String>,
     pub output_device: Option<String>,
@@ -58,6 +60,7 @@ impl Default for Settings {
             name: String::new(),
             server: DEFAULT_SERVER.into(),
             advertised_ip: String::new(),
+            plain: false,
             input_device: None,
             output_device: None,
             hangup_key: "Escape".into(),

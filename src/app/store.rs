@@ -35,13 +35,16 @@ pub struct Store {
 }
 
 impl Store {
-    /// `FALA_CONFIG_DIR` if set (scripts run several windows with separate files), else the
-    /// platform config folder + `fala`.
+    /// [`crate::client::paths::config_dir`].
     pub fn default_location() -> Self {
-        let dir = std::env::var_os("FALA_CONFIG_DIR")
-            .map(PathBuf::from)
-            .or_else(|| dirs::config_dir().map(|d| d.join("fala")));
-        Store { dir }
+        Store {
+            dir: crate::client::paths::config_dir(),
+        }
+    }
+
+    /// The folder, if this store keeps files.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
     }
 
     pub fn at(dir: impl Into<PathBuf>) -> Self {

@@ -14,6 +14,7 @@ pub mod history;
 pub mod media_link;
 pub mod model;
 pub mod options;
+pub mod paths;
 pub mod phone;
 
 pub use media_link::{Advertise, AudioState, LinkEvent, MediaLink};

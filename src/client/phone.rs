@@ -13,13 +13,15 @@ use tokio::sync::mpsc;
 use super::media_link::{Advertise, LinkEvent, MediaLink, Notify};
 use super::model::{ConnectProblem, Effect, Model};
 use super::options::MediaOptions;
-use crate::net::{self, Event, SignalConfig, SignalHandle};
+use crate::net::{self, Event, Security, SignalConfig, SignalHandle};
 
 /// Who to be, where, and how to be reached for audio.
 #[derive(Clone)]
 pub struct ConnectRequest {
     /// `host:port` of fala-server.
     pub server: String,
+    /// TLS (pinning the server's certificate on first use) or plain TCP.
+    pub security: Security,
     pub name: String,
     /// UDP port to receive audio on (0 = any free port).
     pub media_port: u16,
@@ -112,6 +114,7 @@ impl Phone {
         };
         let (handle, signal_events) = net::spawn(SignalConfig {
             server: req.server.clone(),
+            security: req.security,
             name: name.clone(),
             media: media.advertised(),
             subscribe: self.model.follows_presence(),

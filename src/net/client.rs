@@ -10,12 +10,23 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
 use super::conn::{ConnError, Connection};
+use super::tls::{self, KnownServers};
+
+/// How the connection to the server is protected.
+#[derive(Clone, Debug)]
+pub enum Security {
+    /// TLS, with the server's certificate pinned on first use in these known servers.
+    Tls(Arc<KnownServers>),
+    /// Plain TCP (`--plain`): for servers started with `--plain` (tests, interop, a proxy).
+    Plain,
+}
 
 /// How to reach the server and who to be there.
 #[derive(Clone)]
 pub struct SignalConfig {
     /// `host:port` of fala-server.
     pub server: String,
+    pub security: Security,
     pub name: String,
     /// Media address to register (`0.0.0.0:port` lets the server fill in the IP it sees).
     pub media: MediaAddr,
@@ -48,6 +59,9 @@ pub enum Event {
     Refused { code: ErrorCode, message: String },
     /// The server could not be reached at first; the task has stopped.
     Unreachable { message: String },
+    /// The server presented another certificate than the one pinned for it: the task has
+    /// stopped (a man in the middle, or a server that changed its certificate).
+    Untrusted { message: String },
     /// The connection dropped after registration; the task retries after `retry_in`.
     ConnectionLost { message: String, retry_in: Duration },
     /// Any other server message.
@@ -114,6 +128,8 @@ enum End {
     Refused(ErrorCode, String),
     /// The connection was lost; retry.
     Lost(String),
+    /// The server is not the one this client met before (its certificate changed): stop.
+    Untrusted(String),
 }
 
 impl Task {
@@ -142,6 +158,10 @@ impl Task {
             };
             match end {
                 End::Disconnected => break,
+                End::Untrusted(message) => {
+                    self.emit(Event::Untrusted { message }).await;
+                    break;
+                }
                 End::Refused(code, message) if !registered_once || code != ErrorCode::NameTaken => {
                     self.emit(Event::Refused { code, message }).await;
                     break;
@@ -183,7 +203,24 @@ impl Task {
             let stream = TcpStream::connect(&self.config.server)
                 .await
                 .map_err(|e| End::Lost(format!("cannot reach {}: {e}", self.config.server)))?;
-            let mut conn = Connection::new(stream);
+            let _ = stream.set_nodelay(true);
+            let mut conn = match &self.config.security {
+                Security::Plain => Connection::new(stream),
+                Security::Tls(known) => {
+                    known.ready().await;
+                    let tls = tls::connect(stream, &self.config.server, known).await;
+                    match tls {
+                        Ok(stream) => {
+                            save_pins(known.clone()).await;
+                            Connection::new(stream)
+                        }
+                        Err(e @ tls::TlsError::Changed { .. }) => {
+                            return Err(End::Untrusted(e.to_string()))
+                        }
+                        Err(e) => return Err(End::Lost(e.to_string())),
+                    }
+                }
+            };
             let hello = ClientMsg::Hello {
                 version: PROTOCOL_VERSION,
                 agent: format!("fala {}", env!("CARGO_PKG_VERSION")),
@@ -272,6 +309,15 @@ impl Task {
                 }
             }
         }
+    }
+}
+
+/// Writes a server pinned for the first time to the known-servers file, off the runtime's
+/// thread (a failure only costs the pin: the next connection pins it again).
+async fn save_pins(known: Arc<KnownServers>) {
+    let saved = tokio::task::spawn_blocking(move || known.save()).await;
+    if let Ok(Err(e)) = saved {
+        tracing::warn!("cannot remember the server's certificate: {e}");
     }
 }
 

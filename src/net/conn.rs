@@ -1,12 +1,12 @@
-//! A framed signaling connection: whole messages in and out over one TCP stream.
+//! A framed signaling connection: whole messages in and out over one stream (TLS, or plain
+//! TCP with `--plain`).
 
 use bytes::BytesMut;
 use fala_proto::{
     decode_body, encode_frame, split_frame, ClientMsg, FrameError, ServerMsg, SERVER_MSG_TYPES,
 };
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Why a connection failed.
 #[derive(Debug, Error)]
@@ -19,17 +19,20 @@ pub enum ConnError {
     Frame(#[from] FrameError),
 }
 
-/// One TCP connection that speaks Fala frames.
+/// A byte stream to the server: a TLS session or a plain TCP stream.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// One connection that speaks Fala frames.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     buf: BytesMut,
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream) -> Self {
-        let _ = stream.set_nodelay(true);
+    pub fn new(stream: impl Io + 'static) -> Self {
         Connection {
-            stream,
+            stream: Box::new(stream),
             buf: BytesMut::with_capacity(4096),
         }
     }

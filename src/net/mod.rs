@@ -6,6 +6,7 @@
 
 mod client;
 mod conn;
+pub mod tls;
 
-pub use client::{spawn, wait_for, Command, Event, SignalConfig, SignalHandle};
+pub use client::{spawn, wait_for, Command, Event, Security, SignalConfig, SignalHandle};
 pub use conn::{ConnError, Connection};

@@ -11,6 +11,8 @@ pub(super) static EN: Strings = Strings {
     advertised_ip_hint: "empty: as the server sees you",
     advertised_ip_help: "Only for port forwarding: the IPv4 others should send your audio to.",
     advanced: "Advanced",
+    plain_connection: "Unencrypted connection (only for a server started with --plain)",
+    server_untrusted: "This is not the server you connected to before: {}",
     register: "Register",
     back: "← Back",
     connecting: "Connecting…",

@@ -52,6 +52,8 @@ pub struct Strings {
     pub advertised_ip_hint: &'static str,
     pub advertised_ip_help: &'static str,
     pub advanced: &'static str,
+    pub plain_connection: &'static str,
+    pub server_untrusted: &'static str,
     pub register: &'static str,
     pub back: &'static str,
     pub connecting: &'static str,

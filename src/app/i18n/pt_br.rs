@@ -11,6 +11,8 @@ pub(super) static PT_BR: Strings = Strings {
     advertised_ip_hint: "vazio: como o servidor vê você",
     advertised_ip_help: "Só para redirecionamento de portas: o IPv4 para onde os outros enviam seu áudio.",
     advanced: "Avançado",
+    plain_connection: "Conexão sem criptografia (só para um servidor iniciado com --plain)",
+    server_untrusted: "Este não é o servidor ao qual você se conectou antes: {}",
     register: "Registrar",
     back: "← Voltar",
     connecting: "Conectando…",

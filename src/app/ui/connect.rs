@@ -85,7 +85,8 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
 /// the value was refused).
 fn advanced(app: &mut App, ui: &mut egui::Ui) {
     let tr = app.tr();
-    let needed = !app.settings.advertised_ip.trim().is_empty()
+    let needed = app.settings.plain
+        || !app.settings.advertised_ip.trim().is_empty()
         || matches!(
             app.model().problem,
             Some(ConnectProblem::AdvertisedIpInvalid)
@@ -106,6 +107,7 @@ fn advanced(app: &mut App, ui: &mut egui::Ui) {
                 .labelled_by(label.id);
             });
             ui.weak(tr.advertised_ip_help);
+            ui.checkbox(&mut app.settings.plain, tr.plain_connection);
         });
 }
 
@@ -124,6 +126,7 @@ fn problem(app: &mut App, ui: &mut egui::Ui) {
         ConnectProblem::Unreachable { server, .. } => fill(tr.server_unreachable, server),
         ConnectProblem::MediaPort(e) => fill(tr.media_port_failed, e),
         ConnectProblem::LocalServer(e) => fill(tr.local_server_failed, e),
+        ConnectProblem::Untrusted(why) => fill(tr.server_untrusted, why),
         ConnectProblem::Other(message) => message.clone(),
     };
     widgets::banner(ui, Tone::Error, &text);

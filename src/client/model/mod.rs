@@ -57,6 +57,8 @@ pub enum ConnectProblem {
     },
     MediaPort(String),
     LocalServer(String),
+    /// The server presented another certificate than before: perhaps a man in the middle.
+    Untrusted(String),
     /// Any other refusal, in the server's words.
     Other(String),
 }
@@ -73,6 +75,7 @@ impl std::fmt::Display for ConnectProblem {
             ConnectProblem::Unreachable { detail, .. } => write!(f, "{detail}"),
             ConnectProblem::MediaPort(e)
             | ConnectProblem::LocalServer(e)
+            | ConnectProblem::Untrusted(e)
             | ConnectProblem::Other(e) => write!(f, "{e}"),
         }
     }
@@ -264,6 +267,10 @@ impl Model {
                         offer_local_server: *server_is_local,
                     });
                 }
+                self.go_offline(now, &mut fx);
+            }
+            Event::Untrusted { message } => {
+                self.problem = Some(ConnectProblem::Untrusted(message));
                 self.go_offline(now, &mut fx);
             }
             Event::ConnectionLost { message, .. } => {
