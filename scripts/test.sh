@@ -11,11 +11,13 @@ trap stop_test_env EXIT
 start_pulse
 start_xvfb
 
-# Python for the protocol interop test (msgpack) and the voice-quality bench (pesq, pystoi).
+# Python for the protocol interop test (msgpack, cryptography for Ed25519) and the
+# voice-quality bench (pesq, pystoi).
 if [ ! -x target/py-venv/bin/python ]; then
   python3 -m venv target/py-venv
 fi
-target/py-venv/bin/python -c "import msgpack" 2>/dev/null || target/py-venv/bin/pip install -q msgpack
+target/py-venv/bin/python -c "import msgpack, cryptography" 2>/dev/null ||
+  target/py-venv/bin/pip install -q msgpack cryptography
 export FALA_PYTHON=$PWD/target/py-venv/bin/python
 
 echo "== format and lints"

@@ -3,15 +3,17 @@
 
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use fala::app::{runtime::NetRuntime, store::Store, App};
-use fala::client::{paths, Advertise, ConnectRequest, MediaOptions};
+use fala::client::{identity_file, paths, Advertise, ConnectRequest, MediaOptions};
 use fala::headless::{self, Mode};
 use fala::media::{CodecSettings, FrameMs, InputSpec, JitterMode, JitterSettings, OutputSpec};
 use fala::term::{self, TermOptions};
+use fala_proto::identity::Identity;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -22,13 +24,17 @@ struct Cli {
     /// Open the window and register at once with the remembered name and server.
     #[arg(long)]
     connect: bool,
+    /// The identity key file to use (made if missing). Default: identity.key in the config
+    /// folder.
+    #[arg(long, global = true, value_name = "FILE")]
+    identity: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
 
 /// Who to be and where.
 #[derive(Args, Debug, Clone)]
-struct Identity {
+struct Who {
     /// The name to register.
     #[arg(long)]
     name: String,
@@ -83,9 +89,10 @@ struct AudioArgs {
     no_encrypt: bool,
 }
 
-impl Identity {
-    fn request(self) -> ConnectRequest {
+impl Who {
+    fn request(self, identity: Arc<Identity>) -> ConnectRequest {
         ConnectRequest {
+            identity,
             security: paths::security(self.plain, paths::config_dir()),
             server: self.server,
             name: self.name,
@@ -134,7 +141,7 @@ enum Cmd {
     /// Terminal client: 0 disconnects, 1 looks a user up and calls them; Y / N answer a call.
     Term {
         #[command(flatten)]
-        id: Identity,
+        id: Who,
         #[command(flatten)]
         audio: AudioArgs,
         /// Key (typed, then Enter) that hangs up.
@@ -146,7 +153,7 @@ enum Cmd {
         /// Who to call.
         peer: String,
         #[command(flatten)]
-        id: Identity,
+        id: Who,
         #[command(flatten)]
         audio: AudioArgs,
         /// Hang up this many seconds after the call connects.
@@ -159,7 +166,7 @@ enum Cmd {
     /// Wait for the first incoming call, accept it (or decline it), talk, and exit.
     Answer {
         #[command(flatten)]
-        id: Identity,
+        id: Who,
         #[command(flatten)]
         audio: AudioArgs,
         /// Decline the call instead of accepting it.
@@ -183,14 +190,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn headless_call(
-    id: Identity,
+    id: Who,
+    identity: Arc<Identity>,
     audio: AudioArgs,
     mode: Mode,
     hangup_after: Option<f64>,
     stats: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let opts = headless::Options {
-        connect: id.request(),
+        connect: id.request(identity),
         mode,
         media: audio.options(),
         hangup_after: hangup_after.map(Duration::from_secs_f64),
@@ -217,6 +225,7 @@ fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let identity = load_identity(cli.identity.as_deref())?;
     match cli.command {
         Some(Cmd::Term {
             id,
@@ -224,7 +233,7 @@ fn run() -> anyhow::Result<()> {
             hangup_key,
         }) => {
             let opts = TermOptions {
-                connect: id.request(),
+                connect: id.request(identity),
                 hangup_key,
             };
             runtime()?.block_on(term::run(opts, audio.options()))
@@ -235,14 +244,17 @@ fn run() -> anyhow::Result<()> {
             audio,
             hangup_after,
             stats,
-        }) => headless_call(id, audio, Mode::Call(peer), hangup_after, stats),
+        }) => headless_call(id, identity, audio, Mode::Call(peer), hangup_after, stats),
         Some(Cmd::Answer {
             id,
             audio,
             decline,
             hangup_after,
             stats,
-        }) => headless_call(id, audio, Mode::Answer { decline }, hangup_after, stats),
+        }) => {
+            let mode = Mode::Answer { decline };
+            headless_call(id, identity, audio, mode, hangup_after, stats)
+        }
         Some(Cmd::Devices) => {
             let (inputs, outputs) = fala::media::device::list_devices();
             println!("Input devices:");
@@ -255,13 +267,29 @@ fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        None => run_window(launched, cli.connect),
+        None => run_window(launched, cli.connect, identity),
     }
+}
+
+/// The identity kept in `file`, or in the config folder; a fresh one for this run only when
+/// there is no config folder at all.
+fn load_identity(file: Option<&std::path::Path>) -> anyhow::Result<Arc<Identity>> {
+    let path = file
+        .map(PathBuf::from)
+        .or_else(|| identity_file::default_path(paths::config_dir().as_deref()));
+    let identity = match path {
+        Some(path) => identity_file::load_or_create(&path)?,
+        None => {
+            tracing::warn!("no config folder: using an identity for this run only");
+            Identity::generate().map_err(|e| anyhow::anyhow!("{e}"))?
+        }
+    };
+    Ok(Arc::new(identity))
 }
 
 /// Opens the window. Settings and history live in `FALA_CONFIG_DIR` or the user's config
 /// folder; signaling (and an optional local server) run on the `fala-net` thread.
-fn run_window(launched: Instant, connect: bool) -> anyhow::Result<()> {
+fn run_window(launched: Instant, connect: bool, identity: Arc<Identity>) -> anyhow::Result<()> {
     let store = Store::default_location();
     let settings = store.load_settings();
     let net = NetRuntime::start().context("cannot start the network thread")?;
@@ -279,6 +307,7 @@ fn run_window(launched: Instant, connect: bool) -> anyhow::Result<()> {
         options,
         Box::new(move |_cc| {
             let app = App::new(settings, store, handle)
+                .with_identity(identity)
                 .with_audio()
                 .launched_at(launched)
                 .connect_on_start(connect);

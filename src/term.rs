@@ -181,8 +181,9 @@ impl Term {
                 self.hangup_key
             ),
             CallEvent::Incoming => {
-                if let CallState::RingingIn { media, .. } = model.calls.state() {
-                    println!("Incoming call from {peer} ({media}). Accept? [Y/N]");
+                if let CallState::RingingIn { identity, .. } = model.calls.state() {
+                    let key = identity_label(identity);
+                    println!("Incoming call from {peer} (identity {key}). Accept? [Y/N]");
                 }
             }
             CallEvent::Connected => {
@@ -219,8 +220,9 @@ impl Term {
                     Availability::InCall => "in a call",
                 };
                 println!(
-                    "{} is online ({status}) at {}. Call? [Y/N]",
-                    user.name, user.media
+                    "{} is online ({status}), identity {}. Call? [Y/N]",
+                    user.name,
+                    identity_label(&user.identity)
                 );
                 self.found = Some(user.name.clone());
                 self.prompt = Prompt::CallChoice;
@@ -292,4 +294,11 @@ impl Term {
             (Prompt::Busy, _) => {}
         }
     }
+}
+
+/// An identity key as a person reads it (its fingerprint), or a note that it is not one.
+fn identity_label(identity: &[u8]) -> String {
+    <[u8; 32]>::try_from(identity)
+        .map(|key| fala_proto::identity::fingerprint(&key))
+        .unwrap_or_else(|_| "unknown".into())
 }

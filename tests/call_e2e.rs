@@ -54,6 +54,7 @@ impl Drop for Server {
 /// TLS).
 fn fala(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_fala"));
+    support::person_config_dir(&mut cmd, args);
     cmd.args(args)
         .arg("--plain")
         .stdin(Stdio::null())
@@ -369,7 +370,7 @@ fn failures_exit_non_zero_with_one_line_reasons() {
             .lines()
             .last()
             .unwrap()
-            .contains("already registered"),
+            .contains("belongs to someone else"),
         "{}",
         stderr(&dup)
     );

@@ -16,6 +16,7 @@ fn config(addr: std::net::SocketAddr, name: &str) -> SignalConfig {
         server: addr.to_string(),
         security: Security::Plain,
         name: name.into(),
+        identity: std::sync::Arc::new(fala_proto::identity::Identity::generate().unwrap()),
         media: "0.0.0.0:5555".parse().unwrap(),
         subscribe: true,
         notify: None,
@@ -60,8 +61,12 @@ async fn taken_name_is_refused_and_the_task_stops() {
     })
     .await
     .expect("refused");
-    assert_eq!(refused.0, ErrorCode::NameTaken);
-    assert!(refused.1.contains("already registered"));
+    assert_eq!(refused.0, ErrorCode::NameOwned);
+    assert!(
+        refused.1.contains("belongs to someone else"),
+        "{}",
+        refused.1
+    );
     assert!(
         wait_for(&mut events, WAIT, |e| (*e == Event::Stopped).then_some(()))
             .await

@@ -196,7 +196,14 @@ fn taken_name_is_told_in_place() {
     let _other = w.peer("ana", 5001);
     let mut h = w.window("Ana");
     click(&mut h, "Register");
-    wait_text(&mut h, "The name Ana is taken. Choose another one.");
+    // Another identity holds it; so does one that reads the same (Cyrillic А).
+    wait_text(&mut h, "the name \"Ana\" belongs to someone else");
+    h.state_mut().settings_mut().name = "\u{410}na".into();
+    click(&mut h, "Register");
+    wait_text(
+        &mut h,
+        "reads the same as \"ana\", which belongs to someone else",
+    );
     assert!(h.state().model().on_connect_screen());
     // A bad name is refused before anything is sent.
     h.state_mut().settings_mut().name = "bob!".into();

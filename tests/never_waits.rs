@@ -173,6 +173,7 @@ fn fala_answer_keeps_its_heartbeat_while_its_devices_take_seconds_to_open() {
     let addr = server.addr.to_string();
     let fala = |args: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fala"));
+        support::person_config_dir(&mut cmd, args);
         cmd.args(args)
             .args(["--server", &addr, "--plain"])
             .stdin(Stdio::null())

@@ -174,6 +174,10 @@ fn a_sound_server_that_dies_mid_call_leaves_the_call_able_to_go_on_and_stop() {
     // this test's sound server, and hangs up 10 s after its audio starts.
     let mut call = std::process::Command::new(env!("CARGO_BIN_EXE_fala"));
     sound.serve(&mut call);
+    // A config folder of its own: the test never writes the user's identity or settings.
+    let config = std::env::temp_dir().join(format!("fala-no-sound-config-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&config);
+    call.env("FALA_CONFIG_DIR", &config);
     let mut call = call
         .args([
             "call",

@@ -27,12 +27,13 @@ async fn ring(ana: &mut Raw, bob: &mut Raw) -> CallId {
         ServerMsg::IncomingCall {
             call_id,
             caller,
-            media,
+            identity,
             key,
         } => {
             assert_eq!(call_id, id);
             assert_eq!(caller, "ana");
-            assert_eq!(media.port(), 5001);
+            // The caller's identity, and not yet its address.
+            assert_eq!(identity.as_slice(), ana.identity.public());
             assert_eq!(key.map(|k| k.into_vec()), Some(vec![1u8, 2, 3]));
         }
         other => panic!("unexpected {other:?}"),
@@ -108,9 +109,11 @@ async fn accept_then_caller_hangs_up() {
             call_id,
             peer,
             media,
+            identity,
             key,
         } => {
             assert_eq!((call_id, peer.as_str(), media.port()), (id, "ana", 5001));
+            assert_eq!(identity.as_slice(), ana.identity.public());
             assert!(key.is_some());
         }
         other => panic!("unexpected {other:?}"),
@@ -359,7 +362,7 @@ async fn heartbeat_expiry_frees_the_name() {
         ),
         "{seen:?}"
     );
-    let _again = Raw::registered(server.addr, "quiet", 5001).await;
+    let _again = Raw::registered_as(server.addr, "quiet", 5001, &silent.identity).await;
     server.stop().await;
 }
 
@@ -376,7 +379,7 @@ async fn pinging_client_stays_registered() {
     assert!(matches!(
         other.register("alive", 1).await,
         ServerMsg::Error {
-            code: ErrorCode::NameTaken,
+            code: ErrorCode::NameOwned,
             ..
         }
     ));
@@ -398,9 +401,7 @@ async fn echo_user_answers_at_once_and_is_never_busy() {
     match ana.recv().await {
         ServerMsg::UserFound { user } => {
             assert_eq!(user.name, "echo");
-            // A service advertises the address the viewer reached the server on.
-            assert_eq!(user.media.ip(), std::net::Ipv4Addr::LOCALHOST);
-            assert_ne!(user.media.port(), 0);
+            assert_eq!(user.identity.len(), 32);
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -417,9 +418,16 @@ async fn echo_user_answers_at_once_and_is_never_busy() {
         };
         match c.recv().await {
             ServerMsg::CallConnected {
-                call_id, peer, key, ..
+                call_id,
+                peer,
+                key,
+                media,
+                ..
             } => {
                 assert_eq!((call_id, peer.as_str()), (id, "echo"));
+                // A service advertises the address the caller reached the server on.
+                assert_eq!(media.ip(), std::net::Ipv4Addr::LOCALHOST);
+                assert_ne!(media.port(), 0);
                 assert_eq!(
                     key.map(|k| k.len()),
                     Some(32),
@@ -437,7 +445,7 @@ async fn echo_user_answers_at_once_and_is_never_busy() {
     assert!(matches!(
         c.register("ECHO", 1).await,
         ServerMsg::Error {
-            code: ErrorCode::NameTaken,
+            code: ErrorCode::NameOwned,
             ..
         }
     ));

@@ -153,10 +153,7 @@ async fn messages_before_hello_and_wrong_version() {
     let server = TestServer::start(Config::default()).await;
     let mut early = Raw::connect(server.addr).await;
     early
-        .send(&ClientMsg::Register {
-            name: "early".into(),
-            media: support::media(1),
-        })
+        .send(&early.register_msg("early", support::media(1)))
         .await;
     assert!(matches!(
         early.recv().await,
@@ -525,6 +522,7 @@ async fn a_client_that_stops_reading_is_dropped_and_its_name_freed() {
             max_connections_per_ip: 0,
             ..Limits::default()
         },
+        names: support::unlimited_new_names(),
         ..Config::default()
     };
     let server = TestServer::start(config).await;
@@ -545,11 +543,12 @@ async fn a_client_that_stops_reading_is_dropped_and_its_name_freed() {
         agent: "test".into(),
     })
     .await;
-    slow.send(&ClientMsg::Register {
-        name: "slow".into(),
-        media: support::media(5999),
-    })
-    .await;
+    match slow.recv().await {
+        ServerMsg::Welcome { challenge, .. } => slow.challenge = challenge.into_vec(),
+        other => panic!("expected welcome, got {other:?}"),
+    }
+    slow.send(&slow.register_msg("slow", support::media(5999)))
+        .await;
     let list = fala_proto::encode_frame(&ClientMsg::List {
         after: None,
         limit: None,

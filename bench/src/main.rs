@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use fala::net::Connection;
+use fala_proto::identity::Identity;
 use fala_proto::{ClientMsg, MediaAddr, ServerMsg, PROTOCOL_VERSION};
+use serde_bytes::ByteBuf;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
@@ -136,6 +138,9 @@ impl Drop for ServerProcess {
 
 impl ServerProcess {
     fn start(bin: PathBuf, max_connections: usize) -> anyhow::Result<ServerProcess> {
+        let data_dir =
+            std::env::temp_dir().join(format!("fala-bench-server-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -149,7 +154,16 @@ impl ServerProcess {
             ])
             .args(["--idle-timeout", "600"])
             // Every bench client comes from 127.0.0.1.
-            .args(["--max-connections-per-ip", "0"])
+            .args([
+                "--max-connections-per-ip",
+                "0",
+                "--new-names-per-ip-hour",
+                "0",
+            ])
+            // The bench's clients speak plain TCP; a fresh name database each run.
+            .arg("--plain")
+            .arg("--data-dir")
+            .arg(&data_dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -199,15 +213,18 @@ async fn register(addr: SocketAddr, name: String) -> anyhow::Result<Connection> 
         agent: "bench".into(),
     })
     .await?;
+    let challenge = match conn.recv().await? {
+        ServerMsg::Welcome { challenge, .. } => challenge,
+        other => bail!("unexpected {other:?}"),
+    };
+    let identity = Identity::generate()?;
     conn.send(&ClientMsg::Register {
+        signature: ByteBuf::from(identity.sign_register(&challenge, &name).to_vec()),
+        identity: ByteBuf::from(identity.public().to_vec()),
         name,
         media: MediaAddr::new([127, 0, 0, 1].into(), 9),
     })
     .await?;
-    match conn.recv().await? {
-        ServerMsg::Welcome { .. } => {}
-        other => bail!("unexpected {other:?}"),
-    }
     match conn.recv().await? {
         ServerMsg::Registered { .. } => Ok(conn),
         other => bail!("unexpected {other:?}"),

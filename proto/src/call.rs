@@ -53,7 +53,8 @@ pub enum CallState {
     RingingIn {
         call_id: CallId,
         peer: String,
-        media: MediaAddr,
+        /// The caller's identity key.
+        identity: ByteBuf,
         key: Option<ByteBuf>,
         since: Instant,
     },
@@ -62,6 +63,8 @@ pub enum CallState {
         call_id: CallId,
         peer: String,
         media: MediaAddr,
+        /// The peer's identity key.
+        identity: ByteBuf,
         key: Option<ByteBuf>,
         since: Instant,
     },
@@ -279,7 +282,7 @@ impl CallMachine {
             ServerMsg::IncomingCall {
                 call_id,
                 caller,
-                media,
+                identity,
                 key,
             } => {
                 if self.is_busy() {
@@ -293,7 +296,7 @@ impl CallMachine {
                 self.state = CallState::RingingIn {
                     call_id: *call_id,
                     peer: caller.clone(),
-                    media: *media,
+                    identity: identity.clone(),
                     key: key.clone(),
                     since: now,
                 };
@@ -303,6 +306,7 @@ impl CallMachine {
                 call_id,
                 peer,
                 media,
+                identity,
                 key,
             } => {
                 if self.call_id() == Some(*call_id) {
@@ -310,6 +314,7 @@ impl CallMachine {
                         call_id: *call_id,
                         peer: peer.clone(),
                         media: *media,
+                        identity: identity.clone(),
                         key: key.clone(),
                         since: now,
                     };
@@ -378,6 +383,7 @@ mod tests {
             call_id: id,
             peer: "bob".into(),
             media: media(),
+            identity: ByteBuf::from(vec![3; 32]),
             key: None,
         };
         assert_eq!(m.on_server(&connected, t0).0, Some(CallEvent::Connected));
@@ -450,7 +456,7 @@ mod tests {
         let inc = ServerMsg::IncomingCall {
             call_id: CallId(5),
             caller: "ana".into(),
-            media: media(),
+            identity: ByteBuf::from(vec![1; 32]),
             key: None,
         };
         assert_eq!(m.on_server(&inc, t0).0, Some(CallEvent::Incoming));
@@ -458,7 +464,7 @@ mod tests {
         let inc2 = ServerMsg::IncomingCall {
             call_id: CallId(6),
             caller: "zé".into(),
-            media: media(),
+            identity: ByteBuf::from(vec![2; 32]),
             key: None,
         };
         assert_eq!(
@@ -476,6 +482,7 @@ mod tests {
             call_id: CallId(5),
             peer: "ana".into(),
             media: media(),
+            identity: ByteBuf::from(vec![3; 32]),
             key: None,
         };
         m.on_server(&conn, t0);

@@ -291,7 +291,7 @@ mod doc_example {
     #[test]
     fn hello_frame_matches_protocol_doc() {
         let frame = encode_frame(&ClientMsg::Hello {
-            version: 1,
+            version: crate::signal::PROTOCOL_VERSION,
             agent: "py".into(),
         })
         .unwrap();
@@ -299,7 +299,7 @@ mod doc_example {
         println!("{}", hex.join(" "));
         assert_eq!(
             hex.join(" "),
-            "00 00 00 1e 83 a4 74 79 70 65 a5 68 65 6c 6c 6f a7 76 65 72 73 69 6f 6e 01 a5 61 67 65 6e 74 a2 70 79"
+            "00 00 00 1e 83 a4 74 79 70 65 a5 68 65 6c 6c 6f a7 76 65 72 73 69 6f 6e 02 a5 61 67 65 6e 74 a2 70 79"
         );
     }
 }

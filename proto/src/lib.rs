@@ -7,6 +7,7 @@
 
 pub mod call;
 pub mod frame;
+pub mod identity;
 pub mod media_crypto;
 pub mod media_session;
 pub mod name;

@@ -14,7 +14,7 @@ use serde_bytes::ByteBuf;
 pub const LIST_PAGE_MAX: usize = 200;
 
 /// Version of the signaling protocol spoken by this crate; sent in `hello` / `welcome`.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Random, unguessable identifier of one call attempt (64 bits from the OS generator).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -81,12 +81,13 @@ pub enum Availability {
     InCall,
 }
 
-/// A user as others see them.
+/// A user as others see them: never their address (only a call peer learns that, at accept).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserInfo {
     pub name: String,
-    pub media: MediaAddr,
     pub status: Availability,
+    /// Their public identity key (32 bytes, Ed25519), the one that owns the name.
+    pub identity: ByteBuf,
 }
 
 /// Why a call ended (or never started), from the point of view of the side told.
@@ -137,8 +138,15 @@ pub enum ErrorCode {
     HelloRequired,
     /// No `hello` within the hello timeout; the connection is closed.
     HelloTimeout,
-    /// The name is registered by someone else (compared ignoring case).
+    /// Someone with this name (or one that reads the same, see PROTOCOL.md) is online now.
     NameTaken,
+    /// The name (or one that reads the same) belongs to another identity key, online or not.
+    NameOwned,
+    /// The identity key or the registration signature is not valid.
+    InvalidIdentity,
+    /// The server takes no new names now (it is full, or busy writing); known owners still
+    /// register. Try again later.
+    NoRoom,
     /// The name breaks the naming rules; the message names the rule.
     InvalidName,
     /// This connection already registered a name.
@@ -187,8 +195,15 @@ pub enum ClientMsg {
         #[serde(default)]
         agent: String,
     },
-    /// Claim a name and say where audio should be sent.
-    Register { name: String, media: MediaAddr },
+    /// Claim a name and say where audio should be sent. `identity` is the client's public
+    /// identity key; `signature` signs the `welcome` challenge and the name with it (see
+    /// PROTOCOL.md, identities).
+    Register {
+        name: String,
+        media: MediaAddr,
+        identity: ByteBuf,
+        signature: ByteBuf,
+    },
     /// Ask whether a user is online.
     Lookup { name: String },
     /// Ask who is online, a page at a time: the users whose name key (see
@@ -266,6 +281,8 @@ pub enum ServerMsg {
         heartbeat_ms: u64,
         /// Silence longer than this and the server drops the connection.
         idle_timeout_ms: u64,
+        /// 32 random bytes, new for every connection, that `register` signs.
+        challenge: ByteBuf,
     },
     /// Reply to `register`: the name is yours; `media` is the address others will send audio to.
     Registered { name: String, media: MediaAddr },
@@ -288,19 +305,21 @@ pub enum ServerMsg {
     UserStatus { name: String, status: Availability },
     /// To the caller: the invite reached the callee, whose phone is ringing.
     Ringing { call_id: CallId, peer: String },
-    /// To the callee: someone is calling.
+    /// To the callee: someone is calling; `identity` is the caller's identity key.
     IncomingCall {
         call_id: CallId,
         caller: String,
-        media: MediaAddr,
+        identity: ByteBuf,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<ByteBuf>,
     },
-    /// To both sides: the call was accepted; send audio to `media`.
+    /// To both sides: the call was accepted; send audio to `media`. `identity` is the peer's
+    /// identity key.
     CallConnected {
         call_id: CallId,
         peer: String,
         media: MediaAddr,
+        identity: ByteBuf,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<ByteBuf>,
     },

@@ -13,6 +13,10 @@ fn key() -> impl Strategy<Value = Option<ByteBuf>> {
     proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64).prop_map(ByteBuf::from))
 }
 
+fn bytes() -> impl Strategy<Value = ByteBuf> {
+    proptest::collection::vec(any::<u8>(), 0..70).prop_map(ByteBuf::from)
+}
+
 fn call_id() -> impl Strategy<Value = CallId> {
     any::<u64>().prop_map(CallId)
 }
@@ -20,7 +24,14 @@ fn call_id() -> impl Strategy<Value = CallId> {
 fn client_msg() -> impl Strategy<Value = ClientMsg> {
     prop_oneof![
         (any::<u32>(), ".{0,20}").prop_map(|(version, agent)| ClientMsg::Hello { version, agent }),
-        (".{0,40}", media()).prop_map(|(name, media)| ClientMsg::Register { name, media }),
+        (".{0,40}", media(), bytes(), bytes()).prop_map(|(name, media, identity, signature)| {
+            ClientMsg::Register {
+                name,
+                media,
+                identity,
+                signature,
+            }
+        }),
         ".{0,40}".prop_map(|name| ClientMsg::Lookup { name }),
         Just(ClientMsg::List {
             after: None,
@@ -47,9 +58,9 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
 }
 
 fn user() -> impl Strategy<Value = UserInfo> {
-    (".{0,40}", media(), any::<bool>()).prop_map(|(name, media, busy)| UserInfo {
+    (".{0,40}", bytes(), any::<bool>()).prop_map(|(name, identity, busy)| UserInfo {
         name,
-        media,
+        identity,
         status: if busy {
             Availability::InCall
         } else {
@@ -73,13 +84,14 @@ fn reason() -> impl Strategy<Value = EndReason> {
 
 fn server_msg() -> impl Strategy<Value = ServerMsg> {
     prop_oneof![
-        (any::<u32>(), ".{0,20}", any::<u64>(), any::<u64>()).prop_map(
-            |(version, server, heartbeat_ms, idle_timeout_ms)| {
+        (any::<u32>(), ".{0,20}", any::<u64>(), any::<u64>(), bytes()).prop_map(
+            |(version, server, heartbeat_ms, idle_timeout_ms, challenge)| {
                 ServerMsg::Welcome {
                     version,
                     server,
                     heartbeat_ms,
                     idle_timeout_ms,
+                    challenge,
                 }
             }
         ),
@@ -99,22 +111,23 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
             }
         }),
         (call_id(), ".{0,40}").prop_map(|(call_id, peer)| ServerMsg::Ringing { call_id, peer }),
-        (call_id(), ".{0,40}", media(), key()).prop_map(|(call_id, caller, media, key)| {
+        (call_id(), ".{0,40}", bytes(), key()).prop_map(|(call_id, caller, identity, key)| {
             ServerMsg::IncomingCall {
                 call_id,
                 caller,
-                media,
+                identity,
                 key,
             }
         }),
-        (call_id(), ".{0,40}", media(), key()).prop_map(|(call_id, peer, media, key)| {
-            ServerMsg::CallConnected {
+        (call_id(), ".{0,40}", media(), bytes(), key()).prop_map(
+            |(call_id, peer, media, identity, key)| ServerMsg::CallConnected {
                 call_id,
                 peer,
                 media,
+                identity,
                 key,
             }
-        }),
+        ),
         (call_id(), ".{0,40}", reason()).prop_map(|(call_id, peer, reason)| ServerMsg::CallEnded {
             call_id,
             peer,

@@ -213,7 +213,7 @@ impl State {
         let incoming = ServerMsg::IncomingCall {
             call_id,
             caller: caller_user.name.clone(),
-            media: caller_user.media,
+            identity: ByteBuf::from(caller_user.identity.to_vec()),
             key,
         };
         if service {
@@ -276,17 +276,23 @@ impl State {
         };
         call.phase = Phase::Active;
         let call = call.clone();
-        let caller_media = self.users[&call.caller].media;
+        let (Some(caller), Some(callee)) =
+            (self.users.get(&call.caller), self.users.get(&call.callee))
+        else {
+            return;
+        };
         let to_caller = ServerMsg::CallConnected {
             call_id,
-            peer: self.display_name(&call.callee),
+            peer: callee.name.clone(),
             media: callee_media,
+            identity: ByteBuf::from(callee.identity.to_vec()),
             key,
         };
         let to_callee = ServerMsg::CallConnected {
             call_id,
-            peer: self.display_name(&call.caller),
-            media: caller_media,
+            peer: caller.name.clone(),
+            media: caller.media,
+            identity: ByteBuf::from(caller.identity.to_vec()),
             key: call.caller_key.clone(),
         };
         self.send_user(&call.caller, &to_caller);

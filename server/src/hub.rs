@@ -11,10 +11,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use bytes::Bytes;
+use fala_proto::identity::{Identity, CHALLENGE_LEN, IDENTITY_LEN};
 use fala_proto::{encode_frame, Availability, CallId, MediaAddr, ServerMsg, UserInfo};
+use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
 use crate::calls::Call;
+use crate::names::NameBook;
 use crate::Config;
 
 /// Identifies one TCP connection for the life of the server.
@@ -44,6 +47,8 @@ pub const MAX_BLOCKED: usize = 1000;
 pub(crate) struct User {
     pub name: String,
     pub media: MediaAddr,
+    /// The identity key that proved it holds the name.
+    pub identity: [u8; IDENTITY_LEN],
     /// `None` for a service hosted by the server itself (the echo user).
     pub conn: Option<ConnId>,
     pub call: Option<CallId>,
@@ -58,19 +63,25 @@ impl User {
         }
     }
 
-    /// How `viewer` sees this user. A service advertises the address the viewer reached us on.
-    pub fn info_for(&self, viewer: Option<&Conn>) -> UserInfo {
+    /// How others see this user (never its address).
+    pub fn info(&self) -> UserInfo {
+        UserInfo {
+            name: self.name.clone(),
+            status: self.status(),
+            identity: ByteBuf::from(self.identity.to_vec()),
+        }
+    }
+
+    /// Where `viewer` should send this user's audio in a call. A service advertises the
+    /// address the viewer reached us on.
+    pub fn media_for(&self, viewer: Option<&Conn>) -> MediaAddr {
         let mut media = self.media;
         if self.conn.is_none() && media.ip().is_unspecified() {
             if let Some(v) = viewer {
                 media = MediaAddr::new(v.local_ip, media.port());
             }
         }
-        UserInfo {
-            name: self.name.clone(),
-            media,
-            status: self.status(),
-        }
+        media
     }
 }
 
@@ -85,28 +96,26 @@ pub(crate) struct State {
     pub closing: bool,
     /// The echo service, when it is on.
     pub echo: Option<crate::echo::EchoHandle>,
+    /// Who owns which name, on disk.
+    pub names: NameBook,
 }
 
 /// Shared handle to the server state.
 pub(crate) struct Hub {
     state: Mutex<State>,
     pub config: Config,
-    /// The `welcome` frame, the same for every connection, encoded once.
-    pub welcome: Bytes,
+    /// The identity of the users the server hosts itself (the echo).
+    pub service_identity: Identity,
 }
 
 impl Hub {
-    pub fn new(config: Config) -> Arc<Hub> {
-        let t = &config.timeouts;
-        let welcome = encode_frame(&ServerMsg::Welcome {
-            version: fala_proto::PROTOCOL_VERSION,
-            server: format!("fala-server {}", env!("CARGO_PKG_VERSION")),
-            heartbeat_ms: t.heartbeat.as_millis() as u64,
-            idle_timeout_ms: t.idle.as_millis() as u64,
-        })
-        .expect("the welcome message is small");
+    pub fn new(config: Config, names: NameBook) -> Arc<Hub> {
+        let service_identity = match config.service_identity_seed {
+            Some(seed) => Identity::from_seed(seed),
+            None => Identity::generate().expect("OS random generator"),
+        };
         Arc::new(Hub {
-            welcome,
+            service_identity,
             state: Mutex::new(State {
                 conns: HashMap::new(),
                 users: BTreeMap::new(),
@@ -115,9 +124,22 @@ impl Hub {
                 next_conn: 1,
                 closing: false,
                 echo: None,
+                names,
             }),
             config,
         })
+    }
+
+    /// The `welcome` for one connection, with its own registration challenge.
+    pub fn welcome(&self, challenge: &[u8; CHALLENGE_LEN]) -> ServerMsg {
+        let t = &self.config.timeouts;
+        ServerMsg::Welcome {
+            version: fala_proto::PROTOCOL_VERSION,
+            server: format!("fala-server {}", env!("CARGO_PKG_VERSION")),
+            heartbeat_ms: t.heartbeat.as_millis() as u64,
+            idle_timeout_ms: t.idle.as_millis() as u64,
+            challenge: ByteBuf::from(challenge.to_vec()),
+        }
     }
 
     /// Locks the state. A panic while holding the lock cannot leave it half-updated in a way

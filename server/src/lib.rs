@@ -7,9 +7,11 @@
 #![forbid(unsafe_code)]
 
 mod calls;
+pub mod data_dir;
 pub mod echo;
 mod hub;
 pub mod limits;
+pub mod names;
 mod per_ip;
 mod registry;
 mod services;
@@ -18,6 +20,7 @@ pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +31,10 @@ use tokio_util::task::TaskTracker;
 
 pub use echo::EchoConfig;
 pub use limits::{Limits, Timeouts};
+pub use names::NamesConfig;
 
 use hub::{ipv4_of, Hub};
+use names::NameBook;
 
 /// Everything that can be tuned on a server.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +45,12 @@ pub struct Config {
     pub echo: Option<EchoConfig>,
     /// Speak TLS with this configuration; `None` is plain TCP (tests, interop, `--plain`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The name database file; `None` keeps the bindings in memory for this run only.
+    pub names_db: Option<PathBuf>,
+    pub names: NamesConfig,
+    /// Seed of the identity of the users the server hosts (the echo); `None`: a new one each
+    /// run, so clients that pinned it see it change.
+    pub service_identity_seed: Option<[u8; 32]>,
 }
 
 /// Serves `listener` until `shutdown` resolves, then tells every client the server is going
@@ -50,14 +61,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let echo_config = config.echo.clone();
-    let hub = Hub::new(config);
+    let names = NameBook::open(config.names_db.as_deref(), config.names.clone())
+        .map_err(std::io::Error::other)?;
+    let hub = Hub::new(config, names);
     let mut echo_task = None;
     if let Some(echo_config) = echo_config {
         let local = listener.local_addr()?;
         let socket = echo::bind(ipv4_of(local.ip()), local.port()).await?;
         let (echo, task) = echo::spawn(socket, echo_config)?;
         tracing::info!("echo service on UDP port {}", echo.port);
-        hub.lock().add_echo_user(echo);
+        hub.lock()
+            .add_echo_user(echo, hub.service_identity.public());
         echo_task = Some(task);
     }
     let tracker = TaskTracker::new();
@@ -88,6 +102,7 @@ pub async fn run(
     if let Some(task) = echo_task {
         task.abort();
     }
+    hub.lock().names.close();
     Ok(())
 }
 

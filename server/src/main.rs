@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use fala_server::{Config, EchoConfig, Limits, Timeouts};
+use fala_server::{Config, EchoConfig, Limits, NamesConfig, Timeouts};
 
 /// Fala signaling server: registers names, shows who is online and sets up calls.
 #[derive(Parser, Debug)]
@@ -46,10 +46,19 @@ struct Args {
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Where the server keeps what must survive a restart (its certificate). Default:
-    /// ~/.local/share/fala-server.
+    /// Where the server keeps what must survive a restart (its certificate, who owns which
+    /// name, the echo's identity). Default: ~/.local/share/fala-server.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Days a name may go unused before another identity can claim it.
+    #[arg(long, default_value_t = 180)]
+    name_reclaim_days: u64,
+    /// New names one IP address may take per hour (0 = no limit: a load bench on one host).
+    #[arg(long, default_value_t = 20)]
+    new_names_per_ip_hour: u32,
+    /// Most names the server keeps; past this, only known owners may register.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_names: usize,
 }
 
 /// Every connection is an open file: raises the soft limit to the hard one (distributions
@@ -89,7 +98,14 @@ fn run() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     raise_open_file_limit(args.max_connections);
-    let tls = tls_identity(&args)?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(fala_server::data_dir::default_data_dir);
+    let tls = tls_identity(&args, &data_dir)?;
+    let service_key = data_dir.join("service-identity.key");
+    let service_seed = fala_server::data_dir::load_or_make_seed(&service_key)
+        .with_context(|| format!("the echo's identity in {}", service_key.display()))?;
     let config = Config {
         timeouts: Timeouts {
             ring: Duration::from_secs(args.ring_timeout),
@@ -105,6 +121,13 @@ fn run() -> anyhow::Result<()> {
             delay: Duration::from_secs_f64(args.echo_delay.max(0.0)),
         }),
         tls: tls.as_ref().map(|t| t.config.clone()),
+        names_db: Some(data_dir.join("names.redb")),
+        names: NamesConfig {
+            reclaim_after: Duration::from_secs(args.name_reclaim_days.saturating_mul(24 * 3600)),
+            max_names: args.max_names,
+            new_names_per_ip_hour: args.new_names_per_ip_hour,
+        },
+        service_identity_seed: Some(service_seed),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -130,17 +153,16 @@ fn run() -> anyhow::Result<()> {
 
 /// The certificate to present: the one given, or the one kept in the data folder (made on the
 /// first start, for this host's names and addresses); none with `--plain`.
-fn tls_identity(args: &Args) -> anyhow::Result<Option<fala_server::tls::TlsIdentity>> {
+fn tls_identity(
+    args: &Args,
+    dir: &std::path::Path,
+) -> anyhow::Result<Option<fala_server::tls::TlsIdentity>> {
     if args.plain {
         return Ok(None);
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         return Ok(Some(fala_server::tls::load(cert, key)?));
     }
-    let dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(fala_server::tls::default_data_dir);
     let mut names = vec!["localhost".to_string()];
     if let Ok(host) = hostname() {
         names.push(host);
@@ -148,7 +170,7 @@ fn tls_identity(args: &Args) -> anyhow::Result<Option<fala_server::tls::TlsIdent
     if let Ok(addrs) = if_addrs::get_if_addrs() {
         names.extend(addrs.iter().map(|a| a.ip().to_string()));
     }
-    let identity = fala_server::tls::load_or_make(&dir, &names)
+    let identity = fala_server::tls::load_or_make(dir, &names)
         .with_context(|| format!("TLS certificate in {}", dir.display()))?;
     Ok(Some(identity))
 }

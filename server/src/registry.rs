@@ -1,15 +1,35 @@
 //! Names and presence: register, look up, list, subscribe, leave.
 
-use fala_proto::name::{name_key, validate_name};
+use std::net::IpAddr;
 use std::ops::Bound;
+
+use fala_proto::identity::IDENTITY_LEN;
+use fala_proto::name::{name_key, validate_name};
 
 use fala_proto::{ErrorCode, MediaAddr, ServerMsg, UserInfo, LIST_PAGE_MAX};
 
 use crate::hub::{ConnId, State, User};
+use crate::names::{unix_now, Claim};
+
+/// Says whose a name is without saying anything else about them.
+fn owned_message(wanted: &str, owner: &str) -> String {
+    if wanted.to_lowercase() == owner.to_lowercase() {
+        format!("the name {wanted:?} belongs to someone else")
+    } else {
+        format!("the name {wanted:?} reads the same as {owner:?}, which belongs to someone else")
+    }
+}
 
 impl State {
-    /// Claims `raw_name` for `conn`. Identity is bound to the connection from here on.
-    pub fn register(&mut self, conn: ConnId, raw_name: &str, media: MediaAddr) {
+    /// Claims `raw_name` for `conn`, whose client proved it holds `identity` (the session
+    /// checked the signature). The name is bound to the connection from here on.
+    pub fn register(
+        &mut self,
+        conn: ConnId,
+        raw_name: &str,
+        media: MediaAddr,
+        identity: [u8; IDENTITY_LEN],
+    ) {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
@@ -28,10 +48,43 @@ impl State {
         };
         let key = name_key(&name);
         if let Some(holder) = self.users.get(&key) {
-            let msg = format!("name {:?} is already registered", holder.name);
-            self.send(conn, &ServerMsg::error(ErrorCode::NameTaken, msg));
+            let (code, msg) = if holder.identity == identity {
+                let msg = format!(
+                    "you are already online as {:?} on another connection",
+                    holder.name
+                );
+                (ErrorCode::NameTaken, msg)
+            } else {
+                (ErrorCode::NameOwned, owned_message(&name, &holder.name))
+            };
+            self.send(conn, &ServerMsg::error(code, msg));
             return;
         }
+        let ip = IpAddr::V4(c.peer_ip);
+        let refusal = match self
+            .names
+            .claim(&key, &name, &identity, ip, false, unix_now())
+        {
+            Claim::Granted { .. } => None,
+            Claim::Owned { name: owner } => {
+                Some((ErrorCode::NameOwned, owned_message(&name, &owner)))
+            }
+            Claim::TooManyNew => Some((
+                ErrorCode::RateLimited,
+                "too many new names from your address; try again within the hour".to_string(),
+            )),
+            Claim::NoRoom => Some((
+                ErrorCode::NoRoom,
+                "the server takes no new names right now; try again later".to_string(),
+            )),
+        };
+        if let Some((code, msg)) = refusal {
+            self.send(conn, &ServerMsg::error(code, msg));
+            return;
+        }
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
         let media = if media.ip().is_unspecified() {
             MediaAddr::new(c.peer_ip, media.port())
         } else {
@@ -42,6 +95,7 @@ impl State {
             User {
                 name: name.clone(),
                 media,
+                identity,
                 conn: Some(conn),
                 call: None,
             },
@@ -51,21 +105,19 @@ impl State {
         }
         tracing::debug!(conn, %name, %media, "registered");
         self.send(conn, &ServerMsg::Registered { name, media });
-        let user = self.user_info(&key, None);
-        if let Some(user) = user {
+        if let Some(user) = self.user_info(&key) {
             self.broadcast(&ServerMsg::UserJoined { user }, Some(conn));
         }
     }
 
-    /// How the user under `key` looks to `viewer`.
-    pub fn user_info(&self, key: &str, viewer: Option<ConnId>) -> Option<UserInfo> {
-        let viewer = viewer.and_then(|v| self.conns.get(&v));
-        self.users.get(key).map(|u| u.info_for(viewer))
+    /// How the user under `key` looks to others.
+    pub fn user_info(&self, key: &str) -> Option<UserInfo> {
+        self.users.get(key).map(|u| u.info())
     }
 
     /// Answers a lookup: found (with address and availability) or not found.
     pub fn lookup(&mut self, conn: ConnId, raw_name: &str) {
-        let reply = match self.user_info(&name_key(raw_name), Some(conn)) {
+        let reply = match self.user_info(&name_key(raw_name)) {
             Some(user) => ServerMsg::UserFound { user },
             None => ServerMsg::UserNotFound {
                 name: raw_name.trim().to_string(),
@@ -76,30 +128,20 @@ impl State {
 
     /// One page of who is online: the users after the name key `after`, in order, at most
     /// `limit` (capped at [`LIST_PAGE_MAX`]), and whether more remain.
-    pub fn user_page(
-        &self,
-        viewer: ConnId,
-        after: Option<&str>,
-        limit: usize,
-    ) -> (Vec<UserInfo>, bool) {
-        let v = self.conns.get(&viewer);
+    pub fn user_page(&self, after: Option<&str>, limit: usize) -> (Vec<UserInfo>, bool) {
         let limit = limit.clamp(1, LIST_PAGE_MAX);
         let from = match after {
             Some(key) => Bound::Excluded(name_key(key)),
             None => Bound::Unbounded,
         };
         let mut page = self.users.range((from, Bound::Unbounded));
-        let users: Vec<UserInfo> = page
-            .by_ref()
-            .take(limit)
-            .map(|(_, u)| u.info_for(v))
-            .collect();
+        let users: Vec<UserInfo> = page.by_ref().take(limit).map(|(_, u)| u.info()).collect();
         (users, page.next().is_some())
     }
 
     pub fn list(&mut self, conn: ConnId, after: Option<&str>, limit: Option<u32>) {
         let limit = limit.map_or(LIST_PAGE_MAX, |l| l as usize);
-        let (users, more) = self.user_page(conn, after, limit);
+        let (users, more) = self.user_page(after, limit);
         self.send(conn, &ServerMsg::Users { users, more });
     }
 
@@ -127,6 +169,7 @@ impl State {
         }
         if let Some(user) = self.users.remove(&key) {
             tracing::debug!(conn, name = %user.name, "left");
+            self.names.seen(&key, unix_now());
             self.broadcast(&ServerMsg::UserLeft { name: user.name }, None);
         }
     }

@@ -7,13 +7,18 @@ use crate::hub::{State, User};
 
 impl State {
     /// Registers the echo user, receiving media on `port` of the server's address.
-    pub(crate) fn add_echo_user(&mut self, echo: crate::echo::EchoHandle) {
+    pub(crate) fn add_echo_user(
+        &mut self,
+        echo: crate::echo::EchoHandle,
+        identity: [u8; fala_proto::identity::IDENTITY_LEN],
+    ) {
         self.users.insert(
             ECHO_NAME.to_string(),
             User {
                 name: ECHO_NAME.to_string(),
                 // 0.0.0.0: each viewer is shown the address it reached the server on.
                 media: MediaAddr::new(std::net::Ipv4Addr::UNSPECIFIED, echo.port),
+                identity,
                 conn: None,
                 call: None,
             },
@@ -34,7 +39,7 @@ impl State {
             return;
         };
         let viewer = caller.conn.and_then(|c| self.conns.get(&c));
-        let echo_media = self.users[ECHO_NAME].info_for(viewer).media;
+        let echo_media = self.users[ECHO_NAME].media_for(viewer);
         let key = echo.start(
             call_id,
             caller.media,

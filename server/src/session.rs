@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use fala_proto::identity::{verify_register, IdentityError, CHALLENGE_LEN, IDENTITY_LEN};
 use fala_proto::{
     decode_body, encode_frame, split_frame, ClientMsg, ErrorCode, FrameError, ServerMsg,
     CLIENT_MSG_TYPES, PROTOCOL_VERSION,
@@ -40,6 +41,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         hub: hub.clone(),
         conn,
         hello_done: false,
+        challenge: new_challenge(),
         limiter: ConnLimiter::new(&hub.config.limits, std_now()),
         ip_slot,
     };
@@ -76,6 +78,14 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     .await;
 }
 
+/// A fresh registration challenge from the OS random generator.
+fn new_challenge() -> [u8; CHALLENGE_LEN] {
+    let mut challenge = [0u8; CHALLENGE_LEN];
+    // The OS generator failing is not something a server can work around.
+    getrandom::fill(&mut challenge).expect("OS random generator");
+    challenge
+}
+
 fn std_now() -> std::time::Instant {
     Instant::now().into_std()
 }
@@ -84,6 +94,8 @@ struct Session {
     hub: Arc<Hub>,
     conn: ConnId,
     hello_done: bool,
+    /// What this connection's `register` must sign (sent in `welcome`).
+    challenge: [u8; CHALLENGE_LEN],
     limiter: ConnLimiter,
     /// This connection's place among its address's connections, and their shared invites.
     ip_slot: Slot,
@@ -252,7 +264,27 @@ impl Session {
                     &ServerMsg::error(ErrorCode::InvalidMessage, "hello was already received"),
                 );
             }
-            ClientMsg::Register { name, media } => state.register(conn, &name, media),
+            ClientMsg::Register {
+                name,
+                media,
+                identity,
+                signature,
+            } => {
+                // Checked before taking the lock: a signature costs tens of microseconds.
+                drop(state);
+                let checked = verify_register(&identity, &self.challenge, &name, &signature)
+                    .and_then(|()| {
+                        <[u8; IDENTITY_LEN]>::try_from(identity.as_slice())
+                            .map_err(|_| IdentityError::BadKey)
+                    });
+                match checked {
+                    Ok(identity) => self.hub.lock().register(conn, &name, media, identity),
+                    Err(e) => {
+                        let msg = format!("registration refused: {e}");
+                        self.reply(&ServerMsg::error(ErrorCode::InvalidIdentity, msg));
+                    }
+                }
+            }
             ClientMsg::Lookup { name } => state.lookup(conn, &name),
             ClientMsg::List { after, limit } => state.list(conn, after.as_deref(), limit),
             ClientMsg::Subscribe => state.subscribe(conn),
@@ -285,8 +317,8 @@ impl Session {
                 self.hello_done = true;
                 let agent = fala_proto::clip(&agent, fala_proto::ERROR_TEXT_MAX);
                 tracing::debug!(conn = self.conn, %agent, "hello");
-                let welcome = self.hub.welcome.clone();
-                self.hub.lock().send_frame(self.conn, welcome);
+                let welcome = self.hub.welcome(&self.challenge);
+                self.hub.lock().send(self.conn, &welcome);
                 Next::Continue
             }
             ClientMsg::Hello { version, .. } => {

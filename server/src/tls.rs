@@ -13,6 +13,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::data_dir;
+
 #[derive(Debug, Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
@@ -99,32 +101,12 @@ pub fn load_or_make(dir: &Path, names: &[String]) -> Result<TlsIdentity, TlsErro
             path: path.to_owned(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(err)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let private = std::fs::Permissions::from_mode(0o700);
-            std::fs::set_permissions(dir, private).map_err(err)?;
-        }
-        write_private(path, text.as_bytes(), mode).map_err(err)
+        data_dir::create(dir).map_err(err)?;
+        data_dir::write_file(path, text.as_bytes(), mode).map_err(err)
     };
     write(&key, key_pair.serialize_pem(), 0o600)?;
     write(&cert, made_cert.pem(), 0o644)?;
     load(&cert, &key)
-}
-
-fn write_private(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    options.open(path)?.write_all(bytes)
 }
 
 fn identity(
@@ -146,14 +128,6 @@ fn identity(
         config: Arc::new(config),
         fingerprint,
     })
-}
-
-/// Where a server keeps its certificate unless told otherwise: `fala-server` in the user's
-/// data folder (`~/.local/share/fala-server`), or the working folder without one.
-pub fn default_data_dir() -> PathBuf {
-    dirs::data_dir()
-        .map(|d| d.join("fala-server"))
-        .unwrap_or_else(|| PathBuf::from("fala-server-data"))
 }
 
 #[cfg(test)]

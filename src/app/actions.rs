@@ -36,6 +36,7 @@ impl App {
             server,
             security,
             name: self.settings.name.clone(),
+            identity: self.identity.clone(),
             // An ephemeral port for every window, so several run side by side on one machine.
             media_port: 0,
             advertise,

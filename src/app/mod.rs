@@ -22,9 +22,11 @@ pub mod store;
 mod ui;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fala_proto::call::CallState;
+use fala_proto::identity::Identity;
 use tokio::runtime::Handle;
 
 use crate::client::history::History;
@@ -90,6 +92,8 @@ pub struct App {
     launched: Option<Instant>,
     /// Register on the first frame (`fala --connect`).
     connect_on_start: bool,
+    /// Who this window is to the server and its contacts.
+    identity: Arc<Identity>,
 }
 
 impl App {
@@ -113,7 +117,15 @@ impl App {
             dialog_rx: None,
             launched: None,
             connect_on_start: false,
+            // Until `with_identity` gives the kept one (tests run with a fresh one).
+            identity: Arc::new(Identity::generate().expect("OS random generator")),
         }
+    }
+
+    /// Registers and signs calls as `identity` (the one kept in the identity file).
+    pub fn with_identity(mut self, identity: Arc<Identity>) -> Self {
+        self.identity = identity;
+        self
     }
 
     /// Plays real audio: calls through the media engine, the ringtone, the test tone and the

@@ -9,8 +9,10 @@
 //!   out the core's effects and hands every effect to the face to show.
 //! - [`history`]: the call log's entries, built by the model.
 //! - [`options`]: how calls sound, from a command line or the window's settings.
+//! - [`identity_file`]: the client's identity key on disk.
 
 pub mod history;
+pub mod identity_file;
 pub mod media_link;
 pub mod model;
 pub mod options;

@@ -4,9 +4,11 @@
 //! and shows what it returns: the window paints, `fala term` prints, `fala call/answer` act
 //! and exit.
 
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use fala_proto::call::CallError;
+use fala_proto::identity::Identity;
 use fala_proto::name::validate_name;
 use tokio::sync::mpsc;
 
@@ -23,6 +25,8 @@ pub struct ConnectRequest {
     /// TLS (pinning the server's certificate on first use) or plain TCP.
     pub security: Security,
     pub name: String,
+    /// Who we are: proves the name and signs each call's media key.
+    pub identity: Arc<Identity>,
     /// UDP port to receive audio on (0 = any free port).
     pub media_port: u16,
     pub advertise: Advertise,
@@ -116,6 +120,7 @@ impl Phone {
             server: req.server.clone(),
             security: req.security,
             name: name.clone(),
+            identity: req.identity.clone(),
             media: media.advertised(),
             subscribe: self.model.follows_presence(),
             notify: req.notify,

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fala_proto::identity::Identity;
 use fala_proto::{ClientMsg, ErrorCode, MediaAddr, ServerMsg, PROTOCOL_VERSION};
+use serde_bytes::ByteBuf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
@@ -28,6 +30,8 @@ pub struct SignalConfig {
     pub server: String,
     pub security: Security,
     pub name: String,
+    /// Proves the name is ours: signs the server's challenge.
+    pub identity: Arc<Identity>,
     /// Media address to register (`0.0.0.0:port` lets the server fill in the IP it sees).
     pub media: MediaAddr,
     /// Ask for presence events after registering.
@@ -226,15 +230,21 @@ impl Task {
                 agent: format!("fala {}", env!("CARGO_PKG_VERSION")),
             };
             conn.send(&hello).await.map_err(|e| lost(&e))?;
-            let heartbeat = match conn.recv().await.map_err(|e| lost(&e))? {
-                ServerMsg::Welcome { heartbeat_ms, .. } => {
-                    Duration::from_millis(heartbeat_ms.max(100))
-                }
+            let (heartbeat, challenge) = match conn.recv().await.map_err(|e| lost(&e))? {
+                ServerMsg::Welcome {
+                    heartbeat_ms,
+                    challenge,
+                    ..
+                } => (Duration::from_millis(heartbeat_ms.max(100)), challenge),
                 ServerMsg::Error { code, message } => return Err(End::Refused(code, message)),
                 other => return Err(End::Lost(format!("unexpected reply to hello: {other:?}"))),
             };
+            let identity = &self.config.identity;
+            let name = self.config.name.clone();
             let register = ClientMsg::Register {
-                name: self.config.name.clone(),
+                signature: ByteBuf::from(identity.sign_register(&challenge, &name).to_vec()),
+                identity: ByteBuf::from(identity.public().to_vec()),
+                name,
                 media: self.config.media,
             };
             conn.send(&register).await.map_err(|e| lost(&e))?;

@@ -6,7 +6,7 @@ Usage: fala_client.py HOST:PORT
 Runs a multi-connection scenario against a running fala-server, checks every
 reply as the protocol document describes it, prints one line per step and
 exits 0 only if everything matched (1 on the first mismatch).
-Needs the standard library plus `msgpack`.
+Needs the standard library plus `msgpack` and `cryptography` (Ed25519).
 """
 import os
 import socket
@@ -14,6 +14,8 @@ import struct
 import sys
 
 import msgpack
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 TIMEOUT = 5.0  # seconds; no read ever waits longer than this
 PRESENCE = {"user_joined", "user_left", "user_status"}
@@ -33,11 +35,14 @@ class Conn:
     (they may interleave with replies and call messages); every other message
     must come exactly in the order the scenario expects."""
 
-    def __init__(self, label, addr):
+    def __init__(self, label, addr, key=None):
         self.label = label
         self.sock = socket.create_connection(addr, timeout=TIMEOUT)
         self.sock.settimeout(TIMEOUT)
         self.presence = []
+        self.key = key or Ed25519PrivateKey.generate()
+        self.identity = self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.challenge = None
 
     def send(self, msg):
         body = msgpack.packb(msg, use_bin_type=True)
@@ -122,13 +127,21 @@ class Conn:
         fail(f"{self.label}: after bye", "connection closed", msg)
 
     def hello(self):
-        self.send({"type": "hello", "version": 1, "agent": "py-interop"})
-        w = self.expect("welcome", version=1, server=ANY, heartbeat_ms=ANY, idle_timeout_ms=ANY)
+        self.send({"type": "hello", "version": 2, "agent": "py-interop"})
+        w = self.expect("welcome", version=2, server=ANY, heartbeat_ms=ANY, idle_timeout_ms=ANY,
+                        challenge=lambda c: isinstance(c, bytes) and len(c) == 32)
+        self.challenge = w["challenge"]
         for k in ("heartbeat_ms", "idle_timeout_ms"):
             if not isinstance(w[k], int) or w[k] <= 0:
                 fail(f"{self.label}: welcome.{k}", "positive int", w[k])
         if not isinstance(w["server"], str):
             fail(f"{self.label}: welcome.server", "string", w["server"])
+
+    def register(self, name, media):
+        """register, signed as PROTOCOL.md says: label, challenge, name bytes."""
+        signed = b"fala register v2\0" + self.challenge + name.encode("utf-8")
+        self.send({"type": "register", "name": name, "media": media,
+                   "identity": self.identity, "signature": self.key.sign(signed)})
 
     def close(self):
         self.sock.close()
@@ -163,8 +176,8 @@ def who(fields):
     return fields["user"]["name"] if "user" in fields else fields["name"]
 
 
-def user(name, media, status="available"):
-    return {"name": name, "media": media, "status": status}
+def user(conn, name, status="available"):
+    return {"name": name, "status": status, "identity": conn.identity}
 
 
 def status(name, st):
@@ -181,38 +194,45 @@ def scenario(addr):
     # 1. register with 0.0.0.0: the server fills in the IP it sees.
     a = Conn("A", addr)
     a.hello()
-    a.send({"type": "register", "name": "Py Ana", "media": "0.0.0.0:40000"})
+    a.register("Py Ana", "0.0.0.0:40000")
     a.expect("registered", name="Py Ana", media=ana_media)
-    step(1, "A registered 'Py Ana', media 0.0.0.0:40000 -> 127.0.0.1:40000")
+    step(1, "A registered 'Py Ana' (signed), media 0.0.0.0:40000 -> 127.0.0.1:40000")
 
-    # 2. names compare ignoring case; a refused register does not use up the one allowed.
+    # 2. names compare ignoring case and look-alikes; a name belongs to the first identity;
+    # a refused register does not use up the one allowed; a bad signature is refused.
     b = Conn("B", addr)
     b.hello()
-    b.send({"type": "register", "name": "py ana", "media": bob_media})
-    b.expect("error", code="name_taken",
-             message=lambda m: isinstance(m, str) and "already registered" in m)
-    b.send({"type": "register", "name": "Py Bob", "media": bob_media})
+    b.register("py ana", bob_media)
+    b.expect("error", code="name_owned",
+             message=lambda m: isinstance(m, str) and "belongs to someone else" in m)
+    b.register("P\u0443 Ana", bob_media)  # Cyrillic u, which reads as y
+    b.expect("error", code="name_owned", message=ANY)
+    b.send({"type": "register", "name": "Py Bob", "media": bob_media,
+            "identity": b.identity, "signature": bytes(64)})
+    b.expect("error", code="invalid_identity", message=ANY)
+    b.register("Py Bob", bob_media)
     b.expect("registered", name="Py Bob", media=bob_media)
-    step(2, "B: 'py ana' -> name_taken ('already registered'), then 'Py Bob' registered")
+    step(2, "B: 'py ana', 'P\u0443 Ana' -> name_owned; a zero signature -> invalid_identity; "
+            "then 'Py Bob' registered")
 
     # 3. a name breaking the rules.
     c = Conn("C", addr)
     c.hello()
-    c.send({"type": "register", "name": "bad!name", "media": cris_media})
+    c.register("bad!name", cris_media)
     c.expect("error", code="invalid_name", message=lambda m: isinstance(m, str))
     step(3, "C: 'bad!name' -> invalid_name")
 
-    # 4. subscribe: starting list (sorted, case-insensitively), then user_joined.
+    # 4. subscribe: starting list (in name-key order), then user_joined. No addresses.
     a.send({"type": "subscribe"})
-    a.expect("users", users=[user("Py Ana", ana_media), user("Py Bob", bob_media)])
-    c.send({"type": "register", "name": "Py Cris", "media": cris_media})
+    a.expect("users", users=[user(a, "Py Ana"), user(b, "Py Bob")])
+    c.register("Py Cris", cris_media)
     c.expect("registered", name="Py Cris", media=cris_media)
-    a.expect_presence([("user_joined", {"user": user("Py Cris", cris_media)})])
+    a.expect_presence([("user_joined", {"user": user(c, "Py Cris")})])
     step(4, "A subscribed: users [Py Ana, Py Bob]; C registered 'Py Cris' -> A got user_joined")
 
-    # 5. look-ups ignore case and show the registered spelling.
+    # 5. look-ups ignore case and show the registered spelling and the owner's identity.
     a.send({"type": "lookup", "name": "PY BOB"})
-    a.expect("user_found", user=user("Py Bob", bob_media))
+    a.expect("user_found", user=user(b, "Py Bob"))
     a.send({"type": "lookup", "name": "nobody"})
     a.expect("user_not_found", name="nobody")
     step(5, "lookup 'PY BOB' -> user_found available; 'nobody' -> user_not_found")
@@ -222,10 +242,12 @@ def scenario(addr):
     a.send({"type": "invite", "to": "Py Bob", "key": key_a})
     ring = a.expect("ringing", call_id=lambda v: isinstance(v, int) and v >= 0, peer="Py Bob")
     call = ring["call_id"]
-    b.expect("incoming_call", call_id=call, caller="Py Ana", media=ana_media, key=key_a)
+    b.expect("incoming_call", call_id=call, caller="Py Ana", identity=a.identity, key=key_a)
     b.send({"type": "accept", "call_id": call, "media": "127.0.0.1:40012", "key": key_b})
-    a.expect("call_connected", call_id=call, peer="Py Bob", media="127.0.0.1:40012", key=key_b)
-    b.expect("call_connected", call_id=call, peer="Py Ana", media=ana_media, key=key_a)
+    a.expect("call_connected", call_id=call, peer="Py Bob", media="127.0.0.1:40012",
+             identity=b.identity, key=key_b)
+    b.expect("call_connected", call_id=call, peer="Py Ana", media=ana_media,
+             identity=a.identity, key=key_a)
     a.expect_presence([status("Py Ana", "in_call"), status("Py Bob", "in_call")])
     step(6, f"call {call}: ringing / incoming_call / call_connected with media and keys; "
             "presence in_call for both")
@@ -247,7 +269,7 @@ def scenario(addr):
     # 9a. decline (no keys this time: key is optional).
     a.send({"type": "invite", "to": "Py Bob"})
     call = a.expect("ringing", call_id=ANY, peer="Py Bob")["call_id"]
-    b.expect("incoming_call", call_id=call, caller="Py Ana", media=ana_media, key=None)
+    b.expect("incoming_call", call_id=call, caller="Py Ana", identity=a.identity, key=None)
     b.send({"type": "decline", "call_id": call})
     b.expect("call_ended", call_id=call, peer="Py Ana", reason="declined")
     a.expect("call_ended", call_id=call, peer="Py Bob", reason="declined")
@@ -256,7 +278,7 @@ def scenario(addr):
     # 9b. the callee's connection drops while ringing.
     a.send({"type": "invite", "to": "Py Cris"})
     call = a.expect("ringing", call_id=ANY, peer="Py Cris")["call_id"]
-    c.expect("incoming_call", call_id=call, caller="Py Ana", media=ana_media)
+    c.expect("incoming_call", call_id=call, caller="Py Ana", identity=a.identity)
     c.close()
     a.expect("call_ended", call_id=call, peer="Py Cris", reason="peer_lost")
     # Cris finished ringing (user_status available), then left (user_left).

@@ -5,11 +5,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use fala_proto::identity::Identity;
 use fala_proto::{
     decode_body, encode_frame, split_frame, ClientMsg, MediaAddr, ServerMsg, PROTOCOL_VERSION,
     SERVER_MSG_TYPES,
 };
 use fala_server::Config;
+use serde_bytes::ByteBuf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -57,9 +59,39 @@ impl TestServer {
 pub struct Raw {
     pub stream: TcpStream,
     buf: BytesMut,
+    /// The `welcome` challenge, once hello is done.
+    pub challenge: Vec<u8>,
+    /// Who this client is (a fresh identity unless a test sets one).
+    pub identity: Identity,
 }
 
 pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Name rules for tests that register many names from 127.0.0.1 (the per-address budget for
+/// new names is off; everything else as by default).
+pub fn unlimited_new_names() -> fala_server::NamesConfig {
+    fala_server::NamesConfig {
+        new_names_per_ip_hour: 0,
+        ..fala_server::NamesConfig::default()
+    }
+}
+
+/// Gives a `fala` process the config folder of the person registering as `args`' `--name`
+/// (their identity, settings and known servers), under the system's temp folder and kept for
+/// this test process: tests never touch the user's files, every name spelled differently is
+/// a different person, and the same name run twice is the same person coming back.
+pub fn person_config_dir(cmd: &mut std::process::Command, args: &[&str]) {
+    let name = args
+        .iter()
+        .position(|a| *a == "--name")
+        .and_then(|i| args.get(i + 1))
+        .copied()
+        .unwrap_or("nobody");
+    let dir = std::env::temp_dir()
+        .join(format!("fala-test-people-{}", std::process::id()))
+        .join(name);
+    cmd.env("FALA_CONFIG_DIR", dir);
+}
 
 pub fn media(port: u16) -> MediaAddr {
     MediaAddr::new(std::net::Ipv4Addr::LOCALHOST, port)
@@ -71,14 +103,13 @@ impl Raw {
         Raw {
             stream,
             buf: BytesMut::new(),
+            challenge: Vec::new(),
+            identity: Identity::generate().unwrap(),
         }
     }
 
     pub async fn connect(addr: SocketAddr) -> Raw {
-        Raw {
-            stream: TcpStream::connect(addr).await.unwrap(),
-            buf: BytesMut::new(),
-        }
+        Raw::on(TcpStream::connect(addr).await.unwrap())
     }
 
     /// Connects and says hello.
@@ -89,7 +120,17 @@ impl Raw {
             agent: "test".into(),
         })
         .await;
-        assert!(matches!(c.recv().await, ServerMsg::Welcome { .. }));
+        match c.recv().await {
+            ServerMsg::Welcome { challenge, .. } => c.challenge = challenge.into_vec(),
+            other => panic!("expected welcome, got {other:?}"),
+        }
+        c
+    }
+
+    /// Connects and says hello as `identity`.
+    pub async fn hello_as(addr: SocketAddr, identity: &Identity) -> Raw {
+        let mut c = Raw::hello(addr).await;
+        c.identity = Identity::from_seed(identity.seed());
         c
     }
 
@@ -104,13 +145,36 @@ impl Raw {
         c
     }
 
+    /// Connects, says hello and registers `name` as `identity`; panics if refused.
+    pub async fn registered_as(
+        addr: SocketAddr,
+        name: &str,
+        port: u16,
+        identity: &Identity,
+    ) -> Raw {
+        let mut c = Raw::hello_as(addr, identity).await;
+        let reply = c.register(name, port).await;
+        assert!(
+            matches!(reply, ServerMsg::Registered { .. }),
+            "register {name}: {reply:?}"
+        );
+        c
+    }
+
     pub async fn register(&mut self, name: &str, port: u16) -> ServerMsg {
-        self.send(&ClientMsg::Register {
-            name: name.into(),
-            media: media(port),
-        })
-        .await;
+        let msg = self.register_msg(name, media(port));
+        self.send(&msg).await;
         self.recv().await
+    }
+
+    /// A `register` for `name` signed with this client's identity and challenge.
+    pub fn register_msg(&self, name: &str, media: MediaAddr) -> ClientMsg {
+        ClientMsg::Register {
+            name: name.into(),
+            media,
+            identity: ByteBuf::from(self.identity.public().to_vec()),
+            signature: ByteBuf::from(self.identity.sign_register(&self.challenge, name).to_vec()),
+        }
     }
 
     pub async fn send(&mut self, msg: &ClientMsg) {

@@ -17,6 +17,8 @@ pub(super) static EN: Strings = Strings {
     back: "← Back",
     connecting: "Connecting…",
     name_taken: "The name {} is taken. Choose another one.",
+    name_owned:
+        "Refused: {}. Names belong to the identity that first registered them; choose another one.",
     name_invalid: "That name cannot be used: {}.",
     advertised_ip_invalid: "The advertised address must be an IPv4 address like 192.168.1.20.",
     server_unreachable: "No Fala server answers at {}.",

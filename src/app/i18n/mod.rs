@@ -58,6 +58,8 @@ pub struct Strings {
     pub back: &'static str,
     pub connecting: &'static str,
     pub name_taken: &'static str,
+    /// A name bound to another identity; `{}` is the server's explanation.
+    pub name_owned: &'static str,
     pub name_invalid: &'static str,
     pub advertised_ip_invalid: &'static str,
     pub server_unreachable: &'static str,
@@ -220,6 +222,7 @@ impl Strings {
     pub fn refusal(&self, code: ErrorCode, name: &str, message: &str) -> String {
         match code {
             ErrorCode::NameTaken => fill(self.name_taken, name),
+            ErrorCode::NameOwned => fill(self.name_owned, message),
             ErrorCode::InvalidName => fill(self.name_invalid, message),
             _ => message.to_string(),
         }

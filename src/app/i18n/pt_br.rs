@@ -17,6 +17,7 @@ pub(super) static PT_BR: Strings = Strings {
     back: "← Voltar",
     connecting: "Conectando…",
     name_taken: "O nome {} já está em uso. Escolha outro.",
+    name_owned: "Recusado: {}. Um nome pertence à identidade que o registrou primeiro; escolha outro.",
     name_invalid: "Esse nome não pode ser usado: {}.",
     advertised_ip_invalid: "O endereço anunciado deve ser um IPv4 como 192.168.1.20.",
     server_unreachable: "Nenhum servidor Fala responde em {}.",

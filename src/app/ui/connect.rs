@@ -121,6 +121,7 @@ fn problem(app: &mut App, ui: &mut egui::Ui) {
     ui.add_space(12.0);
     let text = match &problem {
         ConnectProblem::NameTaken(name) => fill(tr.name_taken, name),
+        ConnectProblem::NameOwned(why) => fill(tr.name_owned, why),
         ConnectProblem::NameInvalid(why) => fill(tr.name_invalid, why),
         ConnectProblem::AdvertisedIpInvalid => tr.advertised_ip_invalid.to_string(),
         ConnectProblem::Unreachable { server, .. } => fill(tr.server_unreachable, server),

@@ -46,7 +46,11 @@ pub enum Registration {
 /// Why a client could not get online, shown in place (or printed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectProblem {
+    /// Someone is online with this name now (or we are, on another connection).
     NameTaken(String),
+    /// The name belongs to another identity key; the server's words say which name it
+    /// reads as.
+    NameOwned(String),
     /// The name breaks a naming rule (checked here first, then by the server).
     NameInvalid(String),
     AdvertisedIpInvalid,
@@ -74,6 +78,7 @@ impl std::fmt::Display for ConnectProblem {
             }
             ConnectProblem::Unreachable { detail, .. } => write!(f, "{detail}"),
             ConnectProblem::MediaPort(e)
+            | ConnectProblem::NameOwned(e)
             | ConnectProblem::LocalServer(e)
             | ConnectProblem::Untrusted(e)
             | ConnectProblem::Other(e) => write!(f, "{e}"),
@@ -147,7 +152,7 @@ struct CallMeta {
 pub struct Model {
     pub registration: Registration,
     pub problem: Option<ConnectProblem>,
-    /// Online users other than us, by name key (sorted case-insensitively).
+    /// Online users other than us, by name key.
     pub users: BTreeMap<String, UserInfo>,
     pub calls: CallMachine,
     pub lookup: Lookup,
@@ -249,6 +254,7 @@ impl Model {
                 };
                 self.problem = Some(match code {
                     ErrorCode::NameTaken => ConnectProblem::NameTaken(name),
+                    ErrorCode::NameOwned => ConnectProblem::NameOwned(message),
                     ErrorCode::InvalidName => ConnectProblem::NameInvalid(message),
                     _ => ConnectProblem::Other(message),
                 });
@@ -491,13 +497,18 @@ impl Model {
     }
 
     /// Names to show in the list: everyone online except the echo service (shown as the sound
-    /// test), filtered by a case-insensitive substring.
+    /// test), filtered by a substring compared as names are (case and look-alikes folded), in
+    /// alphabetical order (name keys order look-alike skeletons, not what people read).
     pub fn visible_users<'a>(&'a self, filter: &str) -> impl Iterator<Item = &'a UserInfo> {
         let filter = name_key(filter);
-        self.users
+        let mut shown: Vec<&UserInfo> = self
+            .users
             .iter()
-            .filter(move |(key, _)| key.as_str() != ECHO_USER && key.contains(&filter))
+            .filter(|(key, _)| key.as_str() != ECHO_USER && key.contains(&filter))
             .map(|(_, u)| u)
+            .collect();
+        shown.sort_by_cached_key(|u| u.name.to_lowercase());
+        shown.into_iter()
     }
 }
 

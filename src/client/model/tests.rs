@@ -6,7 +6,7 @@ use fala_proto::{Availability, CallId, EndReason};
 fn user(name: &str) -> UserInfo {
     UserInfo {
         name: name.into(),
-        media: "127.0.0.1:5000".parse().unwrap(),
+        identity: ByteBuf::from(vec![7; 32]),
         status: Availability::Available,
     }
 }
@@ -83,7 +83,7 @@ fn incoming_call_rings_connects_and_logs() {
         Event::Server(ServerMsg::IncomingCall {
             call_id: id,
             caller: "bob".into(),
-            media: "127.0.0.1:5002".parse().unwrap(),
+            identity: ByteBuf::from(vec![8; 32]),
             key: None,
         }),
         t,
@@ -100,6 +100,7 @@ fn incoming_call_rings_connects_and_logs() {
             call_id: id,
             peer: "bob".into(),
             media: "127.0.0.1:5002".parse().unwrap(),
+            identity: ByteBuf::from(vec![8; 32]),
             key: Some(ByteBuf::from(vec![7])),
         }),
         t,
