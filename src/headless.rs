@@ -14,7 +14,7 @@ use fala_proto::EndReason;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 
-use crate::client::model::Effect;
+use crate::client::model::{Effect, Notice};
 use crate::client::{ConnectRequest, LinkEvent, MediaOptions, Phone, PhoneEvents};
 use crate::media::MediaStats;
 use crate::net::{self, Event};
@@ -190,6 +190,10 @@ impl Run {
                 }
             },
             CallEvent::Ended(outcome) => {
+                if let Some(Notice::Security(why)) = &self.phone.model().notice {
+                    eprintln!("call ended: {why}");
+                    return Some(Err(anyhow!("{why}")));
+                }
                 let talked = matches!(
                     self.phone.model().calls.state(),
                     CallState::Ended {

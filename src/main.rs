@@ -84,9 +84,13 @@ struct AudioArgs {
     /// phones do).
     #[arg(long)]
     fixed_jitter_ms: Option<u32>,
-    /// Send media in clear (for packet captures); encrypted by default.
+    /// Send media in clear (for packet captures); encrypted by default. Implies
+    /// --allow-unencrypted.
     #[arg(long)]
     no_encrypt: bool,
+    /// Take calls whose other side sends media in clear (refused by default).
+    #[arg(long)]
+    allow_unencrypted: bool,
 }
 
 impl Who {
@@ -132,6 +136,7 @@ impl AudioArgs {
             codec,
             jitter,
             encrypt: !self.no_encrypt,
+            allow_unencrypted: self.allow_unencrypted,
         }
     }
 }

@@ -11,7 +11,7 @@ use fala_proto::Availability;
 use tokio::sync::mpsc;
 
 use crate::client::history::clock;
-use crate::client::model::{Effect, Lookup};
+use crate::client::model::{Effect, Lookup, Notice};
 use crate::client::{AudioState, ConnectRequest, LinkEvent, MediaOptions, Phone};
 use crate::net::Event;
 
@@ -206,6 +206,9 @@ impl Term {
                     _ => String::new(),
                 };
                 println!("Call ended{talked}: {}.", outcome.describe());
+                if let Some(Notice::Security(why)) = &model.notice {
+                    println!("Not private: {why}.");
+                }
                 self.menu();
             }
             CallEvent::AutoDeclined(_) => {}

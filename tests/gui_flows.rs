@@ -46,6 +46,8 @@ impl World {
             plain: true,
             name: name.into(),
             server: self.addr().to_string(),
+            // The peers here are raw protocol clients that offer no encryption.
+            allow_unencrypted: true,
             ..Settings::default()
         };
         window_with(settings, self.rt.handle().clone())
@@ -142,7 +144,7 @@ fn peer_calls_window(w: &World, h: &mut Harness<'static, App>, bob: &mut Raw) {
         bob,
         ClientMsg::Invite {
             to: "ana".into(),
-            key: None,
+            commit: None,
         },
     );
     wait_text(h, "bob is calling you");
@@ -174,7 +176,7 @@ fn registers_and_follows_presence() {
         &mut carol,
         ClientMsg::Invite {
             to: "bob".into(),
-            key: None,
+            commit: None,
         },
     );
     wait(&mut h, "two users in a call", |h| {
@@ -287,6 +289,7 @@ fn call_accepted_then_hung_up_from_the_window() {
             call_id: id,
             media: None,
             key: None,
+            signature: None,
         },
     );
     wait_text(&mut h, "In a call with bob");
@@ -353,6 +356,7 @@ fn hang_up_hotkey_ends_the_call() {
             call_id: id,
             media: None,
             key: None,
+            signature: None,
         },
     );
     wait_text(&mut h, "In a call with bob");
@@ -420,7 +424,7 @@ fn calling_a_busy_user_says_busy() {
         &mut carol,
         ClientMsg::Invite {
             to: "bob".into(),
-            key: None,
+            commit: None,
         },
     );
     let id = incoming_id(&w.expect(&mut bob, |m| matches!(m, ServerMsg::IncomingCall { .. })));
@@ -430,6 +434,7 @@ fn calling_a_busy_user_says_busy() {
             call_id: id,
             media: None,
             key: None,
+            signature: None,
         },
     );
     wait(&mut h, "bob busy", |h| {
@@ -474,6 +479,7 @@ fn peer_lost_during_a_call() {
             call_id: id,
             media: None,
             key: None,
+            signature: None,
         },
     );
     wait_text(&mut h, "In a call with bob");
@@ -599,6 +605,7 @@ fn configured_hang_up_key_works() {
         name: "ana".into(),
         server: w.addr().to_string(),
         hangup_key: "H".into(),
+        allow_unencrypted: true,
         ..Settings::default()
     };
     let mut h = window_with(settings, w.rt.handle().clone());
@@ -611,6 +618,7 @@ fn configured_hang_up_key_works() {
             call_id: id,
             media: None,
             key: None,
+            signature: None,
         },
     );
     wait_text(&mut h, "In a call with bob");

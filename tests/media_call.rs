@@ -42,8 +42,8 @@ fn call(
         let x = KeyPair::generate().unwrap();
         let y = KeyPair::generate().unwrap();
         let (px, py) = (x.public_bytes(), y.public_bytes());
-        let ka = x.derive(Role::Caller, &py).unwrap();
-        let kb = y.derive(Role::Callee, &px).unwrap();
+        let ka = x.derive(Role::Caller, &py, &[]).unwrap();
+        let kb = y.derive(Role::Callee, &px, &[]).unwrap();
         assert_eq!(ka.sas(), kb.sas());
         (Some(ka), Some(kb))
     } else {

@@ -13,7 +13,7 @@ use support::{Raw, TestServer};
 async fn ring(ana: &mut Raw, bob: &mut Raw) -> CallId {
     ana.send(&ClientMsg::Invite {
         to: "bob".into(),
-        key: Some(serde_bytes::ByteBuf::from(vec![1, 2, 3])),
+        commit: Some(serde_bytes::ByteBuf::from(vec![1, 2, 3])),
     })
     .await;
     let id = match ana.recv().await {
@@ -28,13 +28,13 @@ async fn ring(ana: &mut Raw, bob: &mut Raw) -> CallId {
             call_id,
             caller,
             identity,
-            key,
+            commit,
         } => {
             assert_eq!(call_id, id);
             assert_eq!(caller, "ana");
             // The caller's identity, and not yet its address.
             assert_eq!(identity.as_slice(), ana.identity.public());
-            assert_eq!(key.map(|k| k.into_vec()), Some(vec![1u8, 2, 3]));
+            assert_eq!(commit.map(|k| k.into_vec()), Some(vec![1u8, 2, 3]));
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -51,7 +51,7 @@ async fn pair(server: &TestServer) -> (Raw, Raw) {
 async fn invite(from: &mut Raw, to: &str) {
     from.send(&ClientMsg::Invite {
         to: to.into(),
-        key: None,
+        commit: None,
     })
     .await;
 }
@@ -91,6 +91,7 @@ async fn accept_then_caller_hangs_up() {
         call_id: id,
         media: Some("127.0.0.1:6002".parse().unwrap()),
         key: None,
+        signature: None,
     })
     .await;
     match ana.recv().await {
@@ -111,10 +112,12 @@ async fn accept_then_caller_hangs_up() {
             media,
             identity,
             key,
+            signature,
         } => {
             assert_eq!((call_id, peer.as_str(), media.port()), (id, "ana", 5001));
             assert_eq!(identity.as_slice(), ana.identity.public());
-            assert!(key.is_some());
+            // Bob accepted without a key: the call is in clear, on both sides.
+            assert!(key.is_none() && signature.is_none());
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -136,6 +139,7 @@ async fn callee_hangs_up() {
         call_id: id,
         media: None,
         key: None,
+        signature: None,
     })
     .await;
     assert!(
@@ -173,6 +177,7 @@ async fn busy_when_callee_is_ringing_or_talking() {
         call_id: id,
         media: None,
         key: None,
+        signature: None,
     })
     .await;
     ana.recv().await;
@@ -197,6 +202,7 @@ async fn caller_cancels_before_answer() {
         call_id: id,
         media: None,
         key: None,
+        signature: None,
     })
     .await;
     expect_error(&mut ana, ErrorCode::UnknownCall).await;
@@ -208,6 +214,7 @@ async fn caller_cancels_before_answer() {
         call_id: id,
         media: None,
         key: None,
+        signature: None,
     })
     .await;
     expect_error(&mut bob, ErrorCode::UnknownCall).await;
@@ -225,6 +232,7 @@ async fn a_third_party_cannot_touch_a_call() {
             call_id: id,
             media: None,
             key: None,
+            signature: None,
         },
         ClientMsg::Decline { call_id: id },
         ClientMsg::Cancel { call_id: id },
@@ -243,6 +251,7 @@ async fn a_third_party_cannot_touch_a_call() {
         call_id: id,
         media: None,
         key: None,
+        signature: None,
     })
     .await;
     assert!(matches!(ana.recv().await, ServerMsg::CallConnected { .. }));
@@ -328,6 +337,7 @@ async fn peer_dropping_in_a_call_is_reported_at_once() {
         call_id: id,
         media: None,
         key: None,
+        signature: None,
     })
     .await;
     ana.recv().await;
@@ -409,7 +419,7 @@ async fn echo_user_answers_at_once_and_is_never_busy() {
     for c in [&mut ana, &mut bob] {
         c.send(&ClientMsg::Invite {
             to: "echo".into(),
-            key: Some(serde_bytes::ByteBuf::from(vec![9u8; 32])),
+            commit: Some(serde_bytes::ByteBuf::from(vec![9u8; 32])),
         })
         .await;
         let id = match c.recv().await {
@@ -502,5 +512,104 @@ async fn calling_the_same_person_again_and_again_is_limited() {
     // Someone else can still be called.
     invite(&mut ana, "carol").await;
     assert!(matches!(ana.recv().await, ServerMsg::Ringing { .. }));
+    server.stop().await;
+}
+
+/// An encrypted call: the caller commits, the callee answers with its signed key, and only
+/// then does the caller reveal its own, which the server passes on to the callee. Nobody else
+/// may reveal, and a caller that never reveals ends the call at the ring timeout.
+#[tokio::test]
+async fn the_callers_key_is_revealed_only_after_the_callees() {
+    let config = Config {
+        timeouts: Timeouts {
+            ring: Duration::from_secs(2),
+            ..Timeouts::default()
+        },
+        ..Config::default()
+    };
+    let server = TestServer::start(config).await;
+    let (mut ana, mut bob) = pair(&server).await;
+    let bytes = |b: u8, n: usize| Some(serde_bytes::ByteBuf::from(vec![b; n]));
+    for never_reveals in [false, true] {
+        ana.send(&ClientMsg::Invite {
+            to: "bob".into(),
+            commit: bytes(1, 32),
+        })
+        .await;
+        let id = match ana.recv().await {
+            ServerMsg::Ringing { call_id, .. } => call_id,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert!(matches!(
+            bob.recv().await,
+            ServerMsg::IncomingCall { commit: Some(c), .. } if c.as_slice() == [1; 32]
+        ));
+        bob.send(&ClientMsg::Accept {
+            call_id: id,
+            media: None,
+            key: bytes(2, 32),
+            signature: bytes(3, 64),
+        })
+        .await;
+        match ana.recv().await {
+            ServerMsg::CallConnected {
+                key,
+                signature,
+                identity,
+                ..
+            } => {
+                assert_eq!(key, bytes(2, 32));
+                assert_eq!(signature, bytes(3, 64));
+                assert_eq!(identity.as_slice(), bob.identity.public());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Bob hears nothing until Ana reveals (his next message is the answer to this), and
+        // he cannot reveal in her place.
+        bob.send(&ClientMsg::Reveal {
+            call_id: id,
+            key: serde_bytes::ByteBuf::from(vec![9; 32]),
+            signature: serde_bytes::ByteBuf::from(vec![9; 64]),
+        })
+        .await;
+        expect_error(&mut bob, ErrorCode::UnknownCall).await;
+        if never_reveals {
+            expect_end_reason(&mut ana, EndReason::Cancelled).await;
+            expect_end_reason(&mut bob, EndReason::PeerLost).await;
+            continue;
+        }
+        ana.send(&ClientMsg::Reveal {
+            call_id: id,
+            key: serde_bytes::ByteBuf::from(vec![4; 32]),
+            signature: serde_bytes::ByteBuf::from(vec![5; 64]),
+        })
+        .await;
+        match bob.recv().await {
+            ServerMsg::CallConnected {
+                key,
+                signature,
+                media,
+                identity,
+                ..
+            } => {
+                assert_eq!(key, bytes(4, 32));
+                assert_eq!(signature, bytes(5, 64));
+                assert_eq!(media.port(), 5001);
+                assert_eq!(identity.as_slice(), ana.identity.public());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Revealing twice is not a thing.
+        ana.send(&ClientMsg::Reveal {
+            call_id: id,
+            key: serde_bytes::ByteBuf::from(vec![4; 32]),
+            signature: serde_bytes::ByteBuf::from(vec![5; 64]),
+        })
+        .await;
+        expect_error(&mut ana, ErrorCode::UnknownCall).await;
+        ana.send(&ClientMsg::Hangup { call_id: id }).await;
+        expect_end_reason(&mut ana, EndReason::HungUp).await;
+        expect_end_reason(&mut bob, EndReason::PeerHungUp).await;
+    }
     server.stop().await;
 }

@@ -257,7 +257,7 @@ async fn invite_flood_is_limited() {
     for _ in 0..10 {
         spam.send(&ClientMsg::Invite {
             to: "ghost".into(),
-            key: None,
+            commit: None,
         })
         .await;
         if let ServerMsg::Error {
@@ -493,7 +493,7 @@ async fn connections_of_one_address_share_their_invites() {
     for (i, c) in callers.iter_mut().enumerate() {
         c.send(&ClientMsg::Invite {
             to: "target".into(),
-            key: None,
+            commit: None,
         })
         .await;
         let reply = c.recv().await;

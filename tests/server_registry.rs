@@ -175,7 +175,7 @@ async fn list_and_live_presence_events() {
     }
     ana.send(&ClientMsg::Invite {
         to: "bob".into(),
-        key: None,
+        commit: None,
     })
     .await;
     let call_id = match bob.recv().await {

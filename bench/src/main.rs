@@ -298,7 +298,7 @@ async fn signaling(
         caller
             .send(&ClientMsg::Invite {
                 to: format!("user{}", 2 * k + 1),
-                key: None,
+                commit: None,
             })
             .await?;
         let id = loop {
@@ -406,7 +406,7 @@ async fn call_setups(
         }
         let to = format!("user{}", first + pairs + i);
         sent_at.push(Instant::now());
-        caller.send(&ClientMsg::Invite { to, key: None }).await?;
+        caller.send(&ClientMsg::Invite { to, commit: None }).await?;
     }
     let mut latencies = Vec::with_capacity(pairs);
     let mut last = t0;

@@ -55,7 +55,8 @@ pub enum CallState {
         peer: String,
         /// The caller's identity key.
         identity: ByteBuf,
-        key: Option<ByteBuf>,
+        /// The caller's commitment to its media key (`None`: it offers a call in clear).
+        commit: Option<ByteBuf>,
         since: Instant,
     },
     /// Talking.
@@ -65,7 +66,9 @@ pub enum CallState {
         media: MediaAddr,
         /// The peer's identity key.
         identity: ByteBuf,
+        /// The peer's media key and its identity signature (`None`: in clear).
         key: Option<ByteBuf>,
+        signature: Option<ByteBuf>,
         since: Instant,
     },
     /// Over; the last outcome stays visible until the next call.
@@ -166,11 +169,12 @@ impl CallMachine {
         }
     }
 
-    /// Starts calling `peer`; returns the invite to send.
+    /// Starts calling `peer` with the commitment to our media key (`None`: in clear); returns
+    /// the invite to send.
     pub fn dial(
         &mut self,
         peer: &str,
-        key: Option<ByteBuf>,
+        commit: Option<ByteBuf>,
         now: Instant,
     ) -> Result<ClientMsg, CallError> {
         if self.is_busy() {
@@ -183,21 +187,23 @@ impl CallMachine {
         };
         Ok(ClientMsg::Invite {
             to: peer.to_string(),
-            key,
+            commit,
         })
     }
 
-    /// Accepts the ringing incoming call.
+    /// Accepts the ringing incoming call with our signed media key (`None`: in clear).
     pub fn accept(
         &mut self,
         media: Option<MediaAddr>,
-        key: Option<ByteBuf>,
+        signed_key: Option<(ByteBuf, ByteBuf)>,
     ) -> Result<ClientMsg, CallError> {
+        let (key, signature) = signed_key.unzip();
         match &self.state {
             CallState::RingingIn { call_id, .. } => Ok(ClientMsg::Accept {
                 call_id: *call_id,
                 media,
                 key,
+                signature,
             }),
             _ => Err(CallError::NoIncomingCall),
         }
@@ -283,7 +289,7 @@ impl CallMachine {
                 call_id,
                 caller,
                 identity,
-                key,
+                commit,
             } => {
                 if self.is_busy() {
                     // The server marks a ringing or talking user busy, so this only happens in a
@@ -297,7 +303,7 @@ impl CallMachine {
                     call_id: *call_id,
                     peer: caller.clone(),
                     identity: identity.clone(),
-                    key: key.clone(),
+                    commit: commit.clone(),
                     since: now,
                 };
                 (Some(CallEvent::Incoming), None)
@@ -308,6 +314,7 @@ impl CallMachine {
                 media,
                 identity,
                 key,
+                signature,
             } => {
                 if self.call_id() == Some(*call_id) {
                     self.state = CallState::InCall {
@@ -316,6 +323,7 @@ impl CallMachine {
                         media: *media,
                         identity: identity.clone(),
                         key: key.clone(),
+                        signature: signature.clone(),
                         since: now,
                     };
                     return (Some(CallEvent::Connected), None);
@@ -385,6 +393,7 @@ mod tests {
             media: media(),
             identity: ByteBuf::from(vec![3; 32]),
             key: None,
+            signature: None,
         };
         assert_eq!(m.on_server(&connected, t0).0, Some(CallEvent::Connected));
         let t1 = t0 + Duration::from_secs(65);
@@ -457,7 +466,7 @@ mod tests {
             call_id: CallId(5),
             caller: "ana".into(),
             identity: ByteBuf::from(vec![1; 32]),
-            key: None,
+            commit: None,
         };
         assert_eq!(m.on_server(&inc, t0).0, Some(CallEvent::Incoming));
         // A second invite while ringing is declined by the machine.
@@ -465,7 +474,7 @@ mod tests {
             call_id: CallId(6),
             caller: "zé".into(),
             identity: ByteBuf::from(vec![2; 32]),
-            key: None,
+            commit: None,
         };
         assert_eq!(
             m.on_server(&inc2, t0).1,
@@ -484,6 +493,7 @@ mod tests {
             media: media(),
             identity: ByteBuf::from(vec![3; 32]),
             key: None,
+            signature: None,
         };
         m.on_server(&conn, t0);
         assert_eq!(

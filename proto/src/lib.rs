@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod call;
+pub mod call_keys;
 pub mod frame;
 pub mod identity;
 pub mod media_crypto;

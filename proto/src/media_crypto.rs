@@ -26,7 +26,7 @@ pub const RTCP_INDEX_LEN: usize = 4;
 /// Bytes an encrypted RTCP packet grows by.
 pub const RTCP_OVERHEAD: usize = TAG_LEN + RTCP_INDEX_LEN;
 /// Domain separation for the key schedule; bump on any change of the scheme.
-const HKDF_SALT_LABEL: &[u8] = b"fala media v1";
+const HKDF_SALT_LABEL: &[u8] = b"fala media v2";
 
 /// Why a key exchange or a packet failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -84,7 +84,15 @@ impl KeyPair {
     }
 
     /// Runs the exchange with the peer's public key and derives this call's session keys.
-    pub fn derive(self, role: Role, peer_public: &[u8]) -> Result<SessionKeys, CryptoError> {
+    /// `context` is bound into every key and the code: for a call, the caller's identity key
+    /// then the callee's (see [`crate::call_keys`]), so the code covers who is talking, not only
+    /// the ephemeral keys.
+    pub fn derive(
+        self,
+        role: Role,
+        peer_public: &[u8],
+        context: &[u8],
+    ) -> Result<SessionKeys, CryptoError> {
         let peer: [u8; 32] = peer_public
             .try_into()
             .map_err(|_| CryptoError::BadPublicKey)?;
@@ -97,10 +105,11 @@ impl KeyPair {
             Role::Caller => (self.public.to_bytes(), peer.to_bytes()),
             Role::Callee => (peer.to_bytes(), self.public.to_bytes()),
         };
-        let mut salt = Vec::with_capacity(HKDF_SALT_LABEL.len() + 64);
+        let mut salt = Vec::with_capacity(HKDF_SALT_LABEL.len() + 64 + context.len());
         salt.extend_from_slice(HKDF_SALT_LABEL);
         salt.extend_from_slice(&caller);
         salt.extend_from_slice(&callee);
+        salt.extend_from_slice(context);
         let hk = Hkdf::<Sha256>::new(Some(&salt), shared.as_bytes());
         let expand = |label: &[u8], out: &mut [u8]| {
             let mut info = Vec::with_capacity(label.len() + 64);
@@ -265,8 +274,8 @@ mod tests {
         let b = KeyPair::from_secret_bytes([2; 32]);
         let (pa, pb) = (a.public_bytes(), b.public_bytes());
         (
-            a.derive(Role::Caller, &pb).unwrap(),
-            b.derive(Role::Callee, &pa).unwrap(),
+            a.derive(Role::Caller, &pb, &[]).unwrap(),
+            b.derive(Role::Callee, &pa, &[]).unwrap(),
         )
     }
 
@@ -327,6 +336,7 @@ mod tests {
             .derive(
                 Role::Callee,
                 &KeyPair::from_secret_bytes([1; 32]).public_bytes(),
+                &[],
             )
             .unwrap();
         assert_eq!(eve.decrypt_rtp(&mut buf, m, 12, 7), Err(CryptoError::Auth));
@@ -358,12 +368,12 @@ mod tests {
         assert_eq!(a.sas().len(), 7);
         let k = KeyPair::from_secret_bytes([1; 32]);
         assert_eq!(
-            k.derive(Role::Caller, &[0; 31]).err(),
+            k.derive(Role::Caller, &[0; 31], &[]).err(),
             Some(CryptoError::BadPublicKey)
         );
         let k = KeyPair::from_secret_bytes([1; 32]);
         assert_eq!(
-            k.derive(Role::Caller, &[0; 32]).err(),
+            k.derive(Role::Caller, &[0; 32], &[]).err(),
             Some(CryptoError::NonContributory)
         );
         assert!(KeyPair::generate().is_ok());

@@ -219,19 +219,31 @@ pub enum ClientMsg {
     Subscribe,
     /// Stop receiving presence events.
     Unsubscribe,
-    /// Call a user. `key` is the caller's public media key (see PROTOCOL.md, media encryption).
+    /// Call a user. `commit` is the commitment to the caller's public media key (see
+    /// PROTOCOL.md, media encryption); without it the call is in clear.
     Invite {
         to: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        key: Option<ByteBuf>,
+        commit: Option<ByteBuf>,
     },
     /// Answer an incoming call; `media` overrides the registered media address for this call.
+    /// `key` is the callee's public media key and `signature` signs it with the callee's
+    /// identity.
     Accept {
         call_id: CallId,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         media: Option<MediaAddr>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<ByteBuf>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<ByteBuf>,
+    },
+    /// The caller's public media key (the one `commit` committed to), signed with its identity;
+    /// sent once the callee's key has arrived in `call_connected`.
+    Reveal {
+        call_id: CallId,
+        key: ByteBuf,
+        signature: ByteBuf,
     },
     /// Refuse an incoming call.
     Decline { call_id: CallId },
@@ -260,6 +272,7 @@ pub const CLIENT_MSG_TYPES: &[&str] = &[
     "unsubscribe",
     "invite",
     "accept",
+    "reveal",
     "decline",
     "cancel",
     "hangup",
@@ -310,8 +323,9 @@ pub enum ServerMsg {
         call_id: CallId,
         caller: String,
         identity: ByteBuf,
+        /// The caller's commitment to its media key; absent for a call in clear.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        key: Option<ByteBuf>,
+        commit: Option<ByteBuf>,
     },
     /// To both sides: the call was accepted; send audio to `media`. `identity` is the peer's
     /// identity key.
@@ -320,8 +334,11 @@ pub enum ServerMsg {
         peer: String,
         media: MediaAddr,
         identity: ByteBuf,
+        /// The peer's public media key and its identity signature; absent in clear.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<ByteBuf>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<ByteBuf>,
     },
     /// To each side concerned: the call is over (or never started).
     CallEnded {

@@ -39,13 +39,19 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         }),
         Just(ClientMsg::Subscribe),
         Just(ClientMsg::Unsubscribe),
-        (".{0,40}", key()).prop_map(|(to, key)| ClientMsg::Invite { to, key }),
-        (call_id(), proptest::option::of(media()), key()).prop_map(|(call_id, media, key)| {
-            ClientMsg::Accept {
+        (".{0,40}", key()).prop_map(|(to, commit)| ClientMsg::Invite { to, commit }),
+        (call_id(), proptest::option::of(media()), key(), key()).prop_map(
+            |(call_id, media, key, signature)| ClientMsg::Accept {
                 call_id,
                 media,
                 key,
+                signature,
             }
+        ),
+        (call_id(), bytes(), bytes()).prop_map(|(call_id, key, signature)| ClientMsg::Reveal {
+            call_id,
+            key,
+            signature
         }),
         call_id().prop_map(|call_id| ClientMsg::Decline { call_id }),
         call_id().prop_map(|call_id| ClientMsg::Cancel { call_id }),
@@ -111,21 +117,22 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
             }
         }),
         (call_id(), ".{0,40}").prop_map(|(call_id, peer)| ServerMsg::Ringing { call_id, peer }),
-        (call_id(), ".{0,40}", bytes(), key()).prop_map(|(call_id, caller, identity, key)| {
+        (call_id(), ".{0,40}", bytes(), key()).prop_map(|(call_id, caller, identity, commit)| {
             ServerMsg::IncomingCall {
                 call_id,
                 caller,
                 identity,
-                key,
+                commit,
             }
         }),
-        (call_id(), ".{0,40}", media(), bytes(), key()).prop_map(
-            |(call_id, peer, media, identity, key)| ServerMsg::CallConnected {
+        (call_id(), ".{0,40}", media(), bytes(), key(), key()).prop_map(
+            |(call_id, peer, media, identity, key, signature)| ServerMsg::CallConnected {
                 call_id,
                 peer,
                 media,
                 identity,
                 key,
+                signature,
             }
         ),
         (call_id(), ".{0,40}", reason()).prop_map(|(call_id, peer, reason)| ServerMsg::CallEnded {

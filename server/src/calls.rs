@@ -1,7 +1,9 @@
-//! Call routing: invite, ringing, accept, decline, cancel, hang-up, no answer, peer lost.
+//! Call routing: invite, ringing, accept, reveal, decline, cancel, hang-up, no answer, peer lost.
 //!
 //! The server only relays; audio flows peer to peer. Every operation is keyed by the
-//! connection that asked, so nobody can answer or end a call that is not theirs.
+//! connection that asked, so nobody can answer or end a call that is not theirs. For an
+//! encrypted call the caller's key is revealed only after the callee's has reached it
+//! (`fala_proto::call_keys`), so an accepted call passes through a revealing phase.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,8 @@ use crate::hub::{ConnId, State};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
     Ringing,
+    /// Accepted: the caller has the callee's key; the callee waits for the caller's reveal.
+    Revealing,
     Active,
 }
 
@@ -24,7 +28,10 @@ pub(crate) struct Call {
     pub caller: String,
     pub callee: String,
     pub phase: Phase,
-    pub caller_key: Option<ByteBuf>,
+    /// The caller's commitment to its media key (`None`: a call in clear).
+    pub commit: Option<ByteBuf>,
+    /// Where the callee receives media, once it accepted.
+    pub callee_media: Option<MediaAddr>,
 }
 
 /// A fresh call id from the OS random generator (unguessable, 64 bits).
@@ -134,7 +141,7 @@ impl State {
         &mut self,
         conn: ConnId,
         to: &str,
-        key: Option<ByteBuf>,
+        commit: Option<ByteBuf>,
         now: Instant,
     ) -> InviteOutcome {
         let Some(caller) = self.user_key_of(conn) else {
@@ -203,7 +210,8 @@ impl State {
                 caller: caller.clone(),
                 callee: callee.clone(),
                 phase: Phase::Ringing,
-                caller_key: key.clone(),
+                commit: commit.clone(),
+                callee_media: None,
             },
         );
         self.set_call(&caller, Some(call_id));
@@ -214,7 +222,7 @@ impl State {
             call_id,
             caller: caller_user.name.clone(),
             identity: ByteBuf::from(caller_user.identity.to_vec()),
-            key,
+            commit,
         };
         if service {
             self.service_incoming(call_id, &callee);
@@ -242,13 +250,14 @@ impl State {
         self.send(conn, &ServerMsg::error(ErrorCode::UnknownCall, msg));
     }
 
-    /// The callee answers. `media` overrides its registered media address for this call.
+    /// The callee answers. `media` overrides its registered media address for this call;
+    /// `signed_key` is its media key and signature.
     pub fn accept(
         &mut self,
         conn: ConnId,
         call_id: CallId,
         media: Option<MediaAddr>,
-        key: Option<ByteBuf>,
+        signed_key: (Option<ByteBuf>, Option<ByteBuf>),
     ) {
         match self.own_call(conn, call_id) {
             Some((call, false)) if call.phase == Phase::Ringing => {
@@ -258,19 +267,83 @@ impl State {
                     (Some(m), _) => m,
                     (None, _) => self.users[&call.callee].media,
                 };
-                self.connect(call_id, callee_media, key);
+                match (call.commit.is_some(), signed_key) {
+                    (true, (Some(key), Some(signature))) => {
+                        self.await_reveal(call_id, callee_media, key, signature)
+                    }
+                    // Either side offered no key: the call is in clear, and each client
+                    // decides whether it takes such a call.
+                    _ => self.connect(call_id, callee_media),
+                }
             }
             _ => self.unknown_call(conn, call_id, "accept"),
         }
     }
 
-    /// Marks a ringing call active and tells both sides where to send audio.
-    pub(crate) fn connect(
+    /// The callee's signed key goes to the caller; the callee hears of the call once the caller
+    /// has revealed its own.
+    pub(crate) fn await_reveal(
         &mut self,
         call_id: CallId,
         callee_media: MediaAddr,
-        key: Option<ByteBuf>,
+        key: ByteBuf,
+        signature: ByteBuf,
     ) {
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        call.phase = Phase::Revealing;
+        call.callee_media = Some(callee_media);
+        let call = call.clone();
+        let Some(callee) = self.users.get(&call.callee) else {
+            return;
+        };
+        let to_caller = ServerMsg::CallConnected {
+            call_id,
+            peer: callee.name.clone(),
+            media: callee_media,
+            identity: ByteBuf::from(callee.identity.to_vec()),
+            key: Some(key),
+            signature: Some(signature),
+        };
+        self.send_user(&call.caller, &to_caller);
+    }
+
+    /// The caller reveals its signed key: the callee now learns of the connected call.
+    pub fn reveal(&mut self, conn: ConnId, call_id: CallId, key: ByteBuf, signature: ByteBuf) {
+        let call = match self.own_call(conn, call_id) {
+            Some((call, true)) if call.phase == Phase::Revealing => call,
+            _ => return self.unknown_call(conn, call_id, "reveal"),
+        };
+        if let Some(c) = self.calls.get_mut(&call_id) {
+            c.phase = Phase::Active;
+        }
+        let Some(caller) = self.users.get(&call.caller) else {
+            return;
+        };
+        let caller_media = caller.media;
+        let identity = caller.identity;
+        if self
+            .users
+            .get(&call.callee)
+            .is_some_and(|u| u.conn.is_none())
+        {
+            self.service_reveal(call_id, identity, (&key, &signature));
+            return;
+        }
+        let to_callee = ServerMsg::CallConnected {
+            call_id,
+            peer: caller.name.clone(),
+            media: caller_media,
+            identity: ByteBuf::from(identity.to_vec()),
+            key: Some(key),
+            signature: Some(signature),
+        };
+        self.send_user(&call.callee, &to_callee);
+    }
+
+    /// Marks a ringing call active, in clear, and tells both sides where to send audio.
+    pub(crate) fn connect(&mut self, call_id: CallId, callee_media: MediaAddr) {
         let Some(call) = self.calls.get_mut(&call_id) else {
             return;
         };
@@ -286,14 +359,16 @@ impl State {
             peer: callee.name.clone(),
             media: callee_media,
             identity: ByteBuf::from(callee.identity.to_vec()),
-            key,
+            key: None,
+            signature: None,
         };
         let to_callee = ServerMsg::CallConnected {
             call_id,
             peer: caller.name.clone(),
             media: caller.media,
             identity: ByteBuf::from(caller.identity.to_vec()),
-            key: call.caller_key.clone(),
+            key: None,
+            signature: None,
         };
         self.send_user(&call.caller, &to_caller);
         self.send_user(&call.callee, &to_callee);
@@ -323,9 +398,10 @@ impl State {
         self.service_call_ended(call_id);
     }
 
+    /// The callee says no; also while its accept waits for the caller's key.
     pub fn decline(&mut self, conn: ConnId, call_id: CallId) {
         match self.own_call(conn, call_id) {
-            Some((call, false)) if call.phase == Phase::Ringing => {
+            Some((call, false)) if matches!(call.phase, Phase::Ringing | Phase::Revealing) => {
                 self.finish(call_id, EndReason::Declined, EndReason::Declined)
             }
             _ => self.unknown_call(conn, call_id, "decline"),
@@ -356,14 +432,16 @@ impl State {
         }
     }
 
-    /// The ring timer fired: a call still ringing ends with `no_answer` for both.
+    /// The ring timer fired: a call still ringing ends with `no_answer` for both; one whose
+    /// caller never revealed its key ends as `cancelled` for it and `peer_lost` for the
+    /// callee.
     pub fn ring_timeout(&mut self, call_id: CallId) {
-        if self
-            .calls
-            .get(&call_id)
-            .is_some_and(|c| c.phase == Phase::Ringing)
-        {
-            self.finish(call_id, EndReason::NoAnswer, EndReason::NoAnswer);
+        match self.calls.get(&call_id).map(|c| c.phase) {
+            Some(Phase::Ringing) => self.finish(call_id, EndReason::NoAnswer, EndReason::NoAnswer),
+            Some(Phase::Revealing) => {
+                self.finish(call_id, EndReason::Cancelled, EndReason::PeerLost)
+            }
+            _ => {}
         }
     }
 

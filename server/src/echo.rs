@@ -9,10 +9,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fala_proto::media_crypto::{KeyPair, Role, SessionKeys, TAG_LEN};
+use fala_proto::call_keys::{CalleeKeys, SignedKey};
+use fala_proto::identity::Identity;
+use fala_proto::media_crypto::{SessionKeys, TAG_LEN};
 use fala_proto::rtp::{self, SeqExtender};
 use fala_proto::{CallId, MediaAddr};
-use serde_bytes::ByteBuf;
 use tokio::net::UdpSocket;
 use tokio::time::{sleep_until, Instant};
 
@@ -40,6 +41,10 @@ const MAX_QUEUED: usize = 20_000;
 /// One echo call: who may send to us and how to answer.
 struct EchoCall {
     peer: SocketAddr,
+    /// The caller committed to a key: media is encrypted or not echoed at all.
+    encrypted: bool,
+    /// Our half of the key agreement, until the caller reveals its key.
+    agreeing: Option<CalleeKeys>,
     keys: Option<SessionKeys>,
     /// Our own SSRC for the returned stream.
     ssrc: u32,
@@ -60,29 +65,33 @@ struct Calls {
 pub(crate) struct EchoHandle {
     calls: Arc<Mutex<Calls>>,
     pub port: u16,
+    /// The echo's identity: signs its media keys.
+    identity: Arc<Identity>,
 }
 
 impl EchoHandle {
-    /// Starts echoing for a call; returns the echo's public key when the caller sent one.
+    /// The echo's public identity key.
+    pub fn identity(&self) -> [u8; fala_proto::identity::IDENTITY_LEN] {
+        self.identity.public()
+    }
+
+    /// Starts echoing for a call (in clear until keys are agreed); returns the echo's signed
+    /// media key when the caller committed to one.
     pub fn start(
         &self,
         call_id: CallId,
         peer: MediaAddr,
-        peer_key: Option<&[u8]>,
-    ) -> Option<ByteBuf> {
-        let (keys, public) = match peer_key.map(|k| (KeyPair::generate(), k)) {
-            Some((Ok(pair), k)) => {
-                let public = ByteBuf::from(pair.public_bytes().to_vec());
-                match pair.derive(Role::Callee, k) {
-                    Ok(keys) => (Some(keys), Some(public)),
-                    Err(e) => {
-                        tracing::debug!(%call_id, "echo: unusable caller key: {e}");
-                        (None, None)
-                    }
-                }
+        commit: Option<&[u8]>,
+    ) -> Option<SignedKey> {
+        let agreeing = match commit.map(CalleeKeys::generate) {
+            Some(Ok(keys)) => Some(keys),
+            Some(Err(e)) => {
+                tracing::debug!(%call_id, "echo: no key agreement: {e}");
+                None
             }
-            _ => (None, None),
+            None => None,
         };
+        let answer = agreeing.as_ref().map(|k| k.answer(&self.identity, call_id));
         let mut ssrc = [0u8; 4];
         let _ = getrandom::fill(&mut ssrc);
         let peer = SocketAddr::V4(peer.0);
@@ -92,13 +101,32 @@ impl EchoHandle {
             call_id,
             EchoCall {
                 peer,
-                keys,
+                encrypted: commit.is_some(),
+                agreeing,
+                keys: None,
                 ssrc: u32::from_be_bytes(ssrc),
                 peer_ssrc: None,
                 seq: SeqExtender::default(),
             },
         );
-        public
+        answer
+    }
+
+    /// The caller revealed its key: checks it and encrypts from now on. A bad reveal leaves
+    /// the call without keys, so the echo neither decrypts nor sends anything.
+    pub fn reveal(&self, call_id: CallId, caller_identity: &[u8], caller: (&[u8], &[u8])) {
+        let me = self.identity.public();
+        let mut calls = lock(&self.calls);
+        let Some(call) = calls.calls.get_mut(&call_id) else {
+            return;
+        };
+        let Some(agreeing) = call.agreeing.take() else {
+            return;
+        };
+        match agreeing.complete(&me, call_id, caller_identity, caller) {
+            Ok(keys) => call.keys = Some(keys),
+            Err(e) => tracing::debug!(%call_id, "echo: caller's key refused: {e}"),
+        }
     }
 
     /// Stops echoing for a call.
@@ -128,12 +156,14 @@ pub(crate) async fn bind(ip: Ipv4Addr, preferred_port: u16) -> std::io::Result<U
 pub(crate) fn spawn(
     socket: UdpSocket,
     config: EchoConfig,
+    identity: Arc<Identity>,
 ) -> std::io::Result<(EchoHandle, tokio::task::JoinHandle<()>)> {
     let port = socket.local_addr()?.port();
     let calls = Arc::new(Mutex::new(Calls::default()));
     let handle = EchoHandle {
         calls: calls.clone(),
         port,
+        identity,
     };
     let task = tokio::spawn(serve(socket, calls, config.delay));
     Ok((handle, task))
@@ -176,6 +206,10 @@ fn echo_packet(calls: &Mutex<Calls>, datagram: &[u8], from: SocketAddr) -> Optio
     let mut calls = lock(calls);
     let call_id = *calls.by_peer.get(&from)?;
     let call = calls.calls.get_mut(&call_id)?;
+    if call.encrypted && call.keys.is_none() {
+        // Keys not agreed yet (or refused): nothing goes back in clear.
+        return None;
+    }
     if *call.peer_ssrc.get_or_insert(packet.header.ssrc) != packet.header.ssrc {
         return None;
     }

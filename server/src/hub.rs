@@ -105,15 +105,15 @@ pub(crate) struct Hub {
     state: Mutex<State>,
     pub config: Config,
     /// The identity of the users the server hosts itself (the echo).
-    pub service_identity: Identity,
+    pub service_identity: Arc<Identity>,
 }
 
 impl Hub {
     pub fn new(config: Config, names: NameBook) -> Arc<Hub> {
-        let service_identity = match config.service_identity_seed {
+        let service_identity = Arc::new(match config.service_identity_seed {
             Some(seed) => Identity::from_seed(seed),
             None => Identity::generate().expect("OS random generator"),
-        };
+        });
         Arc::new(Hub {
             service_identity,
             state: Mutex::new(State {

@@ -68,10 +68,9 @@ pub async fn run(
     if let Some(echo_config) = echo_config {
         let local = listener.local_addr()?;
         let socket = echo::bind(ipv4_of(local.ip()), local.port()).await?;
-        let (echo, task) = echo::spawn(socket, echo_config)?;
+        let (echo, task) = echo::spawn(socket, echo_config, hub.service_identity.clone())?;
         tracing::info!("echo service on UDP port {}", echo.port);
-        hub.lock()
-            .add_echo_user(echo, hub.service_identity.public());
+        hub.lock().add_echo_user(echo);
         echo_task = Some(task);
     }
     let tracker = TaskTracker::new();

@@ -1,17 +1,15 @@
 //! Users hosted by the server itself (no connection behind them): the echo test.
 
 use fala_proto::{CallId, EndReason, MediaAddr};
+use serde_bytes::ByteBuf;
 
 use crate::echo::ECHO_NAME;
 use crate::hub::{State, User};
 
 impl State {
     /// Registers the echo user, receiving media on `port` of the server's address.
-    pub(crate) fn add_echo_user(
-        &mut self,
-        echo: crate::echo::EchoHandle,
-        identity: [u8; fala_proto::identity::IDENTITY_LEN],
-    ) {
+    pub(crate) fn add_echo_user(&mut self, echo: crate::echo::EchoHandle) {
+        let identity = echo.identity();
         self.users.insert(
             ECHO_NAME.to_string(),
             User {
@@ -40,12 +38,32 @@ impl State {
         };
         let viewer = caller.conn.and_then(|c| self.conns.get(&c));
         let echo_media = self.users[ECHO_NAME].media_for(viewer);
-        let key = echo.start(
+        let answer = echo.start(
             call_id,
             caller.media,
-            call.caller_key.as_deref().map(|k| k.as_slice()),
+            call.commit.as_deref().map(|k| k.as_slice()),
         );
-        self.connect(call_id, echo_media, key);
+        match answer {
+            Some(signed) => self.await_reveal(
+                call_id,
+                echo_media,
+                ByteBuf::from(signed.key.to_vec()),
+                ByteBuf::from(signed.signature.to_vec()),
+            ),
+            None => self.connect(call_id, echo_media),
+        }
+    }
+
+    /// The caller of a service revealed its key: the service checks it and goes encrypted.
+    pub(crate) fn service_reveal(
+        &mut self,
+        call_id: CallId,
+        caller_identity: [u8; fala_proto::identity::IDENTITY_LEN],
+        caller: (&[u8], &[u8]),
+    ) {
+        if let Some(echo) = &self.echo {
+            echo.reveal(call_id, &caller_identity, caller);
+        }
     }
 
     /// Lets a service know its call is over.

@@ -289,8 +289,8 @@ impl Session {
             ClientMsg::List { after, limit } => state.list(conn, after.as_deref(), limit),
             ClientMsg::Subscribe => state.subscribe(conn),
             ClientMsg::Unsubscribe => state.unsubscribe(conn),
-            ClientMsg::Invite { to, key } => {
-                if let InviteOutcome::Ringing(call_id) = state.invite(conn, &to, key, now) {
+            ClientMsg::Invite { to, commit } => {
+                if let InviteOutcome::Ringing(call_id) = state.invite(conn, &to, commit, now) {
                     drop(state);
                     self.arm_ring_timer(call_id);
                 }
@@ -299,7 +299,13 @@ impl Session {
                 call_id,
                 media,
                 key,
-            } => state.accept(conn, call_id, media, key),
+                signature,
+            } => state.accept(conn, call_id, media, (key, signature)),
+            ClientMsg::Reveal {
+                call_id,
+                key,
+                signature,
+            } => state.reveal(conn, call_id, key, signature),
             ClientMsg::Decline { call_id } => state.decline(conn, call_id),
             ClientMsg::Cancel { call_id } => state.cancel(conn, call_id),
             ClientMsg::Hangup { call_id } => state.hangup(conn, call_id),

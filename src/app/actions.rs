@@ -42,6 +42,7 @@ impl App {
             advertise,
             notify: Some(Arc::new(move || repaint.request_repaint())),
         };
+        self.phone.model_mut().allow_unencrypted = self.settings.allow_unencrypted;
         let _entered = self.rt.enter();
         if let Ok(events) = self.phone.connect(request) {
             self.events = Some(events);

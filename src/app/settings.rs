@@ -40,6 +40,8 @@ pub struct Settings {
     pub advertised_ip: String,
     /// Plain TCP to the server instead of TLS (for a server started with `--plain`).
     pub plain: bool,
+    /// Take calls without media encryption (off: such calls are refused).
+    pub allow_unencrypted: bool,
     /// `None` is the system default device.
     pub input_device: Option<String>,
     pub output_device: Option<String>,
@@ -61,6 +63,7 @@ impl Default for Settings {
             server: DEFAULT_SERVER.into(),
             advertised_ip: String::new(),
             plain: false,
+            allow_unencrypted: false,
             input_device: None,
             output_device: None,
             hangup_key: "Escape".into(),
@@ -86,6 +89,7 @@ impl Settings {
                 frame: FrameMs::from_ms(self.frame_ms),
                 ..CodecSettings::default()
             },
+            allow_unencrypted: self.allow_unencrypted,
             ..MediaOptions::default()
         }
     }

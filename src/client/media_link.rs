@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use fala_proto::media_crypto::{KeyPair, Role};
+use fala_proto::media_crypto::SessionKeys;
 use fala_proto::MediaAddr;
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -80,7 +80,6 @@ pub struct MediaLink {
     advertised: MediaAddr,
     /// `None`: no audio engine (a window under test); calls connect but play nothing.
     options: Option<MediaOptions>,
-    keys: Option<KeyPair>,
     running: Option<MediaHandle>,
     state: AudioState,
     /// Calls started so far: the number of the current one.
@@ -112,7 +111,6 @@ impl MediaLink {
             socket,
             advertised,
             options,
-            keys: None,
             running: None,
             state: AudioState::Idle,
             call: 0,
@@ -138,45 +136,21 @@ impl MediaLink {
         self.options.as_mut()
     }
 
-    /// Makes this call's key pair and returns the public key to put in an invite or accept.
-    /// `None` when encryption is off, there is no engine, or the OS gave no randomness (the
-    /// call then runs in clear, which the peer sees as a missing key).
-    pub fn offer_key(&mut self) -> Option<Vec<u8>> {
-        if !self.options.as_ref().is_some_and(|o| o.encrypt) {
-            return None;
-        }
-        self.keys = KeyPair::generate().ok();
-        self.keys.as_ref().map(|k| k.public_bytes().to_vec())
-    }
-
-    /// The call connected: derives the keys and starts the engine towards the peer. Returns at
-    /// once; [`LinkEvent::Ready`] or [`LinkEvent::Failed`] follows. Encrypted when both sides
-    /// gave a key, in clear otherwise (an older or key-less peer).
-    pub fn start(&mut self, call: &StartMedia) {
-        let own_keys = self.keys.take();
+    /// The call connected: starts the engine towards the peer with the call's agreed keys
+    /// (`None`: in clear). Returns at once; [`LinkEvent::Ready`] or [`LinkEvent::Failed`]
+    /// follows.
+    pub fn start(&mut self, call: &StartMedia, crypto: Option<SessionKeys>) {
         self.stop();
         self.call += 1;
+        self.sas = crypto.as_ref().map(|c| c.sas());
         let Some(options) = &self.options else {
             self.state = AudioState::NoEngine;
             return;
-        };
-        let role = if call.outgoing {
-            Role::Caller
-        } else {
-            Role::Callee
-        };
-        let crypto = match (own_keys, &call.peer_key) {
-            (Some(keys), Some(peer_key)) => match keys.derive(role, peer_key) {
-                Ok(keys) => Some(keys),
-                Err(e) => return self.fail(format!("the peer's media key is unusable: {e}")),
-            },
-            _ => None,
         };
         let socket = match self.socket.try_clone() {
             Ok(s) => s,
             Err(e) => return self.fail(format!("cannot use the media socket: {e}")),
         };
-        self.sas = crypto.as_ref().map(|c| c.sas());
         let config = MediaConfig {
             socket,
             peer: SocketAddr::V4(call.peer.0),
@@ -211,7 +185,6 @@ impl MediaLink {
     /// Stops the call's audio. The engine is joined on a thread of its own (closing devices
     /// can take a moment); [`LinkEvent::Stopped`] brings its final statistics.
     pub fn stop(&mut self) {
-        self.keys = None;
         self.sas = None;
         self.state = AudioState::Idle;
         let Some(handle) = self.running.take() else {

@@ -11,6 +11,7 @@
 //! - [`options`]: how calls sound, from a command line or the window's settings.
 //! - [`identity_file`]: the client's identity key on disk.
 
+pub mod call_crypto;
 pub mod history;
 pub mod identity_file;
 pub mod media_link;

@@ -12,6 +12,8 @@ pub struct MediaOptions {
     pub jitter: JitterSettings,
     /// Offer and accept encrypted media (on unless turned off for packet captures).
     pub encrypt: bool,
+    /// Take calls whose other side offers no encryption (off: they are refused).
+    pub allow_unencrypted: bool,
 }
 
 impl Default for MediaOptions {
@@ -23,6 +25,7 @@ impl Default for MediaOptions {
             codec: CodecSettings::default(),
             jitter: JitterSettings::default(),
             encrypt: true,
+            allow_unencrypted: false,
         }
     }
 }

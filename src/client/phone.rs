@@ -10,10 +10,13 @@ use std::time::{Instant, SystemTime};
 use fala_proto::call::CallError;
 use fala_proto::identity::Identity;
 use fala_proto::name::validate_name;
+use fala_proto::ClientMsg;
+use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
+use super::call_crypto::CallCrypto;
 use super::media_link::{Advertise, LinkEvent, MediaLink, Notify};
-use super::model::{ConnectProblem, Effect, Model};
+use super::model::{ConnectProblem, Effect, Model, Notice};
 use super::options::MediaOptions;
 use crate::net::{self, Event, Security, SignalConfig, SignalHandle};
 
@@ -50,17 +53,27 @@ pub struct Phone {
     options: Option<MediaOptions>,
     signal: Option<SignalHandle>,
     media: Option<MediaLink>,
+    /// Our identity and the current call's key agreement, once connected.
+    crypto: Option<CallCrypto>,
+}
+
+/// Whether calls in clear go on: when allowed, or when we do not encrypt ourselves.
+fn allows_clear(options: &MediaOptions) -> bool {
+    options.allow_unencrypted || !options.encrypt
 }
 
 impl Phone {
     /// A phone that follows presence when `presence` is set (the window's list), with calls
     /// that sound as `options` say (no audio engine when `None`).
     pub fn new(presence: bool, options: Option<MediaOptions>) -> Phone {
+        let mut model = Model::new(presence);
+        model.allow_unencrypted = options.as_ref().is_some_and(allows_clear);
         Phone {
-            model: Model::new(presence),
+            model,
             options,
             signal: None,
             media: None,
+            crypto: None,
         }
     }
 
@@ -86,6 +99,7 @@ impl Phone {
         if let Some(link) = self.media.as_mut().and_then(MediaLink::options_mut) {
             *link = options.clone();
         }
+        self.model.allow_unencrypted = allows_clear(&options);
         self.options = Some(options);
     }
 
@@ -129,6 +143,7 @@ impl Phone {
             .connecting(&req.server, &name, req.server_is_local);
         self.signal = Some(handle);
         self.media = Some(media);
+        self.crypto = Some(CallCrypto::new(req.identity));
         Ok(PhoneEvents {
             signal: signal_events,
             media: media_events,
@@ -156,22 +171,37 @@ impl Phone {
         }
     }
 
-    /// Starts calling `peer`, offering a fresh media key.
+    /// Media is encrypted unless the options turn it off (packet captures).
+    fn encrypt(&self) -> bool {
+        self.options.as_ref().is_none_or(|o| o.encrypt)
+    }
+
+    /// Starts calling `peer`, committing to a fresh media key.
     pub fn dial(
         &mut self,
         peer: &str,
         now: Instant,
         wall: SystemTime,
     ) -> Result<Vec<Effect>, CallError> {
-        let key = self.media.as_mut().and_then(MediaLink::offer_key);
-        let fx = self.model.dial(peer, key, now, wall)?;
+        let encrypt = self.encrypt();
+        let commitment = self
+            .crypto
+            .as_mut()
+            .and_then(|c| c.offer_commitment(encrypt));
+        let fx = self.model.dial(peer, commitment, now, wall)?;
         Ok(self.run(fx))
     }
 
-    /// Accepts the ringing call, offering a fresh media key.
+    /// Accepts the ringing call, answering with a fresh signed media key.
     pub fn accept(&mut self) -> Result<Vec<Effect>, CallError> {
-        let key = self.media.as_mut().and_then(MediaLink::offer_key);
-        let fx = self.model.accept(key)?;
+        let encrypt = self.encrypt();
+        let answer = match (self.model.ringing_commitment(), self.crypto.as_mut()) {
+            (Some((call_id, commitment)), Some(crypto)) => {
+                crypto.answer(encrypt, call_id, commitment.as_deref())
+            }
+            _ => None,
+        };
+        let fx = self.model.accept(answer)?;
         Ok(self.run(fx))
     }
 
@@ -236,26 +266,55 @@ impl Phone {
     }
 
     /// Carries out the effects that belong to the core; returns them all for the face.
-    fn run(&mut self, fx: Vec<Effect>) -> Vec<Effect> {
+    fn run(&mut self, mut fx: Vec<Effect>) -> Vec<Effect> {
+        let mut refused = None;
         for effect in &fx {
             match effect {
-                Effect::Send(msg) => {
-                    let sent = self.signal.as_ref().is_some_and(|s| s.send(msg.clone()));
-                    if !sent {
-                        tracing::warn!("signaling queue full or closed; message dropped");
-                    }
-                }
+                Effect::Send(msg) => self.send(msg.clone()),
                 Effect::Disconnect => self.leave(),
                 Effect::StartMedia(call) => {
-                    if let Some(media) = &mut self.media {
-                        media.start(call);
-                        media.set_muted(self.model.muted);
+                    let allow_clear = self.model.allow_unencrypted;
+                    let agreed = match self.crypto.as_mut() {
+                        Some(crypto) => crypto.complete(call, allow_clear),
+                        None => Err("not connected".to_string()),
+                    };
+                    match agreed {
+                        Ok(agreed) => {
+                            if let Some(reveal) = agreed.reveal {
+                                self.send(ClientMsg::Reveal {
+                                    call_id: call.call_id,
+                                    key: ByteBuf::from(reveal.key.to_vec()),
+                                    signature: ByteBuf::from(reveal.signature.to_vec()),
+                                });
+                            }
+                            if let Some(media) = &mut self.media {
+                                media.start(call, agreed.keys);
+                                media.set_muted(self.model.muted);
+                            }
+                        }
+                        Err(reason) => refused = Some(reason),
                     }
                 }
                 Effect::StopMedia => self.stop_audio(),
                 _ => {}
             }
         }
+        if let Some(reason) = refused {
+            // Not private: the call ends here, and the person is told why.
+            tracing::warn!("{reason}");
+            if let Ok(more) = self.model.hangup(Instant::now()) {
+                let more = self.run(more);
+                fx.extend(more);
+            }
+            self.model.notice = Some(Notice::Security(reason));
+        }
         fx
+    }
+
+    fn send(&self, msg: ClientMsg) {
+        let sent = self.signal.as_ref().is_some_and(|s| s.send(msg));
+        if !sent {
+            tracing::warn!("signaling queue full or closed; message dropped");
+        }
     }
 }

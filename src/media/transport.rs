@@ -157,8 +157,8 @@ mod tests {
             let y = KeyPair::generate().unwrap();
             let (px, py) = (x.public_bytes(), y.public_bytes());
             (
-                Some(x.derive(Role::Caller, &py).unwrap()),
-                Some(y.derive(Role::Callee, &px).unwrap()),
+                Some(x.derive(Role::Caller, &py, &[]).unwrap()),
+                Some(y.derive(Role::Callee, &px, &[]).unwrap()),
             )
         } else {
             (None, None)

@@ -8,13 +8,14 @@ reply as the protocol document describes it, prints one line per step and
 exits 0 only if everything matched (1 on the first mismatch).
 Needs the standard library plus `msgpack` and `cryptography` (Ed25519).
 """
+import hashlib
 import os
 import socket
 import struct
 import sys
 
 import msgpack
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 TIMEOUT = 5.0  # seconds; no read ever waits longer than this
@@ -143,8 +144,21 @@ class Conn:
         self.send({"type": "register", "name": name, "media": media,
                    "identity": self.identity, "signature": self.key.sign(signed)})
 
+    def sign_call_key(self, call_id, side, key):
+        """The identity signature on a media key: side is b"r" (caller) or b"e" (callee)."""
+        return self.key.sign(b"fala call key v2\0" + struct.pack(">Q", call_id) + side + key)
+
     def close(self):
         self.sock.close()
+
+
+def verify_call_key(identity, call_id, side, key, signature):
+    signed = b"fala call key v2\0" + struct.pack(">Q", call_id) + side + key
+    Ed25519PublicKey.from_public_bytes(identity).verify(signature, signed)  # raises if bad
+
+
+def commitment(key):
+    return hashlib.sha256(b"fala commit v2\0" + key).digest()
 
 
 def fmt(mtype, fields):
@@ -237,20 +251,30 @@ def scenario(addr):
     a.expect("user_not_found", name="nobody")
     step(5, "lookup 'PY BOB' -> user_found available; 'nobody' -> user_not_found")
 
-    # 6. a call with keys; accept with an explicit media address.
+    # 6. an encrypted call: A commits to its key, B answers with its signed key (and an
+    # explicit media address), A checks it and reveals its own signed key, B checks that
+    # against the commitment. (Real X25519 keys are not needed to check the relay.)
     key_a, key_b = os.urandom(32), os.urandom(32)
-    a.send({"type": "invite", "to": "Py Bob", "key": key_a})
+    a.send({"type": "invite", "to": "Py Bob", "commit": commitment(key_a)})
     ring = a.expect("ringing", call_id=lambda v: isinstance(v, int) and v >= 0, peer="Py Bob")
     call = ring["call_id"]
-    b.expect("incoming_call", call_id=call, caller="Py Ana", identity=a.identity, key=key_a)
-    b.send({"type": "accept", "call_id": call, "media": "127.0.0.1:40012", "key": key_b})
-    a.expect("call_connected", call_id=call, peer="Py Bob", media="127.0.0.1:40012",
-             identity=b.identity, key=key_b)
-    b.expect("call_connected", call_id=call, peer="Py Ana", media=ana_media,
-             identity=a.identity, key=key_a)
+    inc = b.expect("incoming_call", call_id=call, caller="Py Ana", identity=a.identity,
+                   commit=commitment(key_a))
+    b.send({"type": "accept", "call_id": call, "media": "127.0.0.1:40012", "key": key_b,
+            "signature": b.sign_call_key(call, b"e", key_b)})
+    got = a.expect("call_connected", call_id=call, peer="Py Bob", media="127.0.0.1:40012",
+                   identity=b.identity, key=key_b, signature=ANY)
+    verify_call_key(got["identity"], call, b"e", got["key"], got["signature"])
+    a.send({"type": "reveal", "call_id": call, "key": key_a,
+            "signature": a.sign_call_key(call, b"r", key_a)})
+    got = b.expect("call_connected", call_id=call, peer="Py Ana", media=ana_media,
+                   identity=a.identity, key=key_a, signature=ANY)
+    if commitment(got["key"]) != inc["commit"]:
+        fail("B: revealed key", "matches the commitment", got["key"])
+    verify_call_key(got["identity"], call, b"r", got["key"], got["signature"])
     a.expect_presence([status("Py Ana", "in_call"), status("Py Bob", "in_call")])
-    step(6, f"call {call}: ringing / incoming_call / call_connected with media and keys; "
-            "presence in_call for both")
+    step(6, f"call {call}: commit / signed accept / reveal; both signatures and the "
+            "commitment check; presence in_call for both")
 
     # 7. inviting someone in a call ends at once with busy (caller only).
     c.send({"type": "invite", "to": "Py Ana"})
@@ -266,10 +290,10 @@ def scenario(addr):
     a.expect_presence([status("Py Ana", "available"), status("Py Bob", "available")])
     step(8, "B hangs up -> B hung_up, A peer_hung_up; both available again")
 
-    # 9a. decline (no keys this time: key is optional).
+    # 9a. decline (no commitment this time: a call in clear is offered).
     a.send({"type": "invite", "to": "Py Bob"})
     call = a.expect("ringing", call_id=ANY, peer="Py Bob")["call_id"]
-    b.expect("incoming_call", call_id=call, caller="Py Ana", identity=a.identity, key=None)
+    b.expect("incoming_call", call_id=call, caller="Py Ana", identity=a.identity, commit=None)
     b.send({"type": "decline", "call_id": call})
     b.expect("call_ended", call_id=call, peer="Py Ana", reason="declined")
     a.expect("call_ended", call_id=call, peer="Py Bob", reason="declined")

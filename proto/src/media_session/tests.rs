@@ -19,8 +19,8 @@ fn pair(crypto: bool) -> (MediaSession, MediaSession) {
         let y = KeyPair::generate().unwrap();
         let (px, py) = (x.public_bytes(), y.public_bytes());
         (
-            Some(x.derive(Role::Caller, &py).unwrap()),
-            Some(y.derive(Role::Callee, &px).unwrap()),
+            Some(x.derive(Role::Caller, &py, &[]).unwrap()),
+            Some(y.derive(Role::Callee, &px, &[]).unwrap()),
         )
     } else {
         (None, None)
@@ -192,8 +192,12 @@ fn wrong_key_is_dropped_and_counted() {
     let (mut a, mut b) = pair(true);
     let k = KeyPair::generate().unwrap();
     a.crypto = Some(
-        k.derive(Role::Caller, &KeyPair::generate().unwrap().public_bytes())
-            .unwrap(),
+        k.derive(
+            Role::Caller,
+            &KeyPair::generate().unwrap().public_bytes(),
+            &[],
+        )
+        .unwrap(),
     );
     a.send_frame(&[1; 20], 960, 0);
     let d = transmits(&mut a, 0).remove(0);

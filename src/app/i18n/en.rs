@@ -12,6 +12,7 @@ pub(super) static EN: Strings = Strings {
     advertised_ip_help: "Only for port forwarding: the IPv4 others should send your audio to.",
     advanced: "Advanced",
     plain_connection: "Unencrypted connection (only for a server started with --plain)",
+    allow_unencrypted_calls: "Take calls without encryption (others can listen in)",
     server_untrusted: "This is not the server you connected to before: {}",
     register: "Register",
     back: "← Back",

@@ -53,6 +53,7 @@ pub struct Strings {
     pub advertised_ip_help: &'static str,
     pub advanced: &'static str,
     pub plain_connection: &'static str,
+    pub allow_unencrypted_calls: &'static str,
     pub server_untrusted: &'static str,
     pub register: &'static str,
     pub back: &'static str,

@@ -12,6 +12,7 @@ pub(super) static PT_BR: Strings = Strings {
     advertised_ip_help: "Só para redirecionamento de portas: o IPv4 para onde os outros enviam seu áudio.",
     advanced: "Avançado",
     plain_connection: "Conexão sem criptografia (só para um servidor iniciado com --plain)",
+    allow_unencrypted_calls: "Aceitar chamadas sem criptografia (outros podem ouvir)",
     server_untrusted: "Este não é o servidor ao qual você se conectou antes: {}",
     register: "Registrar",
     back: "← Voltar",

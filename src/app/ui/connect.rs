@@ -86,6 +86,7 @@ fn form(app: &mut App, ui: &mut egui::Ui) {
 fn advanced(app: &mut App, ui: &mut egui::Ui) {
     let tr = app.tr();
     let needed = app.settings.plain
+        || app.settings.allow_unencrypted
         || !app.settings.advertised_ip.trim().is_empty()
         || matches!(
             app.model().problem,
@@ -108,6 +109,10 @@ fn advanced(app: &mut App, ui: &mut egui::Ui) {
             });
             ui.weak(tr.advertised_ip_help);
             ui.checkbox(&mut app.settings.plain, tr.plain_connection);
+            ui.checkbox(
+                &mut app.settings.allow_unencrypted,
+                tr.allow_unencrypted_calls,
+            );
         });
 }
 

@@ -115,6 +115,7 @@ fn banners(app: &mut App, ui: &mut egui::Ui) {
     match &app.model().notice {
         Some(Notice::HangUpFirst) => widgets::banner(ui, widgets::Tone::Warning, tr.hang_up_first),
         Some(Notice::Server(message)) => widgets::banner(ui, widgets::Tone::Warning, message),
+        Some(Notice::Security(message)) => widgets::banner(ui, widgets::Tone::Error, message),
         None => {}
     }
     if !app.model().ended_dismissed {

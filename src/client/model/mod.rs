@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
 
 use fala_proto::call::{CallError, CallEvent, CallMachine, CallState, Outcome};
+use fala_proto::call_keys::{SignedKey, COMMITMENT_LEN};
 use fala_proto::name::name_key;
-use fala_proto::{ClientMsg, ErrorCode, MediaAddr, ServerMsg, UserInfo};
+use fala_proto::{CallId, ClientMsg, ErrorCode, MediaAddr, ServerMsg, UserInfo};
 use serde_bytes::ByteBuf;
 
 use super::history::{CallDirection, HistoryEntry};
@@ -103,15 +104,23 @@ pub enum Notice {
     HangUpFirst,
     /// The server said something was wrong, in its words.
     Server(String),
+    /// A call was refused or ended because it would not have been private: no encryption
+    /// while calls in clear are not allowed, or keys that fail their checks.
+    Security(String),
 }
 
 /// The call connected: what the media link needs to start audio.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartMedia {
+    pub call_id: CallId,
+    pub peer_name: String,
     /// Where the peer receives audio.
     pub peer: MediaAddr,
-    /// The peer's public media key, if it sent one.
+    /// The peer's identity key, as the server gave it.
+    pub peer_identity: Vec<u8>,
+    /// The peer's public media key and its identity signature, if it sent them.
     pub peer_key: Option<Vec<u8>>,
+    pub peer_signature: Option<Vec<u8>>,
     /// We placed the call (fixes the order of keys in the key schedule).
     pub outgoing: bool,
 }
@@ -160,6 +169,9 @@ pub struct Model {
     /// Whether the last ended call's outcome was dismissed.
     pub ended_dismissed: bool,
     pub muted: bool,
+    /// Take calls in clear (off: an incoming call without encryption is declined, and an
+    /// outgoing one answered without it is hung up).
+    pub allow_unencrypted: bool,
     /// Follow who is online (the window's list). The terminal and headless clients only look
     /// people up, so they neither subscribe nor ask for the list.
     presence: bool,
@@ -186,6 +198,7 @@ impl Model {
             notice: None,
             ended_dismissed: true,
             muted: false,
+            allow_unencrypted: false,
             presence,
             list_after: None,
             meta: None,
@@ -312,6 +325,18 @@ impl Model {
             fx.push(Effect::Send(reply));
         }
         match &event {
+            Some(CallEvent::Incoming)
+                if !self.allow_unencrypted
+                    && matches!(self.ringing_commitment(), Some((_, None))) =>
+            {
+                let peer = self.calls.peer().unwrap_or_default().to_string();
+                if let Ok(msg) = self.calls.decline() {
+                    fx.push(Effect::Send(msg));
+                }
+                self.notice = Some(Notice::Security(format!(
+                    "declined a call from {peer}: it was not encrypted, and calls in clear are not allowed (Settings)"
+                )));
+            }
             Some(CallEvent::Incoming) => {
                 self.meta = Some(CallMeta {
                     direction: CallDirection::Incoming,
@@ -325,13 +350,26 @@ impl Model {
             }
             Some(CallEvent::Connected) => {
                 fx.push(Effect::StopRinging);
-                if let CallState::InCall { media, key, .. } = self.calls.state() {
+                if let CallState::InCall {
+                    call_id,
+                    peer,
+                    media,
+                    identity,
+                    key,
+                    signature,
+                    ..
+                } = self.calls.state()
+                {
                     let outgoing = self
                         .meta
                         .is_some_and(|m| m.direction == CallDirection::Outgoing);
                     fx.push(Effect::StartMedia(StartMedia {
+                        call_id: *call_id,
+                        peer_name: peer.clone(),
                         peer: *media,
+                        peer_identity: identity.to_vec(),
                         peer_key: key.as_ref().map(|k| k.to_vec()),
+                        peer_signature: signature.as_ref().map(|k| k.to_vec()),
                         outgoing,
                     }));
                 }
@@ -429,15 +467,16 @@ impl Model {
         fx.push(Effect::Call(CallEvent::Ended(outcome.clone())));
     }
 
-    /// Starts calling `peer`, offering our media `key`.
+    /// Starts calling `peer` with the commitment to our media key.
     pub fn dial(
         &mut self,
         peer: &str,
-        key: Option<Vec<u8>>,
+        commitment: Option<[u8; COMMITMENT_LEN]>,
         now: Instant,
         wall: SystemTime,
     ) -> Result<Vec<Effect>, CallError> {
-        let invite = self.calls.dial(peer, key.map(ByteBuf::from), now)?;
+        let commit = commitment.map(|c| ByteBuf::from(c.to_vec()));
+        let invite = self.calls.dial(peer, commit, now)?;
         self.meta = Some(CallMeta {
             direction: CallDirection::Outgoing,
             started: wall,
@@ -447,10 +486,26 @@ impl Model {
         Ok(vec![Effect::Send(invite)])
     }
 
-    /// Accepts the ringing call, offering our media `key`.
-    pub fn accept(&mut self, key: Option<Vec<u8>>) -> Result<Vec<Effect>, CallError> {
-        let msg = self.calls.accept(None, key.map(ByteBuf::from))?;
+    /// Accepts the ringing call with our signed media key.
+    pub fn accept(&mut self, answer: Option<SignedKey>) -> Result<Vec<Effect>, CallError> {
+        let signed = answer.map(|a| {
+            (
+                ByteBuf::from(a.key.to_vec()),
+                ByteBuf::from(a.signature.to_vec()),
+            )
+        });
+        let msg = self.calls.accept(None, signed)?;
         Ok(vec![Effect::StopRinging, Effect::Send(msg)])
+    }
+
+    /// The ringing incoming call's id and the caller's commitment (`None` inside: in clear).
+    pub fn ringing_commitment(&self) -> Option<(CallId, Option<Vec<u8>>)> {
+        match self.calls.state() {
+            CallState::RingingIn {
+                call_id, commit, ..
+            } => Some((*call_id, commit.as_ref().map(|c| c.to_vec()))),
+            _ => None,
+        }
     }
 
     pub fn decline(&mut self) -> Result<Vec<Effect>, CallError> {

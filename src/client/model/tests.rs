@@ -84,7 +84,7 @@ fn incoming_call_rings_connects_and_logs() {
             call_id: id,
             caller: "bob".into(),
             identity: ByteBuf::from(vec![8; 32]),
-            key: None,
+            commit: Some(ByteBuf::from(vec![5; 32])),
         }),
         t,
         w,
@@ -102,13 +102,18 @@ fn incoming_call_rings_connects_and_logs() {
             media: "127.0.0.1:5002".parse().unwrap(),
             identity: ByteBuf::from(vec![8; 32]),
             key: Some(ByteBuf::from(vec![7])),
+            signature: Some(ByteBuf::from(vec![6; 64])),
         }),
         t,
         w,
     );
     assert!(fx.contains(&Effect::StartMedia(StartMedia {
+        call_id: id,
+        peer_name: "bob".into(),
         peer: "127.0.0.1:5002".parse().unwrap(),
+        peer_identity: vec![8; 32],
         peer_key: Some(vec![7]),
+        peer_signature: Some(vec![6; 64]),
         outgoing: false,
     })));
     let later = t + std::time::Duration::from_secs(65);
@@ -206,4 +211,30 @@ fn a_long_list_is_fetched_page_by_page() {
     // A first page again (a new subscription) starts afresh.
     m.on_event(page(&["zed"], false), t, w);
     assert_eq!(m.visible_users("").count(), 1);
+}
+
+/// A call offered in clear is declined at once unless calls in clear are allowed; then it
+/// rings like any other.
+#[test]
+fn a_call_in_clear_is_declined_unless_allowed() {
+    let clear_call = |id| {
+        Event::Server(ServerMsg::IncomingCall {
+            call_id: CallId(id),
+            caller: "eve".into(),
+            identity: ByteBuf::from(vec![4; 32]),
+            commit: None,
+        })
+    };
+    let (mut m, t, w) = online();
+    let fx = m.on_event(clear_call(1), t, w);
+    assert!(fx.contains(&Effect::Send(ClientMsg::Decline { call_id: CallId(1) })));
+    assert!(!fx.contains(&Effect::StartRinging));
+    assert!(matches!(&m.notice, Some(Notice::Security(why)) if why.contains("eve")));
+    let (mut m, t, w) = online();
+    m.allow_unencrypted = true;
+    let fx = m.on_event(clear_call(2), t, w);
+    assert!(fx.contains(&Effect::StartRinging));
+    assert!(!fx
+        .iter()
+        .any(|e| matches!(e, Effect::Send(ClientMsg::Decline { .. }))));
 }
