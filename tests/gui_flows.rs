@@ -631,3 +631,79 @@ fn configured_hang_up_key_works() {
     press(&mut h, egui::Key::H);
     wait_text(&mut h, "you hung up");
 }
+
+/// Bob's identity key is not the one an earlier call pinned (kept in the contact file): the
+/// window does not connect the call, says why, and marks him in Contacts. Once the new key is
+/// accepted, the call goes through, the key is pinned and the contact file is written again.
+#[test]
+fn a_changed_identity_is_refused_until_the_new_key_is_accepted() {
+    let w = World::new(Config::default());
+    let dir = std::env::temp_dir().join(format!("fala-gui-contacts-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut earlier = fala::client::contacts::ContactBook::default();
+    earlier.add("bob");
+    earlier.check("bob", &[7; 32]);
+    std::fs::write(
+        dir.join("contacts.json"),
+        serde_json::to_string(&earlier).unwrap(),
+    )
+    .unwrap();
+    let settings = Settings {
+        plain: true,
+        name: "ana".into(),
+        server: w.addr().to_string(),
+        allow_unencrypted: true,
+        ..Settings::default()
+    };
+    let app = App::new(settings, Store::at(&dir), w.rt.handle().clone());
+    let mut h = Harness::builder()
+        .with_size([820.0, 600.0])
+        .build_ui_state(|ui, app: &mut App| app.show(ui), app);
+    register(&mut h);
+    let mut bob = w.peer("bob", 5002);
+    wait_text(&mut h, "bob");
+    // Bob is online: his contact row has the Call button; the online list has another.
+    h.get_all_by_label("Call").next().unwrap().click();
+    h.step();
+    let id = incoming_id(&w.expect(&mut bob, |m| matches!(m, ServerMsg::IncomingCall { .. })));
+    w.send(
+        &mut bob,
+        ClientMsg::Accept {
+            call_id: id,
+            media: None,
+            key: None,
+            signature: None,
+        },
+    );
+    wait_text(&mut h, "identity key has changed since your last call");
+    expect_ended(&w, &mut bob, EndReason::PeerHungUp);
+    wait_text(&mut h, "KEY CHANGED");
+    click(&mut h, "Accept new key");
+    wait_text(&mut h, "Call");
+    h.get_all_by_label("Call").next().unwrap().click();
+    h.step();
+    let id = incoming_id(&w.expect(&mut bob, |m| matches!(m, ServerMsg::IncomingCall { .. })));
+    w.send(
+        &mut bob,
+        ClientMsg::Accept {
+            call_id: id,
+            media: None,
+            key: None,
+            signature: None,
+        },
+    );
+    wait_text(&mut h, "In a call with bob");
+    assert!(shows(&h, "Safety number with bob"));
+    // The saver writes the new pin (a moment after the change).
+    let pinned = bob
+        .identity
+        .public()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    wait(&mut h, "contacts.json has the new key", |_| {
+        std::fs::read_to_string(dir.join("contacts.json")).is_ok_and(|t| t.contains(&pinned))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -49,6 +49,47 @@ impl App {
         }
     }
 
+    /// Writes the contact book (on the saver's thread).
+    pub(crate) fn save_contacts(&self) {
+        self.saver
+            .save_contacts(self.phone.model().contacts.clone());
+    }
+
+    /// Adds `name` to the contact list.
+    pub fn add_contact(&mut self, name: &str) {
+        let name = name.trim();
+        if fala_proto::name::validate_name(name).is_ok() {
+            self.phone.model_mut().contacts.add(name);
+            self.save_contacts();
+        }
+    }
+
+    /// Takes `name` off the contact list (its pinned key is kept).
+    pub fn remove_contact(&mut self, name: &str) {
+        self.phone.model_mut().contacts.remove(name);
+        self.save_contacts();
+    }
+
+    /// Marks `name`'s safety number compared (or not).
+    pub fn set_contact_verified(&mut self, name: &str, verified: bool) {
+        self.phone.model_mut().contacts.set_verified(name, verified);
+        self.save_contacts();
+    }
+
+    /// Trusts the changed identity key of `name` from now on.
+    pub fn accept_changed_key(&mut self, name: &str) {
+        self.phone.model_mut().contacts.accept_changed_key(name);
+        self.save_contacts();
+    }
+
+    /// The safety number with `name`, once their key is pinned.
+    pub fn safety_number(&self, name: &str) -> Option<String> {
+        self.phone
+            .model()
+            .contacts
+            .safety_number(&self.identity.public(), name)
+    }
+
     /// "Start a local server" on the connect screen: serve the typed address, then register.
     pub fn start_local_server(&mut self, ctx: &egui::Context) {
         let tls = (!self.settings.plain).then_some(self.config_dir.as_deref());

@@ -126,6 +126,7 @@ impl App {
                     // A meter or test tone would hold the devices the call needs.
                     self.sounds.release_devices();
                 }
+                Effect::ContactsChanged => self.save_contacts(),
                 Effect::Send(_)
                 | Effect::Disconnect
                 | Effect::Call(_)

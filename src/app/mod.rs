@@ -59,6 +59,8 @@ struct UiState {
     tab: Tab,
     filter: String,
     lookup_text: String,
+    /// The name typed to add a contact.
+    contact_text: String,
     /// Settings opened from the connect screen.
     settings_from_connect: bool,
     /// Whether the settings screen was drawn this frame (its microphone meter runs only then).
@@ -102,8 +104,10 @@ impl App {
     /// so.
     pub fn new(settings: Settings, store: Store, rt: Handle) -> Self {
         let history = store.load_history();
+        let mut phone = Phone::new(true, None);
+        phone.model_mut().contacts = store.load_contacts();
         App {
-            phone: Phone::new(true, None),
+            phone,
             events: None,
             saved_settings: settings.clone(),
             settings,
@@ -131,7 +135,9 @@ impl App {
     /// Plays real audio: calls through the media engine, the ringtone, the test tone and the
     /// microphone meter through the sound devices.
     pub fn with_audio(mut self) -> Self {
+        let contacts = std::mem::take(&mut self.phone.model_mut().contacts);
         self.phone = Phone::new(true, Some(self.settings.media_options()));
+        self.phone.model_mut().contacts = contacts;
         self.sounds = Sounds::new(true);
         self
     }

@@ -12,6 +12,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
 
 use super::settings::Settings;
+use crate::client::contacts::ContactBook;
 use crate::client::history::History;
 
 #[derive(Debug, Error)]
@@ -66,6 +67,14 @@ impl Store {
         self.save("settings.json", s)
     }
 
+    pub fn load_contacts(&self) -> ContactBook {
+        self.load("contacts.json").unwrap_or_default()
+    }
+
+    pub fn save_contacts(&self, c: &ContactBook) -> Result<(), StoreError> {
+        self.save("contacts.json", c)
+    }
+
     pub fn load_history(&self) -> History {
         self.load("history.json").unwrap_or_default()
     }
@@ -107,6 +116,7 @@ const SETTLE: Duration = Duration::from_millis(300);
 struct Unsaved {
     settings: Option<Settings>,
     history: Option<History>,
+    contacts: Option<ContactBook>,
 }
 
 /// Writes settings and history on a thread of its own ("fala-store"), a moment after the last
@@ -157,6 +167,10 @@ impl Saver {
         self.leave(|u| u.history = Some(history));
     }
 
+    pub fn save_contacts(&self, contacts: ContactBook) {
+        self.leave(|u| u.contacts = Some(contacts));
+    }
+
     fn leave(&self, put: impl FnOnce(&mut Unsaved)) {
         let Some(bell) = &self.bell else { return };
         put(&mut self.unsaved.lock().unwrap_or_else(|p| p.into_inner()));
@@ -197,8 +211,11 @@ fn save_loop(
                 Err(RecvTimeoutError::Disconnected) => open = false,
             }
         }
-        let Unsaved { settings, history } =
-            std::mem::take(&mut *unsaved.lock().unwrap_or_else(|p| p.into_inner()));
+        let Unsaved {
+            settings,
+            history,
+            contacts,
+        } = std::mem::take(&mut *unsaved.lock().unwrap_or_else(|p| p.into_inner()));
         if let Some(s) = settings {
             if let Err(e) = store.save_settings(&s) {
                 let _ = errors.try_send(e.to_string());
@@ -207,6 +224,11 @@ fn save_loop(
         if let Some(h) = history {
             if let Err(e) = store.save_history(&h) {
                 tracing::warn!("{e}");
+            }
+        }
+        if let Some(c) = contacts {
+            if let Err(e) = store.save_contacts(&c) {
+                let _ = errors.try_send(e.to_string());
             }
         }
         if !open || rings.recv().is_err() {

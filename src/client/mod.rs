@@ -12,6 +12,7 @@
 //! - [`identity_file`]: the client's identity key on disk.
 
 pub mod call_crypto;
+pub mod contacts;
 pub mod history;
 pub mod identity_file;
 pub mod media_link;

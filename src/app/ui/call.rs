@@ -8,6 +8,7 @@ use super::widgets::{self, Tone};
 use crate::app::call_stats::{CallStats, Quality};
 use crate::app::i18n::fill;
 use crate::app::App;
+use crate::client::contacts::KeyCheck;
 use crate::client::history::clock;
 use crate::client::AudioState;
 
@@ -52,6 +53,18 @@ pub fn incoming_dialog(app: &mut App, ui: &mut egui::Ui) {
             ui.heading(tr.incoming_title);
             ui.add_space(8.0);
             ui.label(egui::RichText::new(fill(tr.incoming_from, &peer)).size(20.0));
+            ui.add_space(8.0);
+            match app.model().key_check {
+                Some(KeyCheck::Changed) => widgets::banner(
+                    ui,
+                    Tone::Error,
+                    &tr.identity_changed_incoming.replace("{}", &peer),
+                ),
+                Some(KeyCheck::Known { verified: true }) => {
+                    widgets::banner(ui, Tone::Info, &fill(tr.identity_verified, &peer))
+                }
+                _ => {}
+            }
             ui.add_space(12.0);
             ui.horizontal(|ui| {
                 ui.add_space(40.0);
@@ -98,6 +111,7 @@ pub fn in_call(app: &mut App, ui: &mut egui::Ui) {
     });
     ui.add_space(8.0);
     audio_banners(app, ui);
+    identity_panel(app, ui, &peer);
     ui.columns(2, |cols| {
         egui::Frame::group(cols[0].style()).show(&mut cols[0], |ui| {
             ui.set_width(ui.available_width());
@@ -159,6 +173,49 @@ pub fn in_call(app: &mut App, ui: &mut egui::Ui) {
     if let Some(e) = &app.ui.record_error {
         ui.colored_label(ui.visuals().error_fg_color, e);
     }
+}
+
+/// Who is on the other end: a warning if their identity key changed, else the safety number
+/// to compare once and a box to mark them verified.
+fn identity_panel(app: &mut App, ui: &mut egui::Ui, peer: &str) {
+    let tr = app.tr();
+    if peer == crate::client::model::ECHO_USER {
+        return;
+    }
+    if app.model().key_check == Some(KeyCheck::Changed) {
+        widgets::banner(ui, Tone::Error, &fill(tr.identity_changed_in_call, peer));
+        ui.add_space(8.0);
+        return;
+    }
+    let Some(number) = app.safety_number(peer) else {
+        return;
+    };
+    let mut verified = app.model().contacts.get(peer).is_some_and(|c| c.verified);
+    egui::CollapsingHeader::new(fill(tr.safety_number_with, peer))
+        .id_salt("safety_number")
+        .default_open(!verified)
+        .show(ui, |ui| {
+            ui.label(
+                egui::RichText::new(group_rows(&number))
+                    .monospace()
+                    .size(15.0),
+            );
+            ui.weak(tr.safety_number_help);
+            if ui.checkbox(&mut verified, tr.mark_verified).changed() {
+                app.set_contact_verified(peer, verified);
+            }
+        });
+    ui.add_space(8.0);
+}
+
+/// Sixty digits as three rows of four groups, easier to read aloud.
+fn group_rows(number: &str) -> String {
+    let groups: Vec<&str> = number.split(' ').collect();
+    groups
+        .chunks(4)
+        .map(|row| row.join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Whether audio runs (or why not) and the security code to compare.

@@ -1,5 +1,7 @@
-//! The main screen: who is online (live), a filter, a name look-up and the sound test.
+//! The main screen: your contacts (with presence, even offline), who is online (live), a
+//! filter, a name look-up and the sound test.
 
+use fala_proto::name::name_key;
 use fala_proto::Availability;
 
 use super::widgets;
@@ -12,10 +14,15 @@ pub fn draw(app: &mut App, ui: &mut egui::Ui) {
     let ctx = ui.ctx().clone();
     let can_call = app.model().is_online() && !app.model().calls.is_busy();
     let mut to_call: Option<String> = None;
+    let mut to_add: Option<String> = None;
 
     ui.columns(2, |cols| {
-        // Left: online users.
+        // Left: contacts, then online users.
         let ui = &mut cols[0];
+        if let Some(name) = contact_list(app, ui, can_call) {
+            to_call = Some(name);
+        }
+        ui.add_space(10.0);
         ui.heading(tr.online_users);
         ui.horizontal(|ui| {
             let label = ui.label(tr.filter_label);
@@ -55,6 +62,14 @@ pub fn draw(app: &mut App, ui: &mut egui::Ui) {
                             let call = ui.add_enabled(can_call, egui::Button::new(tr.call));
                             if call.clicked() {
                                 to_call = Some(user.name.clone());
+                            }
+                            let listed = app
+                                .model()
+                                .contacts
+                                .get(&user.name)
+                                .is_some_and(|c| c.listed);
+                            if !listed && ui.small_button(tr.add_contact).clicked() {
+                                to_add = Some(user.name.clone());
                             }
                         });
                     });
@@ -127,7 +142,91 @@ pub fn draw(app: &mut App, ui: &mut egui::Ui) {
         });
     });
 
+    if let Some(name) = to_add {
+        app.add_contact(&name);
+    }
     if let Some(peer) = to_call {
         app.call(&peer, &ctx);
     }
+}
+
+/// The saved contacts: each with presence (online from the live list, else offline), a call
+/// button, its verification mark or key-change warning, and removal; a field to add one.
+/// Returns the contact to call, if one was clicked.
+fn contact_list(app: &mut App, ui: &mut egui::Ui, can_call: bool) -> Option<String> {
+    let tr = app.tr();
+    let mut to_call = None;
+    let heading = ui.heading(tr.contacts_heading);
+    let mut add = false;
+    ui.horizontal(|ui| {
+        let r = ui
+            .add(
+                egui::TextEdit::singleline(&mut app.ui.contact_text)
+                    .hint_text(tr.add_contact_hint)
+                    .id_salt("add_contact")
+                    .desired_width(160.0),
+            )
+            .labelled_by(heading.id);
+        add |= r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+        add |= ui.button(tr.add_contact).clicked();
+    });
+    if add && !app.ui.contact_text.trim().is_empty() {
+        let name = std::mem::take(&mut app.ui.contact_text);
+        app.add_contact(&name);
+    }
+    let contacts: Vec<_> = app.model().contacts.listed().into_iter().cloned().collect();
+    if contacts.is_empty() {
+        ui.weak(tr.no_contacts);
+    }
+    let mut remove = None;
+    let mut accept_key = None;
+    for contact in contacts {
+        let online = app.model().users.get(&name_key(&contact.name)).cloned();
+        ui.horizontal(|ui| {
+            match &online {
+                Some(user) => {
+                    let available = user.status == Availability::Available;
+                    widgets::status_dot(ui, available);
+                    ui.label(egui::RichText::new(&contact.name).strong());
+                    ui.weak(if available {
+                        tr.available
+                    } else {
+                        tr.in_a_call
+                    });
+                }
+                None => {
+                    widgets::offline_dot(ui);
+                    ui.label(&contact.name);
+                    ui.weak(tr.offline);
+                }
+            }
+            if contact.changed_to.is_some() {
+                ui.colored_label(ui.visuals().error_fg_color, tr.key_changed_mark);
+            } else if contact.verified {
+                ui.label(tr.verified_mark);
+            }
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                if ui.small_button(tr.remove_contact).clicked() {
+                    remove = Some(contact.name.clone());
+                }
+                if contact.changed_to.is_some() {
+                    if ui.small_button(tr.accept_new_key).clicked() {
+                        accept_key = Some(contact.name.clone());
+                    }
+                } else if ui
+                    .add_enabled(can_call && online.is_some(), egui::Button::new(tr.call))
+                    .clicked()
+                {
+                    to_call = Some(contact.name.clone());
+                }
+            });
+        });
+    }
+    if let Some(name) = remove {
+        app.remove_contact(&name);
+    }
+    if let Some(name) = accept_key {
+        app.accept_changed_key(&name);
+    }
+    to_call
 }

@@ -41,6 +41,13 @@ pub fn status_dot(ui: &mut egui::Ui, good: bool) {
     ui.painter().circle_filled(rect.center(), 4.5, color);
 }
 
+/// A hollow grey dot: someone not online.
+pub fn offline_dot(ui: &mut egui::Ui) {
+    let (rect, _) = ui.allocate_exact_size(egui::vec2(10.0, 10.0), egui::Sense::hover());
+    let stroke = egui::Stroke::new(1.5, Color32::from_gray(140));
+    ui.painter().circle_stroke(rect.center(), 3.5, stroke);
+}
+
 /// A horizontal level meter, 0.0 to 1.0: green, amber near the top, red at full scale.
 /// Painted by hand so silence is an empty bar (a progress bar always shows a knob).
 pub fn level_meter(ui: &mut egui::Ui, label: &str, level: f32) {

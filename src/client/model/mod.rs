@@ -16,6 +16,7 @@ use fala_proto::name::name_key;
 use fala_proto::{CallId, ClientMsg, ErrorCode, MediaAddr, ServerMsg, UserInfo};
 use serde_bytes::ByteBuf;
 
+use super::contacts::{ContactBook, KeyCheck};
 use super::history::{CallDirection, HistoryEntry};
 use crate::net::Event;
 
@@ -135,6 +136,8 @@ pub enum Effect {
     StopMedia,
     StartRinging,
     StopRinging,
+    /// The contact book changed (a key pinned or a change noted): save it.
+    ContactsChanged,
     /// Tell the desktop (if the window is not focused) that `caller` is calling.
     NotifyIncoming(String),
     /// Append to the call history.
@@ -172,6 +175,10 @@ pub struct Model {
     /// Take calls in clear (off: an incoming call without encryption is declined, and an
     /// outgoing one answered without it is hung up).
     pub allow_unencrypted: bool,
+    /// The people we know and their pinned identity keys.
+    pub contacts: ContactBook,
+    /// What the current call's identity key means (ringing in, or connected).
+    pub key_check: Option<KeyCheck>,
     /// Follow who is online (the window's list). The terminal and headless clients only look
     /// people up, so they neither subscribe nor ask for the list.
     presence: bool,
@@ -199,6 +206,8 @@ impl Model {
             ended_dismissed: true,
             muted: false,
             allow_unencrypted: false,
+            contacts: ContactBook::default(),
+            key_check: None,
             presence,
             list_after: None,
             meta: None,
@@ -338,6 +347,9 @@ impl Model {
                 )));
             }
             Some(CallEvent::Incoming) => {
+                if let CallState::RingingIn { peer, identity, .. } = self.calls.state() {
+                    self.key_check = Some(self.contacts.peek(peer, identity));
+                }
                 self.meta = Some(CallMeta {
                     direction: CallDirection::Incoming,
                     started: wall,
@@ -350,6 +362,12 @@ impl Model {
             }
             Some(CallEvent::Connected) => {
                 fx.push(Effect::StopRinging);
+                let outgoing = self
+                    .meta
+                    .is_some_and(|m| m.direction == CallDirection::Outgoing);
+                if !self.check_peer_identity(outgoing, now, fx) {
+                    return;
+                }
                 if let CallState::InCall {
                     call_id,
                     peer,
@@ -360,9 +378,6 @@ impl Model {
                     ..
                 } = self.calls.state()
                 {
-                    let outgoing = self
-                        .meta
-                        .is_some_and(|m| m.direction == CallDirection::Outgoing);
                     fx.push(Effect::StartMedia(StartMedia {
                         call_id: *call_id,
                         peer_name: peer.clone(),
@@ -465,6 +480,32 @@ impl Model {
             )));
         }
         fx.push(Effect::Call(CallEvent::Ended(outcome.clone())));
+    }
+
+    /// Pins or compares the connected peer's identity key. A changed key ends an outgoing call
+    /// at once (the user did not see a warning before placing it); an incoming one was
+    /// accepted despite the warning on the ringing dialog, so it goes on, still flagged.
+    /// Returns whether the call goes on.
+    fn check_peer_identity(&mut self, outgoing: bool, now: Instant, fx: &mut Vec<Effect>) -> bool {
+        let CallState::InCall { peer, identity, .. } = self.calls.state() else {
+            return true;
+        };
+        let peer = peer.clone();
+        let check = self.contacts.check(&peer, identity);
+        self.key_check = Some(check);
+        fx.push(Effect::ContactsChanged);
+        if check != KeyCheck::Changed || !outgoing {
+            return true;
+        }
+        if let Ok(Some(msg)) = self.calls.hangup(now) {
+            fx.push(Effect::Send(msg));
+        }
+        self.notice = Some(Notice::Security(format!(
+            "{peer}'s identity key has changed since your last call: this may be someone else, \
+             or someone listening in. The call was not connected. Compare safety numbers, then \
+             accept the new key in Contacts"
+        )));
+        false
     }
 
     /// Starts calling `peer` with the commitment to our media key.
