@@ -662,8 +662,11 @@ fn a_changed_identity_is_refused_until_the_new_key_is_accepted() {
         .build_ui_state(|ui, app: &mut App| app.show(ui), app);
     register(&mut h);
     let mut bob = w.peer("bob", 5002);
-    wait_text(&mut h, "bob");
-    // Bob is online: his contact row has the Call button; the online list has another.
+    // Bob (a contact, shown offline until now) comes online: his contact row's Call button
+    // comes first; the online list has another.
+    wait(&mut h, "bob online", |h| {
+        h.state().model().users.values().any(|u| u.name == "bob")
+    });
     h.get_all_by_label("Call").next().unwrap().click();
     h.step();
     let id = incoming_id(&w.expect(&mut bob, |m| matches!(m, ServerMsg::IncomingCall { .. })));

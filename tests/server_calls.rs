@@ -269,6 +269,7 @@ async fn self_call_and_unknown_name_get_clear_errors() {
         ServerMsg::Error {
             code: ErrorCode::UserNotFound,
             message,
+            ..
         } => assert!(message.contains("ghost")),
         other => panic!("unexpected {other:?}"),
     }
@@ -612,4 +613,61 @@ async fn the_callers_key_is_revealed_only_after_the_callees() {
         expect_end_reason(&mut bob, EndReason::PeerHungUp).await;
     }
     server.stop().await;
+}
+
+/// Errors name the request they answer and, for a call, its id; at shutdown every call ends
+/// with `server_shutdown` on both sides before the `shutdown` notice.
+#[tokio::test]
+async fn errors_name_their_request_and_shutdown_ends_calls_first() {
+    let server = TestServer::start(Config::default()).await;
+    let (mut ana, mut bob) = pair(&server).await;
+    ana.send(&ClientMsg::Hangup {
+        call_id: CallId(77),
+    })
+    .await;
+    match ana.recv().await {
+        ServerMsg::Error {
+            code: ErrorCode::UnknownCall,
+            request,
+            call_id,
+            ..
+        } => {
+            assert_eq!(request.as_deref(), Some("hangup"));
+            assert_eq!(call_id, Some(CallId(77)));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    invite(&mut ana, "nobody").await;
+    match ana.recv().await {
+        ServerMsg::Error {
+            code: ErrorCode::UserNotFound,
+            request,
+            call_id: None,
+            ..
+        } => assert_eq!(request.as_deref(), Some("invite")),
+        other => panic!("unexpected {other:?}"),
+    }
+    let id = ring(&mut ana, &mut bob).await;
+    bob.send(&ClientMsg::Accept {
+        call_id: id,
+        media: None,
+        key: None,
+        signature: None,
+    })
+    .await;
+    assert!(matches!(ana.recv().await, ServerMsg::CallConnected { .. }));
+    assert!(matches!(bob.recv().await, ServerMsg::CallConnected { .. }));
+    server.stop().await;
+    for (side, peer) in [(&mut ana, "bob"), (&mut bob, "ana")] {
+        let seen = side.until_closed().await;
+        assert_eq!(
+            seen,
+            vec![
+                ended(id, peer, EndReason::ServerShutdown),
+                ServerMsg::Shutdown {
+                    message: "the server is shutting down".into()
+                }
+            ]
+        );
+    }
 }

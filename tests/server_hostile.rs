@@ -98,7 +98,12 @@ async fn invalid_msgpack_unknown_type_and_bad_fields_are_answered_and_survived()
         ServerMsg::Error {
             code: ErrorCode::UnknownMessage,
             message,
-        } => assert!(message.contains("teleport")),
+            request,
+            ..
+        } => {
+            assert!(message.contains("teleport"));
+            assert_eq!(request.as_deref(), Some("teleport"));
+        }
         other => panic!("unexpected {other:?}"),
     }
     // A known type with a field of the wrong kind.
@@ -182,6 +187,7 @@ async fn messages_before_hello_and_wrong_version() {
         [ServerMsg::Error {
             code: ErrorCode::UnsupportedVersion,
             message,
+            ..
         }] => {
             assert!(message.contains("99") && message.contains(&PROTOCOL_VERSION.to_string()))
         }

@@ -22,6 +22,7 @@ async fn register_then_duplicate_name_is_refused_ignoring_case() {
         ServerMsg::Error {
             code: ErrorCode::NameOwned,
             message,
+            ..
         } => {
             assert!(message.contains("belongs to someone else"), "{message}")
         }
@@ -88,6 +89,7 @@ async fn invalid_names_are_refused_with_the_rule() {
             ServerMsg::Error {
                 code: ErrorCode::InvalidName,
                 message,
+                ..
             } => {
                 assert!(message.contains(rule), "{name:?}: {message}")
             }

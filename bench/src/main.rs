@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use fala::net::tls::{self, KnownServers};
 use fala::net::Connection;
 use fala_proto::identity::Identity;
 use fala_proto::{ClientMsg, MediaAddr, ServerMsg, PROTOCOL_VERSION};
@@ -48,6 +49,10 @@ enum Bench {
         /// The server binary (default: fala-server next to this program).
         #[arg(long)]
         server_bin: Option<PathBuf>,
+        /// Signaling over TLS (the server's own certificate, pinned by the clients), as users
+        /// run it; without it, plain TCP.
+        #[arg(long)]
+        tls: bool,
     },
     /// Voice quality and latency of live calls on each netsim profile, vs a fixed-buffer
     /// baseline and an offline Opus reference.
@@ -79,6 +84,7 @@ fn main() -> anyhow::Result<()> {
             calls,
             concurrency,
             server_bin,
+            tls,
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(
@@ -90,7 +96,7 @@ fn main() -> anyhow::Result<()> {
                 .thread_name("fala-bench")
                 .enable_all()
                 .build()?;
-            rt.block_on(signaling(clients, calls, concurrency, server_bin))
+            rt.block_on(signaling(clients, calls, concurrency, server_bin, tls))
         }
         Bench::Media {
             work_dir,
@@ -127,6 +133,8 @@ fn raise_fd_limit() {
 struct ServerProcess {
     child: Child,
     addr: SocketAddr,
+    /// Clients speak TLS, pinning the server's certificate here (in memory).
+    tls: Option<Arc<KnownServers>>,
 }
 
 impl Drop for ServerProcess {
@@ -137,7 +145,7 @@ impl Drop for ServerProcess {
 }
 
 impl ServerProcess {
-    fn start(bin: PathBuf, max_connections: usize) -> anyhow::Result<ServerProcess> {
+    fn start(bin: PathBuf, max_connections: usize, tls: bool) -> anyhow::Result<ServerProcess> {
         let data_dir =
             std::env::temp_dir().join(format!("fala-bench-server-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
@@ -160,8 +168,8 @@ impl ServerProcess {
                 "--new-names-per-ip-hour",
                 "0",
             ])
-            // The bench's clients speak plain TCP; a fresh name database each run.
-            .arg("--plain")
+            // A fresh certificate and name database each run.
+            .args(if tls { &[][..] } else { &["--plain"][..] })
             .arg("--data-dir")
             .arg(&data_dir)
             .env("RUST_LOG", "warn")
@@ -169,7 +177,8 @@ impl ServerProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
-        let server = ServerProcess { child, addr };
+        let tls = tls.then(|| Arc::new(KnownServers::at(None)));
+        let server = ServerProcess { child, addr, tls };
         for _ in 0..200 {
             if std::net::TcpStream::connect(addr).is_ok() {
                 return Ok(server);
@@ -205,9 +214,17 @@ impl ServerProcess {
     }
 }
 
-async fn register(addr: SocketAddr, name: String) -> anyhow::Result<Connection> {
+async fn register(
+    addr: SocketAddr,
+    tls: Option<Arc<KnownServers>>,
+    name: String,
+) -> anyhow::Result<Connection> {
     let stream = TcpStream::connect(addr).await?;
-    let mut conn = Connection::new(stream);
+    let _ = stream.set_nodelay(true);
+    let mut conn = match tls {
+        Some(known) => Connection::new(tls::connect(stream, &addr.to_string(), &known).await?),
+        None => Connection::new(stream),
+    };
     conn.send(&ClientMsg::Hello {
         version: PROTOCOL_VERSION,
         agent: "bench".into(),
@@ -248,18 +265,20 @@ async fn signaling(
     calls: usize,
     concurrency: usize,
     server_bin: Option<PathBuf>,
+    tls: bool,
 ) -> anyhow::Result<()> {
     let bin = match server_bin {
         Some(b) => b,
         None => std::env::current_exe()?.with_file_name("fala-server"),
     };
-    let server = ServerProcess::start(bin, clients + 100)?;
+    let server = ServerProcess::start(bin, clients + 100, tls)?;
     let addr = server.addr;
+    let known = server.tls.clone();
     // Warm up the allocator and runtime, then take the baseline.
     {
         let mut warm = Vec::new();
         for i in 0..50 {
-            warm.push(register(addr, format!("warm{i}")).await?);
+            warm.push(register(addr, known.clone(), format!("warm{i}")).await?);
         }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -271,9 +290,10 @@ async fn signaling(
     let mut tasks = Vec::with_capacity(clients);
     for i in 0..clients {
         let gate = gate.clone();
+        let known = known.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire_owned().await;
-            register(addr, format!("user{i}")).await
+            register(addr, known, format!("user{i}")).await
         }));
     }
     let mut conns = Vec::with_capacity(clients);
@@ -328,8 +348,10 @@ async fn signaling(
     let (paced, _) = call_setups(paced_group, base + 2 * pairs, pace).await?;
 
     println!(
-        "## fala-bench signaling ({} registered clients, {} concurrent call setups)\n",
-        clients, pairs
+        "## fala-bench signaling ({} registered clients, {} concurrent call setups, {}, identities checked)\n",
+        clients,
+        pairs,
+        if tls { "TLS" } else { "plain TCP" }
     );
     println!("| metric | value | target |");
     println!("|---|---|---|");

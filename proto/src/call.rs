@@ -341,7 +341,7 @@ impl CallMachine {
                 }
                 (None, None)
             }
-            ServerMsg::Error { code, message }
+            ServerMsg::Error { code, message, .. }
                 if matches!(self.state, CallState::Dialing { .. }) =>
             {
                 let outcome = match code {

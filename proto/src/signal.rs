@@ -66,9 +66,16 @@ impl Serialize for MediaAddr {
 impl<'de> Deserialize<'de> for MediaAddr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        text.parse().map_err(|_| {
-            serde::de::Error::custom(format!("{text:?} is not an IPv4 address and port"))
-        })
+        let addr: MediaAddr = text.parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{:?} is not an IPv4 address and port",
+                crate::clip(&text, 60)
+            ))
+        })?;
+        if addr.port() == 0 {
+            return Err(serde::de::Error::custom("media port 0 is not a port"));
+        }
+        Ok(addr)
     }
 }
 
@@ -348,8 +355,17 @@ pub enum ServerMsg {
     },
     /// Reply to `ping`.
     Pong { nonce: u64 },
-    /// Something was wrong with a request or with the connection.
-    Error { code: ErrorCode, message: String },
+    /// Something was wrong with a request or with the connection. `request` is the `type` of
+    /// the message it answers (absent for an error about the connection itself: a timeout, a
+    /// frame that was not a message at all); `call_id` the call it is about, when it is.
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call_id: Option<CallId>,
+    },
     /// The server is going away; the connection closes next.
     Shutdown { message: String },
 }
@@ -395,11 +411,47 @@ impl ServerMsg {
         }
     }
 
-    /// Shorthand for an error message.
+    /// Shorthand for an error message (the server fills in `request` when it answers one).
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         ServerMsg::Error {
             code,
             message: message.into(),
+            request: None,
+            call_id: None,
+        }
+    }
+
+    /// An error about the call `call_id`.
+    pub fn call_error(code: ErrorCode, message: impl Into<String>, call_id: CallId) -> Self {
+        ServerMsg::Error {
+            code,
+            message: message.into(),
+            request: None,
+            call_id: Some(call_id),
+        }
+    }
+}
+
+impl ClientMsg {
+    /// The message's `type` on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientMsg::Hello { .. } => "hello",
+            ClientMsg::Register { .. } => "register",
+            ClientMsg::Lookup { .. } => "lookup",
+            ClientMsg::List { .. } => "list",
+            ClientMsg::Subscribe => "subscribe",
+            ClientMsg::Unsubscribe => "unsubscribe",
+            ClientMsg::Invite { .. } => "invite",
+            ClientMsg::Accept { .. } => "accept",
+            ClientMsg::Reveal { .. } => "reveal",
+            ClientMsg::Decline { .. } => "decline",
+            ClientMsg::Cancel { .. } => "cancel",
+            ClientMsg::Hangup { .. } => "hangup",
+            ClientMsg::Ping { .. } => "ping",
+            ClientMsg::Block { .. } => "block",
+            ClientMsg::Unblock { .. } => "unblock",
+            ClientMsg::Bye => "bye",
         }
     }
 }

@@ -142,6 +142,12 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         }),
         any::<u64>().prop_map(|nonce| ServerMsg::Pong { nonce }),
         ".{0,60}".prop_map(|m| ServerMsg::error(ErrorCode::RateLimited, m)),
+        (call_id(), ".{0,60}").prop_map(|(id, m)| ServerMsg::Error {
+            code: ErrorCode::UnknownCall,
+            message: m,
+            request: Some("hangup".into()),
+            call_id: Some(id),
+        }),
         ".{0,60}".prop_map(|message| ServerMsg::Shutdown { message }),
     ]
 }
@@ -175,6 +181,15 @@ proptest! {
         let wire = value.as_map().unwrap().iter().find(|(k, _)| k.as_str() == Some("type"));
         prop_assert_eq!(wire.and_then(|(_, v)| v.as_str()), Some(msg.kind()));
         prop_assert!(SERVER_MSG_TYPES.contains(&msg.kind()));
+    }
+
+    #[test]
+    fn a_client_message_kind_is_its_wire_type(msg in client_msg()) {
+        let body = rmp_serde::to_vec_named(&msg).unwrap();
+        let value: rmpv::Value = rmpv::decode::read_value(&mut &body[..]).unwrap();
+        let wire = value.as_map().unwrap().iter().find(|(k, _)| k.as_str() == Some("type"));
+        prop_assert_eq!(wire.and_then(|(_, v)| v.as_str()), Some(msg.kind()));
+        prop_assert!(CLIENT_MSG_TYPES.contains(&msg.kind()));
     }
 
     #[test]

@@ -247,7 +247,10 @@ impl State {
 
     fn unknown_call(&mut self, conn: ConnId, call_id: CallId, what: &str) {
         let msg = format!("call {call_id} is not yours to {what}, or is not in a state to {what}");
-        self.send(conn, &ServerMsg::error(ErrorCode::UnknownCall, msg));
+        self.send(
+            conn,
+            &ServerMsg::call_error(ErrorCode::UnknownCall, msg, call_id),
+        );
     }
 
     /// The callee answers. `media` overrides its registered media address for this call;

@@ -98,6 +98,8 @@ pub(crate) struct State {
     pub echo: Option<crate::echo::EchoHandle>,
     /// Who owns which name, on disk.
     pub names: NameBook,
+    /// The `type` of the request being handled, named in the errors that answer it.
+    pub replying_to: Option<&'static str>,
 }
 
 /// Shared handle to the server state.
@@ -125,6 +127,7 @@ impl Hub {
                 closing: false,
                 echo: None,
                 names,
+                replying_to: None,
             }),
             config,
         })
@@ -196,8 +199,21 @@ impl State {
         }
     }
 
-    /// Queues one message for a connection.
+    /// Queues one message for a connection. An error sent while a request is handled names
+    /// that request.
     pub fn send(&mut self, conn: ConnId, msg: &ServerMsg) {
+        let named;
+        let msg = match (msg, self.replying_to) {
+            (ServerMsg::Error { request: None, .. }, Some(kind)) => {
+                let mut with = msg.clone();
+                if let ServerMsg::Error { request, .. } = &mut with {
+                    *request = Some(kind.to_string());
+                }
+                named = with;
+                &named
+            }
+            _ => msg,
+        };
         match encode_frame(msg) {
             Ok(frame) => self.send_frame(conn, frame),
             // The message itself may be large (a list): the log names its type only.
@@ -241,6 +257,15 @@ impl State {
     /// Tells everyone the server is going away and closes every queue.
     pub fn shutdown(&mut self, message: &str) {
         self.closing = true;
+        // Every call ends first, so each side hears why before the connection goes.
+        let calls: Vec<CallId> = self.calls.keys().copied().collect();
+        for call_id in calls {
+            self.finish(
+                call_id,
+                fala_proto::EndReason::ServerShutdown,
+                fala_proto::EndReason::ServerShutdown,
+            );
+        }
         let msg = ServerMsg::Shutdown {
             message: message.to_string(),
         };

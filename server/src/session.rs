@@ -174,6 +174,13 @@ impl Session {
         self.hub.lock().send(self.conn, msg);
     }
 
+    /// The state, locked to handle a request of type `kind`: errors sent meanwhile name it.
+    fn answering(&self, kind: &'static str) -> Answering<'_> {
+        let mut state = self.hub.lock();
+        state.replying_to = Some(kind);
+        Answering(state)
+    }
+
     /// Handles every complete frame in `buf`; says how many there were.
     fn drain_frames(&mut self, buf: &mut BytesMut) -> (Next, usize) {
         let mut whole = 0;
@@ -196,28 +203,40 @@ impl Session {
                 self.reply(&ServerMsg::error(ErrorCode::FrameTooLarge, msg));
                 return Some(Next::Close);
             }
-            Err(e) => return Some(self.bad_frame(ErrorCode::Malformed, e.to_string())),
+            Err(e) => return Some(self.bad_frame(ErrorCode::Malformed, e.to_string(), None)),
         };
+        let clip = |t: &str| fala_proto::clip(t, fala_proto::ERROR_TEXT_MAX);
         Some(match decode_body::<ClientMsg>(&body, CLIENT_MSG_TYPES) {
             Ok(msg) => self.handle(msg),
             Err(FrameError::UnknownType(t)) => self.bad_frame(
                 ErrorCode::UnknownMessage,
                 format!("unknown message type {t:?}"),
+                Some(clip(&t)),
             ),
             Err(e @ FrameError::InvalidFields { .. }) => {
-                self.bad_frame(ErrorCode::InvalidMessage, e.to_string())
+                let kind = match &e {
+                    FrameError::InvalidFields { kind, .. } => Some(clip(kind)),
+                    _ => None,
+                };
+                self.bad_frame(ErrorCode::InvalidMessage, e.to_string(), kind)
             }
-            Err(e) => self.bad_frame(ErrorCode::Malformed, e.to_string()),
+            Err(e) => self.bad_frame(ErrorCode::Malformed, e.to_string(), None),
         })
     }
 
-    /// Reports a bad frame; too many of them close the connection.
-    fn bad_frame(&mut self, code: ErrorCode, message: String) -> Next {
+    /// Reports a bad frame (naming the request type when there was one); too many of them
+    /// close the connection.
+    fn bad_frame(&mut self, code: ErrorCode, message: String, request: Option<String>) -> Next {
         tracing::debug!(conn = self.conn, ?code, "bad frame: {message}");
-        self.reply(&ServerMsg::error(code, message));
+        let error = |message: String| ServerMsg::Error {
+            code,
+            message,
+            request: request.clone(),
+            call_id: None,
+        };
+        self.reply(&error(message));
         if self.limiter.bad_frame(&self.hub.config.limits) {
-            let msg = "too many bad frames; closing";
-            self.reply(&ServerMsg::error(code, msg));
+            self.reply(&error("too many bad frames; closing".into()));
             return Next::Close;
         }
         Next::Continue
@@ -227,36 +246,36 @@ impl Session {
         if !self.hello_done {
             return self.handle_hello(msg);
         }
+        let kind = msg.kind();
         let limits = &self.hub.config.limits;
         let is_invite = matches!(msg, ClientMsg::Invite { .. });
         let now = std_now();
+        let rate_limited = |text: String| ServerMsg::error(ErrorCode::RateLimited, text);
         match self.limiter.check(limits, is_invite, now) {
             Verdict::Pass if is_invite && !self.ip_slot.try_invite(now) => {
-                self.reply(&ServerMsg::error(
-                    ErrorCode::RateLimited,
-                    "too many invites from your address; slow down",
-                ));
+                let text = "too many invites from your address; slow down";
+                self.answering(kind)
+                    .send(self.conn, &rate_limited(text.into()));
                 return Next::Continue;
             }
             Verdict::Pass => {}
             Verdict::Drop { notify } => {
                 if notify {
                     let what = if is_invite { "invites" } else { "messages" };
-                    self.reply(&ServerMsg::error(
-                        ErrorCode::RateLimited,
-                        format!("too many {what}; slow down"),
-                    ));
+                    let text = format!("too many {what}; slow down");
+                    self.answering(kind).send(self.conn, &rate_limited(text));
                 }
                 return Next::Continue;
             }
             Verdict::Close => {
-                let msg = "rate limit exceeded for too long; closing";
-                self.reply(&ServerMsg::error(ErrorCode::RateLimited, msg));
+                let text = "rate limit exceeded for too long; closing";
+                self.answering(kind)
+                    .send(self.conn, &rate_limited(text.into()));
                 return Next::Close;
             }
         }
         let conn = self.conn;
-        let mut state = self.hub.lock();
+        let mut state = self.answering(kind);
         match msg {
             ClientMsg::Hello { .. } => {
                 state.send(
@@ -277,11 +296,12 @@ impl Session {
                         <[u8; IDENTITY_LEN]>::try_from(identity.as_slice())
                             .map_err(|_| IdentityError::BadKey)
                     });
+                let mut state = self.answering(kind);
                 match checked {
-                    Ok(identity) => self.hub.lock().register(conn, &name, media, identity),
+                    Ok(identity) => state.register(conn, &name, media, identity),
                     Err(e) => {
                         let msg = format!("registration refused: {e}");
-                        self.reply(&ServerMsg::error(ErrorCode::InvalidIdentity, msg));
+                        state.send(conn, &ServerMsg::error(ErrorCode::InvalidIdentity, msg));
                     }
                 }
             }
@@ -329,12 +349,14 @@ impl Session {
             }
             ClientMsg::Hello { version, .. } => {
                 let msg = format!("protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}");
-                self.reply(&ServerMsg::error(ErrorCode::UnsupportedVersion, msg));
+                let error = ServerMsg::error(ErrorCode::UnsupportedVersion, msg);
+                self.answering("hello").send(self.conn, &error);
                 Next::Close
             }
-            _ => self.bad_frame(
+            other => self.bad_frame(
                 ErrorCode::HelloRequired,
                 "the first message must be hello".into(),
+                Some(other.kind().to_string()),
             ),
         }
     }
@@ -355,4 +377,27 @@ pub(crate) async fn refuse(mut stream: impl AsyncWrite + Unpin, msg: &ServerMsg)
         let _ = timeout(Duration::from_secs(1), stream.write_all(&frame)).await;
     }
     let _ = stream.shutdown().await;
+}
+
+/// The state, locked while one request is handled; lets go of the request's name on drop so
+/// no later error names it by mistake.
+struct Answering<'a>(std::sync::MutexGuard<'a, crate::hub::State>);
+
+impl std::ops::Deref for Answering<'_> {
+    type Target = crate::hub::State;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Answering<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.replying_to = None;
+    }
 }

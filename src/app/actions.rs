@@ -82,12 +82,22 @@ impl App {
         self.save_contacts();
     }
 
-    /// The safety number with `name`, once their key is pinned.
-    pub fn safety_number(&self, name: &str) -> Option<String> {
-        self.phone
+    /// The safety number with `name`, once their key is pinned. Worked out once per person and
+    /// key (it takes thousands of hashes) and kept, not on every frame.
+    pub fn safety_number(&mut self, name: &str) -> Option<String> {
+        let pinned = self.phone.model().contacts.get(name)?.identity.clone()?;
+        if let Some((for_name, for_key, number)) = &self.ui.safety_number {
+            if for_name == name && *for_key == pinned {
+                return Some(number.clone());
+            }
+        }
+        let number = self
+            .phone
             .model()
             .contacts
-            .safety_number(&self.identity.public(), name)
+            .safety_number(&self.identity.public(), name)?;
+        self.ui.safety_number = Some((name.to_string(), pinned, number.clone()));
+        Some(number)
     }
 
     /// "Start a local server" on the connect screen: serve the typed address, then register.

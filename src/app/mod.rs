@@ -61,6 +61,8 @@ struct UiState {
     lookup_text: String,
     /// The name typed to add a contact.
     contact_text: String,
+    /// The last safety number shown: for whom, for which of their keys, and the digits.
+    safety_number: Option<(String, String, String)>,
     /// Settings opened from the connect screen.
     settings_from_connect: bool,
     /// Whether the settings screen was drawn this frame (its microphone meter runs only then).

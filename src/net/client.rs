@@ -236,7 +236,7 @@ impl Task {
                     challenge,
                     ..
                 } => (Duration::from_millis(heartbeat_ms.max(100)), challenge),
-                ServerMsg::Error { code, message } => return Err(End::Refused(code, message)),
+                ServerMsg::Error { code, message, .. } => return Err(End::Refused(code, message)),
                 other => return Err(End::Lost(format!("unexpected reply to hello: {other:?}"))),
             };
             let identity = &self.config.identity;
@@ -250,7 +250,7 @@ impl Task {
             conn.send(&register).await.map_err(|e| lost(&e))?;
             match conn.recv().await.map_err(|e| lost(&e))? {
                 ServerMsg::Registered { name, media } => Ok((conn, heartbeat, name, media)),
-                ServerMsg::Error { code, message } => Err(End::Refused(code, message)),
+                ServerMsg::Error { code, message, .. } => Err(End::Refused(code, message)),
                 other => Err(End::Lost(format!(
                     "unexpected reply to register: {other:?}"
                 ))),
