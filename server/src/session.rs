@@ -132,7 +132,13 @@ impl Session {
                         }
                         // A client that stops reading must not pin this session (and its
                         // name): a write that cannot finish in time drops the connection.
-                        match timeout(timeouts.write, wr.write_all(&out)).await {
+                        // Flushed, or a TLS layer could keep what the socket did not take
+                        // at once until the next message (seen under load).
+                        let write = async {
+                            wr.write_all(&out).await?;
+                            wr.flush().await
+                        };
+                        match timeout(timeouts.write, write).await {
                             Ok(written) => written?,
                             Err(_) => {
                                 tracing::debug!(conn = self.conn, "client stopped reading; dropping it");

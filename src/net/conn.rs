@@ -37,10 +37,12 @@ impl Connection {
         }
     }
 
-    /// Sends one message.
+    /// Sends one message. Flushed: over TLS, bytes the socket could not take at once would
+    /// otherwise wait inside the TLS layer until the next write.
     pub async fn send(&mut self, msg: &ClientMsg) -> Result<(), ConnError> {
         let frame = encode_frame(msg)?;
         self.stream.write_all(&frame).await?;
+        self.stream.flush().await?;
         Ok(())
     }
 
