@@ -14,6 +14,8 @@ use fala_proto::EndReason;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 
+use crate::app::store::Store;
+use crate::client::contacts::KeyCheck;
 use crate::client::model::{Effect, Notice};
 use crate::client::{ConnectRequest, LinkEvent, MediaOptions, Phone, PhoneEvents};
 use crate::media::MediaStats;
@@ -52,11 +54,15 @@ struct Run {
     /// An engine was started and has not reported stopping (or failing) yet.
     engine_running: bool,
     stats: Option<MediaStats>,
+    /// Where the contacts (and their pinned identity keys) are kept.
+    store: Store,
 }
 
 /// Runs one call to its end.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut phone = Phone::new(false, Some(opts.media));
+    let store = Store::default_location();
+    phone.model_mut().contacts = store.load_contacts();
     let mut events = phone.connect(opts.connect).map_err(|p| anyhow!("{p}"))?;
     let mut run = Run {
         phone,
@@ -65,6 +71,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         hangup_at: None,
         engine_running: false,
         stats: None,
+        store,
     };
     let result = run.until_done(&mut events).await;
     run.finish(&mut events.media).await;
@@ -153,6 +160,11 @@ impl Run {
         for effect in fx {
             match effect {
                 Effect::StartMedia(_) => self.engine_running = true,
+                Effect::ContactsChanged => {
+                    if let Err(e) = self.store.save_contacts(&self.phone.model().contacts) {
+                        eprintln!("warning: {e}");
+                    }
+                }
                 Effect::Call(event) => {
                     if let Some(done) = self.on_call(event) {
                         return Some(done);
@@ -174,6 +186,15 @@ impl Run {
     fn on_call(&mut self, event: CallEvent) -> Option<anyhow::Result<()>> {
         let peer = self.phone.model().calls.peer().unwrap_or("").to_string();
         match event {
+            CallEvent::Incoming if self.phone.model().key_check == Some(KeyCheck::Changed) => {
+                // Nobody is there to read a warning: a changed identity is refused.
+                let why = format!(
+                    "refused a call from {peer}: their identity key has changed since your last call"
+                );
+                eprintln!("{why}");
+                let _ = self.phone.decline().map(|fx| self.show(fx));
+                return Some(Err(anyhow!(why)));
+            }
             CallEvent::Incoming => {
                 let answered = match self.mode {
                     Mode::Answer { decline: true } => self.phone.decline(),

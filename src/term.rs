@@ -10,6 +10,8 @@ use fala_proto::call::{CallEvent, CallState};
 use fala_proto::Availability;
 use tokio::sync::mpsc;
 
+use crate::app::store::Store;
+use crate::client::contacts::KeyCheck;
 use crate::client::history::clock;
 use crate::client::model::{Effect, Lookup, Notice};
 use crate::client::{AudioState, ConnectRequest, LinkEvent, MediaOptions, Phone};
@@ -38,6 +40,10 @@ struct Term {
     hangup_key: String,
     /// The name found by the last lookup, offered for a call.
     found: Option<String>,
+    /// Where the contacts (and their pinned identity keys) are kept.
+    store: Store,
+    /// Who we are (for the safety number).
+    identity: std::sync::Arc<fala_proto::identity::Identity>,
 }
 
 /// Reads stdin lines on a thread of its own (stdin reads block) into a bounded channel.
@@ -59,6 +65,9 @@ fn stdin_lines() -> anyhow::Result<mpsc::Receiver<String>> {
 /// Runs the terminal client until the user disconnects.
 pub async fn run(opts: TermOptions, media: MediaOptions) -> anyhow::Result<()> {
     let mut phone = Phone::new(false, Some(media));
+    let store = Store::default_location();
+    phone.model_mut().contacts = store.load_contacts();
+    let identity = opts.connect.identity.clone();
     let (server, name) = (opts.connect.server.clone(), opts.connect.name.clone());
     let mut events = phone.connect(opts.connect).map_err(|p| anyhow!("{p}"))?;
     let mut input = stdin_lines()?;
@@ -67,6 +76,8 @@ pub async fn run(opts: TermOptions, media: MediaOptions) -> anyhow::Result<()> {
         prompt: Prompt::Menu,
         hangup_key: opts.hangup_key.to_lowercase(),
         found: None,
+        store,
+        identity,
     };
     println!("Connecting to {server} as {name:?}...");
     let (mut stdin_open, mut media_open) = (true, true);
@@ -167,6 +178,11 @@ impl Term {
                 Effect::Call(event) => self.show_call(event),
                 Effect::LookupAnswered if self.prompt == Prompt::LookupName => self.show_lookup(),
                 Effect::ServerError(message) => println!("Server: {message}"),
+                Effect::ContactsChanged => {
+                    if let Err(e) = self.store.save_contacts(&self.phone.model().contacts) {
+                        println!("Warning: {e}");
+                    }
+                }
                 _ => {}
             }
         }
@@ -183,6 +199,12 @@ impl Term {
             CallEvent::Incoming => {
                 if let CallState::RingingIn { identity, .. } = model.calls.state() {
                     let key = identity_label(identity);
+                    if model.key_check == Some(KeyCheck::Changed) {
+                        println!(
+                            "WARNING: {peer}'s identity key has changed since your last call: \
+                             this may be someone else, or someone listening in."
+                        );
+                    }
                     println!("Incoming call from {peer} (identity {key}). Accept? [Y/N]");
                 }
             }
@@ -197,6 +219,12 @@ impl Term {
                     "Call with {peer} connected ({how}). Type {} and Enter to hang up.",
                     self.hangup_key
                 );
+                let mine = self.identity.public();
+                if let Some(number) = model.contacts.safety_number(&mine, &peer) {
+                    let verified = model.contacts.get(&peer).is_some_and(|c| c.verified);
+                    let mark = if verified { " (verified)" } else { "" };
+                    println!("Safety number with {peer}{mark}: {number}");
+                }
             }
             CallEvent::Ended(outcome) => {
                 let talked = match model.calls.state() {
