@@ -15,7 +15,7 @@ use fala_testkit::netsim::{Impairment, Relay};
 use support::audio::{
     delay_of_part, load, rms, score, speech_wav, temp_path, tone_seconds, tone_share,
 };
-use support::TestServer;
+use support::{finish, stderr, TestServer};
 
 /// A server on its own runtime, alive while the value is.
 struct Server {
@@ -66,26 +66,6 @@ fn fala(args: &[&str]) -> Command {
 
 fn spawn(args: &[&str]) -> Child {
     fala(args).spawn().expect("start fala")
-}
-
-/// Waits for a child with a time limit, so a hung client fails the test instead of CI.
-fn finish(child: Child, limit: Duration) -> Output {
-    let id = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
-            panic!("fala did not finish within {limit:?}");
-        }
-    }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn path(p: &Path) -> &str {

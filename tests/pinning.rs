@@ -30,26 +30,11 @@ fn fala(server: &str, config_dir: &Path, args: &[&str]) -> Child {
 }
 
 fn finish(child: Child) -> Output {
-    let id = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
-            panic!("fala did not finish within 30 s");
-        }
-    }
+    support::finish(child, Duration::from_secs(30))
 }
 
 fn last_line(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string()
+    support::last_stderr_line(out)
 }
 
 fn person(root: &Path, who: &str) -> PathBuf {

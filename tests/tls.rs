@@ -65,22 +65,10 @@ fn fala(dir: &Path, server: &str, args: &[&str]) -> std::process::Child {
 }
 
 fn finish(child: std::process::Child) -> Output {
-    let id = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    rx.recv_timeout(Duration::from_secs(40))
-        .unwrap_or_else(|_| {
-            let _ = Command::new("kill").args(["-9", &id.to_string()]).status();
-            panic!("fala did not finish in 40 s");
-        })
-        .unwrap()
+    support::finish(child, Duration::from_secs(40))
 }
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use support::stderr;
 
 fn pinned(dir: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(dir.join("known_servers.json")).unwrap_or_default();

@@ -301,14 +301,7 @@ impl State {
         let Some(callee) = self.users.get(&call.callee) else {
             return;
         };
-        let to_caller = ServerMsg::CallConnected {
-            call_id,
-            peer: callee.name.clone(),
-            media: callee_media,
-            identity: ByteBuf::from(callee.identity.to_vec()),
-            key: Some(key),
-            signature: Some(signature),
-        };
+        let to_caller = callee.connected(call_id, callee_media, Some((key, signature)));
         self.send_user(&call.caller, &to_caller);
     }
 
@@ -324,24 +317,16 @@ impl State {
         let Some(caller) = self.users.get(&call.caller) else {
             return;
         };
-        let caller_media = caller.media;
-        let identity = caller.identity;
         if self
             .users
             .get(&call.callee)
             .is_some_and(|u| u.conn.is_none())
         {
+            let identity = caller.identity;
             self.service_reveal(call_id, identity, (&key, &signature));
             return;
         }
-        let to_callee = ServerMsg::CallConnected {
-            call_id,
-            peer: caller.name.clone(),
-            media: caller_media,
-            identity: ByteBuf::from(identity.to_vec()),
-            key: Some(key),
-            signature: Some(signature),
-        };
+        let to_callee = caller.connected(call_id, caller.media, Some((key, signature)));
         self.send_user(&call.callee, &to_callee);
     }
 
@@ -357,22 +342,8 @@ impl State {
         else {
             return;
         };
-        let to_caller = ServerMsg::CallConnected {
-            call_id,
-            peer: callee.name.clone(),
-            media: callee_media,
-            identity: ByteBuf::from(callee.identity.to_vec()),
-            key: None,
-            signature: None,
-        };
-        let to_callee = ServerMsg::CallConnected {
-            call_id,
-            peer: caller.name.clone(),
-            media: caller.media,
-            identity: ByteBuf::from(caller.identity.to_vec()),
-            key: None,
-            signature: None,
-        };
+        let to_caller = callee.connected(call_id, callee_media, None);
+        let to_callee = caller.connected(call_id, caller.media, None);
         self.send_user(&call.caller, &to_caller);
         self.send_user(&call.callee, &to_callee);
     }

@@ -72,6 +72,25 @@ impl User {
         }
     }
 
+    /// `call_connected` telling the other side of `call_id` that this user is its peer, to be
+    /// reached at `media`, with this user's signed media key if the call is encrypted.
+    pub fn connected(
+        &self,
+        call_id: CallId,
+        media: MediaAddr,
+        signed_key: Option<(ByteBuf, ByteBuf)>,
+    ) -> ServerMsg {
+        let (key, signature) = signed_key.unzip();
+        ServerMsg::CallConnected {
+            call_id,
+            peer: self.name.clone(),
+            media,
+            identity: ByteBuf::from(self.identity.to_vec()),
+            key,
+            signature,
+        }
+    }
+
     /// Where `viewer` should send this user's audio in a call. A service advertises the
     /// address the viewer reached us on.
     pub fn media_for(&self, viewer: Option<&Conn>) -> MediaAddr {

@@ -76,6 +76,34 @@ pub fn unlimited_new_names() -> fala_server::NamesConfig {
     }
 }
 
+/// Waits for a child with a time limit, so a hung client fails the test instead of CI.
+pub fn finish(child: std::process::Child, limit: Duration) -> std::process::Output {
+    let id = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &id.to_string()])
+                .status();
+            panic!("fala did not finish within {limit:?}");
+        }
+    }
+}
+
+/// A process's standard error, as text.
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The last line of a process's standard error (the one-line reason `fala` exits with).
+pub fn last_stderr_line(out: &std::process::Output) -> String {
+    stderr(out).lines().last().unwrap_or_default().to_string()
+}
+
 /// Gives a `fala` process the config folder of the person registering as `args`' `--name`
 /// (their identity, settings and known servers), under the system's temp folder and kept for
 /// this test process: tests never touch the user's files, every name spelled differently is
