@@ -710,3 +710,25 @@ fn a_changed_identity_is_refused_until_the_new_key_is_accepted() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A commitment of the wrong length (a hostile server, say) is no reason to fall back to a
+/// call in clear: accepting declines the call and says why, even where calls in clear are
+/// allowed.
+#[test]
+fn an_unusable_key_commitment_declines_instead_of_going_clear() {
+    let w = World::new(Config::default());
+    let mut h = w.window("ana");
+    register(&mut h);
+    let mut bob = w.peer("bob", 5002);
+    w.send(
+        &mut bob,
+        ClientMsg::Invite {
+            to: "ana".into(),
+            commit: Some(serde_bytes::ByteBuf::from(vec![1; 31])),
+        },
+    );
+    wait_text(&mut h, "bob is calling you");
+    click(&mut h, "Accept");
+    expect_ended(&w, &mut bob, EndReason::Declined);
+    wait_text(&mut h, "commitment is unusable");
+}

@@ -54,20 +54,24 @@ impl CallCrypto {
         Some(commitment)
     }
 
-    /// For an accept: our signed key for a call whose invite carried `commitment` (`None` when
-    /// the caller offered a call in clear or `encrypt` is off).
+    /// For an accept: our signed key for a call whose invite carried `commitment`; `Ok(None)`
+    /// when the caller offered a call in clear or `encrypt` is off. A commitment we cannot use
+    /// (the wrong length: a hostile server, say) is an error, never a quiet fall back to clear.
     pub fn answer(
         &mut self,
         encrypt: bool,
         call_id: CallId,
         commitment: Option<&[u8]>,
-    ) -> Option<SignedKey> {
+    ) -> Result<Option<SignedKey>, String> {
         self.agreement = Agreement::Idle;
-        let commitment = commitment.filter(|_| encrypt)?;
-        let keys = CalleeKeys::generate(commitment).ok()?;
+        let Some(commitment) = commitment.filter(|_| encrypt) else {
+            return Ok(None);
+        };
+        let keys = CalleeKeys::generate(commitment)
+            .map_err(|e| format!("the caller's key commitment is unusable: {e}"))?;
         let answer = keys.answer(&self.identity, call_id);
         self.agreement = Agreement::Callee(keys);
-        Some(answer)
+        Ok(Some(answer))
     }
 
     /// The call connected: checks the peer's key and derives ours, or says why the call must

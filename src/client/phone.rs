@@ -192,17 +192,27 @@ impl Phone {
         Ok(self.run(fx))
     }
 
-    /// Accepts the ringing call, answering with a fresh signed media key.
+    /// Accepts the ringing call, answering with a fresh signed media key. A call whose key
+    /// agreement cannot even start is declined instead, and the user told why.
     pub fn accept(&mut self) -> Result<Vec<Effect>, CallError> {
         let encrypt = self.encrypt();
         let answer = match (self.model.ringing_commitment(), self.crypto.as_mut()) {
             (Some((call_id, commitment)), Some(crypto)) => {
                 crypto.answer(encrypt, call_id, commitment.as_deref())
             }
-            _ => None,
+            _ => Ok(None),
         };
-        let fx = self.model.accept(answer)?;
-        Ok(self.run(fx))
+        match answer {
+            Ok(answer) => {
+                let fx = self.model.accept(answer)?;
+                Ok(self.run(fx))
+            }
+            Err(why) => {
+                let fx = self.model.decline()?;
+                self.model.notice = Some(Notice::Security(why));
+                Ok(self.run(fx))
+            }
+        }
     }
 
     pub fn decline(&mut self) -> Result<Vec<Effect>, CallError> {
