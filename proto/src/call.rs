@@ -20,6 +20,9 @@ pub enum Outcome {
     Refused { code: ErrorCode, message: String },
     /// The connection to the server dropped during the call.
     ServerLost,
+    /// We ended the call as it connected because it would not have been private (the peer's
+    /// identity or keys failed a check, or no encryption where it is required); why, in words.
+    NotPrivate(String),
 }
 
 impl Outcome {
@@ -30,6 +33,7 @@ impl Outcome {
             Outcome::NotFound => "not found: nobody by that name is online".into(),
             Outcome::Refused { message, .. } => message.clone(),
             Outcome::ServerLost => "connection to the server was lost".into(),
+            Outcome::NotPrivate(why) => format!("not connected: {why}"),
         }
     }
 }
@@ -246,6 +250,26 @@ impl CallMachine {
     /// The server connection dropped: any call is over.
     pub fn server_lost(&mut self, now: Instant) -> Option<CallEvent> {
         self.end(Outcome::ServerLost, now)
+    }
+
+    /// Refuses the call that just connected because it would not be private: returns the
+    /// hang-up to send and ends the call here at once, as never talked (the server's
+    /// confirmation then finds no call and changes nothing).
+    pub fn refuse(&mut self, why: String, now: Instant) -> (Option<ClientMsg>, Option<CallEvent>) {
+        let hangup = match &self.state {
+            CallState::InCall { call_id, .. } => Some(ClientMsg::Hangup { call_id: *call_id }),
+            CallState::RingingIn { call_id, .. } => Some(ClientMsg::Decline { call_id: *call_id }),
+            _ => None,
+        };
+        if let CallState::InCall { since, .. } = &mut self.state {
+            // Not a conversation: nothing was said.
+            *since = now;
+        }
+        let ended = self.end(Outcome::NotPrivate(why), now);
+        if let CallState::Ended { talked, .. } = &mut self.state {
+            *talked = None;
+        }
+        (hangup, ended)
     }
 
     fn end(&mut self, outcome: Outcome, now: Instant) -> Option<CallEvent> {

@@ -59,6 +59,7 @@ impl HistoryEntry {
             (None, _, Outcome::NotFound) => HistoryOutcome::NotFound,
             (None, _, Outcome::ServerLost) => HistoryOutcome::ServerLost,
             (None, _, Outcome::Refused { message, .. }) => HistoryOutcome::Refused(message.clone()),
+            (None, _, Outcome::NotPrivate(why)) => HistoryOutcome::Refused(why.clone()),
         };
         HistoryEntry {
             peer: peer.to_string(),

@@ -312,11 +312,10 @@ impl Phone {
         if let Some(reason) = refused {
             // Not private: the call ends here, and the person is told why.
             tracing::warn!("{reason}");
-            if let Ok(more) = self.model.hangup(Instant::now()) {
-                let more = self.run(more);
-                fx.extend(more);
-            }
-            self.model.notice = Some(Notice::Security(reason));
+            let mut more = Vec::new();
+            self.model.refuse_call(reason, Instant::now(), &mut more);
+            let more = self.run(more);
+            fx.extend(more);
         }
         fx
     }

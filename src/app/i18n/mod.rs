@@ -218,6 +218,7 @@ impl Strings {
             Outcome::NotFound => self.reason_not_found.to_string(),
             Outcome::Refused { message, .. } => message.clone(),
             Outcome::ServerLost => self.reason_server_lost.to_string(),
+            Outcome::NotPrivate(why) => why.clone(),
         }
     }
 

@@ -497,15 +497,29 @@ impl Model {
         if check != KeyCheck::Changed || !outgoing {
             return true;
         }
-        if let Ok(Some(msg)) = self.calls.hangup(now) {
+        self.refuse_call(
+            format!(
+                "{peer}'s identity key has changed since your last call: this may be someone \
+                 else, or someone listening in. The call was not connected. Compare safety \
+                 numbers, then accept the new key in Contacts"
+            ),
+            now,
+            fx,
+        );
+        false
+    }
+
+    /// Ends the call that is connecting because it would not be private: hangs up, logs it as
+    /// not connected, and keeps the reason on screen.
+    pub fn refuse_call(&mut self, why: String, now: Instant, fx: &mut Vec<Effect>) {
+        let (hangup, ended) = self.calls.refuse(why.clone(), now);
+        if let Some(msg) = hangup {
             fx.push(Effect::Send(msg));
         }
-        self.notice = Some(Notice::Security(format!(
-            "{peer}'s identity key has changed since your last call: this may be someone else, \
-             or someone listening in. The call was not connected. Compare safety numbers, then \
-             accept the new key in Contacts"
-        )));
-        false
+        if let Some(CallEvent::Ended(outcome)) = ended {
+            self.call_ended(&outcome, fx);
+        }
+        self.notice = Some(Notice::Security(why));
     }
 
     /// Starts calling `peer` with the commitment to our media key.

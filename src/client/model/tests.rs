@@ -238,3 +238,63 @@ fn a_call_in_clear_is_declined_unless_allowed() {
         .iter()
         .any(|e| matches!(e, Effect::Send(ClientMsg::Decline { .. }))));
 }
+
+/// Calling someone whose identity key is not the pinned one: the call is hung up as it
+/// connects, logged as not connected (never talked), audio never starts, and the reason stays
+/// on screen; the server's confirmation changes nothing after that.
+#[test]
+fn a_changed_identity_ends_an_outgoing_call_before_audio() {
+    let (mut m, t, w) = online();
+    m.contacts.check("bob", &[1; 32]);
+    m.dial("bob", None, t, w).unwrap();
+    let id = CallId(3);
+    m.on_event(
+        Event::Server(ServerMsg::Ringing {
+            call_id: id,
+            peer: "bob".into(),
+        }),
+        t,
+        w,
+    );
+    let fx = m.on_event(
+        Event::Server(ServerMsg::CallConnected {
+            call_id: id,
+            peer: "bob".into(),
+            media: "127.0.0.1:5002".parse().unwrap(),
+            identity: ByteBuf::from(vec![2; 32]),
+            key: None,
+            signature: None,
+        }),
+        t,
+        w,
+    );
+    assert!(fx.contains(&Effect::Send(ClientMsg::Hangup { call_id: id })));
+    assert!(!fx.iter().any(|e| matches!(e, Effect::StartMedia(_))));
+    assert!(!fx
+        .iter()
+        .any(|e| matches!(e, Effect::Call(CallEvent::Connected))));
+    let logged = fx.iter().find_map(|e| match e {
+        Effect::Log(entry) => Some(entry.clone()),
+        _ => None,
+    });
+    assert!(matches!(
+        logged.map(|l| l.outcome),
+        Some(crate::client::history::HistoryOutcome::Refused(why)) if why.contains("identity key has changed")
+    ));
+    assert!(matches!(&m.notice, Some(Notice::Security(_))));
+    assert_eq!(
+        m.contacts.check("bob", &[1; 32]),
+        KeyCheck::Known { verified: false }
+    );
+    // The server confirms the hang-up: nothing more happens.
+    let fx = m.on_event(
+        Event::Server(ServerMsg::CallEnded {
+            call_id: id,
+            peer: "bob".into(),
+            reason: EndReason::HungUp,
+        }),
+        t,
+        w,
+    );
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Log(_))));
+}
