@@ -148,6 +148,10 @@ impl NameBook {
                 .map_err(db_error)?,
         };
         let bindings = load(&db)?;
+        match path {
+            Some(path) => tracing::info!("{} names bound in {}", bindings.len(), path.display()),
+            None => tracing::info!("names bound in memory only (no data folder)"),
+        }
         let (tx, rx) = mpsc::sync_channel(WRITE_QUEUE);
         let writer = std::thread::Builder::new()
             .name("fala-names-db".into())
