@@ -317,3 +317,88 @@ async fn a_thousand_users_with_long_names_come_in_pages() {
     }
     server.stop().await;
 }
+
+/// 5 000 registered users: a directory search answers a page of at most 50 matches in
+/// name-key order and pages on; look-ups and presence still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_users_search_lookup_and_presence_still_answer() {
+    let config = Config {
+        limits: fala_server::Limits {
+            max_connections_per_ip: 0,
+            ..fala_server::Limits::default()
+        },
+        names: support::unlimited_new_names(),
+        ..Config::default()
+    };
+    let server = TestServer::start(config).await;
+    let mut held = Vec::with_capacity(5000);
+    for batch in 0..50 {
+        let tasks: Vec<_> = (0..100)
+            .map(|j| {
+                let addr = server.addr;
+                tokio::spawn(async move {
+                    Raw::registered(addr, &format!("person-{:04}", batch * 100 + j), 5000).await
+                })
+            })
+            .collect();
+        for t in tasks {
+            held.push(t.await.unwrap());
+        }
+    }
+    let mut asker = Raw::registered(server.addr, "asker", 6000).await;
+    let search = |prefix: &str, after: Option<String>| ClientMsg::Search {
+        prefix: prefix.into(),
+        after,
+    };
+    // 100 names start with "person-12": two pages.
+    let mut found = Vec::new();
+    let mut after = None;
+    for page in 0..3 {
+        asker.send(&search("PERSON-12", after.clone())).await;
+        let ServerMsg::SearchResults { users, more } = asker.recv().await else {
+            panic!("page {page}: not search results");
+        };
+        assert!(users.len() <= fala_proto::SEARCH_PAGE_MAX);
+        found.extend(users.iter().map(|u| u.name.clone()));
+        after = users.last().map(|u| u.name.clone());
+        if !more {
+            break;
+        }
+    }
+    assert_eq!(found.len(), 100, "{found:?}");
+    assert!(found.iter().all(|n| n.starts_with("person-12")));
+    let mut sorted = found.clone();
+    sorted.sort_by_key(|n| fala_proto::name::name_key(n));
+    sorted.dedup();
+    assert_eq!(sorted, found);
+    // One exact match, and none.
+    asker.send(&search("person-4999", None)).await;
+    assert!(matches!(
+        asker.recv().await,
+        ServerMsg::SearchResults { users, more: false } if users.len() == 1
+    ));
+    asker.send(&search("zzz", None)).await;
+    assert!(matches!(
+        asker.recv().await,
+        ServerMsg::SearchResults { users, more: false } if users.is_empty()
+    ));
+    // Look-ups and presence still answer.
+    asker
+        .send(&ClientMsg::Lookup {
+            name: "person-2500".into(),
+        })
+        .await;
+    assert!(matches!(asker.recv().await, ServerMsg::UserFound { .. }));
+    asker.send(&ClientMsg::Subscribe).await;
+    assert!(matches!(
+        asker.recv().await,
+        ServerMsg::Users { users, more: true } if users.len() == fala_proto::LIST_PAGE_MAX
+    ));
+    let _late = Raw::registered(server.addr, "latecomer", 7000).await;
+    let joined = asker
+        .recv_until(|m| matches!(m, ServerMsg::UserJoined { .. }))
+        .await;
+    assert!(matches!(joined, ServerMsg::UserJoined { user } if user.name == "latecomer"));
+    drop(held);
+    server.stop().await;
+}

@@ -13,6 +13,9 @@ use serde_bytes::ByteBuf;
 /// Most users in one `users` reply: every reply fits a frame whatever the server holds.
 pub const LIST_PAGE_MAX: usize = 200;
 
+/// Most users in one `search_results` reply.
+pub const SEARCH_PAGE_MAX: usize = 50;
+
 /// Version of the signaling protocol spoken by this crate; sent in `hello` / `welcome`.
 pub const PROTOCOL_VERSION: u32 = 2;
 
@@ -222,6 +225,13 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
     },
+    /// Find online users whose name key starts with the key of `prefix`, a page at a time:
+    /// those after `after` (a name from the previous page), at most [`SEARCH_PAGE_MAX`].
+    Search {
+        prefix: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
+    },
     /// Start receiving `user_joined` / `user_left` / `user_status` events.
     Subscribe,
     /// Stop receiving presence events.
@@ -275,6 +285,7 @@ pub const CLIENT_MSG_TYPES: &[&str] = &[
     "register",
     "lookup",
     "list",
+    "search",
     "subscribe",
     "unsubscribe",
     "invite",
@@ -313,6 +324,12 @@ pub enum ServerMsg {
     /// Reply to `list` (and the first page after `subscribe`), sorted by name key; `more` when
     /// users after the last one remain (ask again with `after` = its name key).
     Users {
+        users: Vec<UserInfo>,
+        #[serde(default)]
+        more: bool,
+    },
+    /// Reply to `search`, in name-key order; `more` when other matches follow the last one.
+    SearchResults {
         users: Vec<UserInfo>,
         #[serde(default)]
         more: bool,
@@ -377,6 +394,7 @@ pub const SERVER_MSG_TYPES: &[&str] = &[
     "user_found",
     "user_not_found",
     "users",
+    "search_results",
     "user_joined",
     "user_left",
     "user_status",
@@ -398,6 +416,7 @@ impl ServerMsg {
             ServerMsg::UserFound { .. } => "user_found",
             ServerMsg::UserNotFound { .. } => "user_not_found",
             ServerMsg::Users { .. } => "users",
+            ServerMsg::SearchResults { .. } => "search_results",
             ServerMsg::UserJoined { .. } => "user_joined",
             ServerMsg::UserLeft { .. } => "user_left",
             ServerMsg::UserStatus { .. } => "user_status",
@@ -440,6 +459,7 @@ impl ClientMsg {
             ClientMsg::Register { .. } => "register",
             ClientMsg::Lookup { .. } => "lookup",
             ClientMsg::List { .. } => "list",
+            ClientMsg::Search { .. } => "search",
             ClientMsg::Subscribe => "subscribe",
             ClientMsg::Unsubscribe => "unsubscribe",
             ClientMsg::Invite { .. } => "invite",

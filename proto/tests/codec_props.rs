@@ -37,6 +37,8 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
             after: None,
             limit: None
         }),
+        (".{0,20}", proptest::option::of(".{0,20}"))
+            .prop_map(|(prefix, after)| ClientMsg::Search { prefix, after }),
         Just(ClientMsg::Subscribe),
         Just(ClientMsg::Unsubscribe),
         (".{0,40}", key()).prop_map(|(to, commit)| ClientMsg::Invite { to, commit }),
@@ -106,6 +108,8 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         ".{0,40}".prop_map(|name| ServerMsg::UserNotFound { name }),
         (proptest::collection::vec(user(), 0..5), any::<bool>())
             .prop_map(|(users, more)| ServerMsg::Users { users, more }),
+        (proptest::collection::vec(user(), 0..5), any::<bool>())
+            .prop_map(|(users, more)| ServerMsg::SearchResults { users, more }),
         user().prop_map(|user| ServerMsg::UserJoined { user }),
         ".{0,40}".prop_map(|name| ServerMsg::UserLeft { name }),
         (".{0,40}", any::<bool>()).prop_map(|(name, b)| ServerMsg::UserStatus {

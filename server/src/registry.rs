@@ -6,7 +6,7 @@ use std::ops::Bound;
 use fala_proto::identity::IDENTITY_LEN;
 use fala_proto::name::{name_key, validate_name};
 
-use fala_proto::{ErrorCode, MediaAddr, ServerMsg, UserInfo, LIST_PAGE_MAX};
+use fala_proto::{ErrorCode, MediaAddr, ServerMsg, UserInfo, LIST_PAGE_MAX, SEARCH_PAGE_MAX};
 
 use crate::hub::{ConnId, State, User};
 use crate::names::{unix_now, Claim};
@@ -143,6 +143,27 @@ impl State {
         let limit = limit.map_or(LIST_PAGE_MAX, |l| l as usize);
         let (users, more) = self.user_page(after, limit);
         self.send(conn, &ServerMsg::Users { users, more });
+    }
+
+    /// Answers a directory search: the online users whose name key starts with the key of
+    /// `prefix`, after the name `after`, at most [`SEARCH_PAGE_MAX`], in key order.
+    pub fn search(&mut self, conn: ConnId, prefix: &str, after: Option<&str>) {
+        let wanted = name_key(prefix);
+        let from = match after.map(name_key) {
+            Some(last) if last >= wanted => Bound::Excluded(last),
+            _ => Bound::Included(wanted.clone()),
+        };
+        let mut hits = self
+            .users
+            .range((from, Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(&wanted));
+        let users: Vec<UserInfo> = hits
+            .by_ref()
+            .take(SEARCH_PAGE_MAX)
+            .map(|(_, u)| u.info())
+            .collect();
+        let more = hits.next().is_some();
+        self.send(conn, &ServerMsg::SearchResults { users, more });
     }
 
     /// Subscribes to presence and sends the first page of the list as the starting point.

@@ -247,9 +247,12 @@ def scenario(addr):
     # 5. look-ups ignore case and show the registered spelling and the owner's identity.
     a.send({"type": "lookup", "name": "PY BOB"})
     a.expect("user_found", user=user(b, "Py Bob"))
+    a.send({"type": "search", "prefix": "PY B"})
+    a.expect("search_results", users=[user(b, "Py Bob")], more=False)
     a.send({"type": "lookup", "name": "nobody"})
     a.expect("user_not_found", name="nobody")
-    step(5, "lookup 'PY BOB' -> user_found available; 'nobody' -> user_not_found")
+    step(5, "lookup 'PY BOB' -> user_found available; search 'PY B' -> [Py Bob]; "
+            "'nobody' -> user_not_found")
 
     # 6. an encrypted call: A commits to its key, B answers with its signed key (and an
     # explicit media address), A checks it and reveals its own signed key, B checks that
