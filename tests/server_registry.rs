@@ -402,3 +402,69 @@ async fn five_thousand_users_search_lookup_and_presence_still_answer() {
     drop(held);
     server.stop().await;
 }
+
+/// `watch` follows only the named people: their arrival, status and departure, nobody else's;
+/// a new `watch` replaces the set.
+#[tokio::test]
+async fn watching_follows_only_the_named_people() {
+    let server = TestServer::start(Config::default()).await;
+    let mut bob = Raw::registered(server.addr, "Bob", 5001).await;
+    let mut carol = Raw::registered(server.addr, "carol", 5002).await;
+    carol
+        .send(&ClientMsg::Watch {
+            names: vec!["BOB".into(), "dora".into()],
+        })
+        .await;
+    match carol.recv().await {
+        ServerMsg::Watching { users } => {
+            assert_eq!(
+                users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+                ["Bob"]
+            )
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // Only what is about Bob or Dora reaches Carol: a ping after each change shows nothing else
+    // came first.
+    let eve = Raw::registered(server.addr, "eve", 5003).await;
+    nothing_else(&mut carol, 1).await;
+    let _dora = Raw::registered(server.addr, "dora", 5004).await;
+    assert!(matches!(
+        carol.recv().await,
+        ServerMsg::UserJoined { user } if user.name == "dora"
+    ));
+    bob.send(&ClientMsg::Invite {
+        to: "eve".into(),
+        commit: None,
+    })
+    .await;
+    assert_eq!(
+        carol.recv().await,
+        ServerMsg::UserStatus {
+            name: "Bob".into(),
+            status: fala_proto::Availability::InCall
+        }
+    );
+    nothing_else(&mut carol, 2).await;
+    // Eve leaves: Bob's call ends, and Carol hears that Bob is free (not that Eve left).
+    drop(eve);
+    assert_eq!(
+        carol.recv().await,
+        ServerMsg::UserStatus {
+            name: "Bob".into(),
+            status: fala_proto::Availability::Available
+        }
+    );
+    carol.send(&ClientMsg::Watch { names: vec![] }).await;
+    assert_eq!(carol.recv().await, ServerMsg::Watching { users: vec![] });
+    drop(bob);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    nothing_else(&mut carol, 3).await;
+    server.stop().await;
+}
+
+/// Pings and expects the pong next: nothing else was queued for `raw` before it.
+async fn nothing_else(raw: &mut Raw, n: u64) {
+    raw.send(&ClientMsg::Ping { nonce: n }).await;
+    assert_eq!(raw.recv().await, ServerMsg::Pong { nonce: n });
+}

@@ -16,6 +16,9 @@ pub const LIST_PAGE_MAX: usize = 200;
 /// Most users in one `search_results` reply.
 pub const SEARCH_PAGE_MAX: usize = 50;
 
+/// Most names one connection may watch.
+pub const WATCH_MAX: usize = 1000;
+
 /// Version of the signaling protocol spoken by this crate; sent in `hello` / `welcome`.
 pub const PROTOCOL_VERSION: u32 = 2;
 
@@ -232,6 +235,9 @@ pub enum ClientMsg {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<String>,
     },
+    /// Follow these people's presence only (your contacts): replaces the watched set; answered
+    /// with `watching`, then `user_joined` / `user_left` / `user_status` about them.
+    Watch { names: Vec<String> },
     /// Start receiving `user_joined` / `user_left` / `user_status` events.
     Subscribe,
     /// Stop receiving presence events.
@@ -286,6 +292,7 @@ pub const CLIENT_MSG_TYPES: &[&str] = &[
     "lookup",
     "list",
     "search",
+    "watch",
     "subscribe",
     "unsubscribe",
     "invite",
@@ -334,6 +341,8 @@ pub enum ServerMsg {
         #[serde(default)]
         more: bool,
     },
+    /// Reply to `watch`: those of the watched people who are online now.
+    Watching { users: Vec<UserInfo> },
     /// Presence event (after `subscribe`): someone registered.
     UserJoined { user: UserInfo },
     /// Presence event: someone left.
@@ -395,6 +404,7 @@ pub const SERVER_MSG_TYPES: &[&str] = &[
     "user_not_found",
     "users",
     "search_results",
+    "watching",
     "user_joined",
     "user_left",
     "user_status",
@@ -417,6 +427,7 @@ impl ServerMsg {
             ServerMsg::UserNotFound { .. } => "user_not_found",
             ServerMsg::Users { .. } => "users",
             ServerMsg::SearchResults { .. } => "search_results",
+            ServerMsg::Watching { .. } => "watching",
             ServerMsg::UserJoined { .. } => "user_joined",
             ServerMsg::UserLeft { .. } => "user_left",
             ServerMsg::UserStatus { .. } => "user_status",
@@ -460,6 +471,7 @@ impl ClientMsg {
             ClientMsg::Lookup { .. } => "lookup",
             ClientMsg::List { .. } => "list",
             ClientMsg::Search { .. } => "search",
+            ClientMsg::Watch { .. } => "watch",
             ClientMsg::Subscribe => "subscribe",
             ClientMsg::Unsubscribe => "unsubscribe",
             ClientMsg::Invite { .. } => "invite",

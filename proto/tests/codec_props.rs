@@ -39,6 +39,7 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         }),
         (".{0,20}", proptest::option::of(".{0,20}"))
             .prop_map(|(prefix, after)| ClientMsg::Search { prefix, after }),
+        proptest::collection::vec(".{0,20}", 0..4).prop_map(|names| ClientMsg::Watch { names }),
         Just(ClientMsg::Subscribe),
         Just(ClientMsg::Unsubscribe),
         (".{0,40}", key()).prop_map(|(to, commit)| ClientMsg::Invite { to, commit }),
@@ -110,6 +111,7 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
             .prop_map(|(users, more)| ServerMsg::Users { users, more }),
         (proptest::collection::vec(user(), 0..5), any::<bool>())
             .prop_map(|(users, more)| ServerMsg::SearchResults { users, more }),
+        proptest::collection::vec(user(), 0..5).prop_map(|users| ServerMsg::Watching { users }),
         user().prop_map(|user| ServerMsg::UserJoined { user }),
         ".{0,40}".prop_map(|name| ServerMsg::UserLeft { name }),
         (".{0,40}", any::<bool>()).prop_map(|(name, b)| ServerMsg::UserStatus {

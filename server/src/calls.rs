@@ -74,7 +74,7 @@ impl State {
             Availability::Available
         };
         let name = user.name.clone();
-        self.broadcast(&ServerMsg::UserStatus { name, status }, None);
+        self.broadcast(key, &ServerMsg::UserStatus { name, status }, None);
     }
 
     fn display_name(&self, key: &str) -> String {

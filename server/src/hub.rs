@@ -38,6 +38,8 @@ pub(crate) struct Conn {
     /// The callees of this connection's recent invites, oldest first (see
     /// [`crate::calls::REINVITES_PER_WINDOW`]).
     pub recent_invites: VecDeque<(String, Instant)>,
+    /// The name keys whose presence it watches (see `watch`), at most `WATCH_MAX`.
+    pub watching: HashSet<String>,
 }
 
 /// Most names one user may block.
@@ -110,6 +112,8 @@ pub(crate) struct State {
     pub users: BTreeMap<String, User>,
     pub calls: HashMap<CallId, Call>,
     pub subscribers: HashSet<ConnId>,
+    /// Who watches whom: name key → the connections that asked for that person's presence.
+    pub watchers: HashMap<String, HashSet<ConnId>>,
     next_conn: ConnId,
     /// Stops new sessions once shutdown began.
     pub closing: bool,
@@ -142,6 +146,7 @@ impl Hub {
                 users: BTreeMap::new(),
                 calls: HashMap::new(),
                 subscribers: HashSet::new(),
+                watchers: HashMap::new(),
                 next_conn: 1,
                 closing: false,
                 echo: None,
@@ -199,6 +204,7 @@ impl State {
                 local_ip,
                 blocked: HashSet::new(),
                 recent_invites: VecDeque::new(),
+                watching: HashSet::new(),
             },
         );
         (id, rx)
@@ -247,20 +253,25 @@ impl State {
         }
     }
 
-    /// Sends one presence event to every subscriber but `except`, encoding it once.
-    pub fn broadcast(&mut self, msg: &ServerMsg, except: Option<ConnId>) {
-        if self.subscribers.is_empty() {
+    /// Sends one presence event about the user under `key` to every subscriber and everyone
+    /// watching that user, but `except`, once each, encoding it once.
+    pub fn broadcast(&mut self, key: &str, msg: &ServerMsg, except: Option<ConnId>) {
+        let watching = self.watchers.get(key);
+        if self.subscribers.is_empty() && watching.is_none() {
             return;
         }
         let Ok(frame) = encode_frame(msg) else {
             return;
         };
-        let targets: Vec<ConnId> = self
+        let mut targets: Vec<ConnId> = self
             .subscribers
             .iter()
+            .chain(watching.into_iter().flatten())
             .copied()
             .filter(|c| Some(*c) != except)
             .collect();
+        targets.sort_unstable();
+        targets.dedup();
         for conn in targets {
             self.send_frame(conn, frame.clone());
         }

@@ -6,7 +6,11 @@ use std::ops::Bound;
 use fala_proto::identity::IDENTITY_LEN;
 use fala_proto::name::{name_key, validate_name};
 
-use fala_proto::{ErrorCode, MediaAddr, ServerMsg, UserInfo, LIST_PAGE_MAX, SEARCH_PAGE_MAX};
+use std::collections::HashSet;
+
+use fala_proto::{
+    ErrorCode, MediaAddr, ServerMsg, UserInfo, LIST_PAGE_MAX, SEARCH_PAGE_MAX, WATCH_MAX,
+};
 
 use crate::hub::{ConnId, State, User};
 use crate::names::{unix_now, Claim};
@@ -106,7 +110,7 @@ impl State {
         tracing::debug!(conn, %name, %media, "registered");
         self.send(conn, &ServerMsg::Registered { name, media });
         if let Some(user) = self.user_info(&key) {
-            self.broadcast(&ServerMsg::UserJoined { user }, Some(conn));
+            self.broadcast(&key, &ServerMsg::UserJoined { user }, Some(conn));
         }
     }
 
@@ -176,9 +180,44 @@ impl State {
         self.subscribers.remove(&conn);
     }
 
+    /// Follows the presence of `names` (replacing what `conn` watched before) and answers with
+    /// those online now. At most [`WATCH_MAX`] names.
+    pub fn watch(&mut self, conn: ConnId, names: &[String]) {
+        if names.len() > WATCH_MAX {
+            let msg = format!("you can watch at most {WATCH_MAX} names");
+            return self.send(conn, &ServerMsg::error(ErrorCode::InvalidMessage, msg));
+        }
+        self.unwatch_all(conn);
+        let keys: HashSet<String> = names.iter().map(|n| name_key(n)).collect();
+        for key in &keys {
+            self.watchers.entry(key.clone()).or_default().insert(conn);
+        }
+        let users = keys.iter().filter_map(|k| self.user_info(k)).collect();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.watching = keys;
+        }
+        self.send(conn, &ServerMsg::Watching { users });
+    }
+
+    /// Stops `conn` watching anyone.
+    fn unwatch_all(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        for key in std::mem::take(&mut c.watching) {
+            if let Some(set) = self.watchers.get_mut(&key) {
+                set.remove(&conn);
+                if set.is_empty() {
+                    self.watchers.remove(&key);
+                }
+            }
+        }
+    }
+
     /// A connection is gone (bye, closed socket, timeout, kicked): end its call, free its name.
     pub fn disconnect(&mut self, conn: ConnId) {
         self.subscribers.remove(&conn);
+        self.unwatch_all(conn);
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
@@ -191,7 +230,7 @@ impl State {
         if let Some(user) = self.users.remove(&key) {
             tracing::debug!(conn, name = %user.name, "left");
             self.names.seen(&key, unix_now());
-            self.broadcast(&ServerMsg::UserLeft { name: user.name }, None);
+            self.broadcast(&key, &ServerMsg::UserLeft { name: user.name }, None);
         }
     }
 }

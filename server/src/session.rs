@@ -314,6 +314,7 @@ impl Session {
             ClientMsg::Lookup { name } => state.lookup(conn, &name),
             ClientMsg::List { after, limit } => state.list(conn, after.as_deref(), limit),
             ClientMsg::Search { prefix, after } => state.search(conn, &prefix, after.as_deref()),
+            ClientMsg::Watch { names } => state.watch(conn, &names),
             ClientMsg::Subscribe => state.subscribe(conn),
             ClientMsg::Unsubscribe => state.unsubscribe(conn),
             ClientMsg::Invite { to, commit } => {
