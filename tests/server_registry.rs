@@ -263,15 +263,7 @@ async fn shutdown_tells_connected_clients() {
 /// (it used to be one frame too big to send, and the asker got nothing at all).
 #[tokio::test]
 async fn a_thousand_users_with_long_names_come_in_pages() {
-    let config = Config {
-        limits: fala_server::Limits {
-            max_connections_per_ip: 0,
-            ..fala_server::Limits::default()
-        },
-        names: support::unlimited_new_names(),
-        ..Config::default()
-    };
-    let server = TestServer::start(config).await;
+    let server = TestServer::start(support::crowd_config()).await;
     let mut held = Vec::new();
     for i in 0..1000 {
         let name = format!("user-with-a-long-long-name-{i:04}");
@@ -322,15 +314,7 @@ async fn a_thousand_users_with_long_names_come_in_pages() {
 /// name-key order and pages on; look-ups and presence still answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_users_search_lookup_and_presence_still_answer() {
-    let config = Config {
-        limits: fala_server::Limits {
-            max_connections_per_ip: 0,
-            ..fala_server::Limits::default()
-        },
-        names: support::unlimited_new_names(),
-        ..Config::default()
-    };
-    let server = TestServer::start(config).await;
+    let server = TestServer::start(support::crowd_config()).await;
     let mut held = Vec::with_capacity(5000);
     for batch in 0..50 {
         let tasks: Vec<_> = (0..100)

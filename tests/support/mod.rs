@@ -121,6 +121,19 @@ pub fn person_config_dir(cmd: &mut std::process::Command, args: &[&str]) {
     cmd.env("FALA_CONFIG_DIR", dir);
 }
 
+/// A server for tests with thousands of users, all from 127.0.0.1: no per-address limits
+/// (connections, invites, new names).
+pub fn crowd_config() -> Config {
+    Config {
+        limits: fala_server::Limits {
+            max_connections_per_ip: 0,
+            ..fala_server::Limits::default()
+        },
+        names: unlimited_new_names(),
+        ..Config::default()
+    }
+}
+
 pub fn media(port: u16) -> MediaAddr {
     MediaAddr::new(std::net::Ipv4Addr::LOCALHOST, port)
 }
