@@ -699,12 +699,7 @@ fn a_changed_identity_is_refused_until_the_new_key_is_accepted() {
     wait_text(&mut h, "In a call with bob");
     assert!(shows(&h, "Safety number with bob"));
     // The saver writes the new pin (a moment after the change).
-    let pinned = bob
-        .identity
-        .public()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>();
+    let pinned = fala_proto::hex::encode(&bob.identity.public());
     wait(&mut h, "contacts.json has the new key", |_| {
         std::fs::read_to_string(dir.join("contacts.json")).is_ok_and(|t| t.contains(&pinned))
     });

@@ -8,6 +8,7 @@
 pub mod call;
 pub mod call_keys;
 pub mod frame;
+pub mod hex;
 pub mod identity;
 pub mod media_crypto;
 pub mod media_session;

@@ -174,34 +174,26 @@ impl State {
             self.send(conn, &ServerMsg::error(ErrorCode::RateLimited, msg));
             return InviteOutcome::Done;
         }
+        // A call that ends at once is told to the caller only, under a fresh call id.
+        let end_at_once = |state: &mut Self, peer: String, reason: EndReason| {
+            let ended = ServerMsg::CallEnded {
+                call_id,
+                peer,
+                reason,
+            };
+            state.send(conn, &ended);
+            InviteOutcome::Done
+        };
         if self.blocks(&callee, &caller) {
             // Ends as if declined: the caller learns nothing of the block, the callee is not
             // disturbed.
-            let reason = EndReason::Declined;
-            self.send(
-                conn,
-                &ServerMsg::CallEnded {
-                    call_id,
-                    peer,
-                    reason,
-                },
-            );
-            return InviteOutcome::Done;
+            return end_at_once(self, peer, EndReason::Declined);
         }
         let Some(callee_user) = self.users.get(&callee) else {
             return InviteOutcome::Done;
         };
         if callee_user.call.is_some() {
-            let reason = EndReason::Busy;
-            self.send(
-                conn,
-                &ServerMsg::CallEnded {
-                    call_id,
-                    peer,
-                    reason,
-                },
-            );
-            return InviteOutcome::Done;
+            return end_at_once(self, peer, EndReason::Busy);
         }
         let service = callee_user.conn.is_none();
         self.calls.insert(

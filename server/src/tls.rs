@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::data_dir;
@@ -42,16 +41,6 @@ pub struct TlsIdentity {
     /// SHA-256 of the certificate the server presents (its end-entity certificate), in the
     /// form clients show and pin (see [`fingerprint`]).
     pub fingerprint: String,
-}
-
-/// `AB:CD:…` over SHA-256 of a DER certificate: how people compare a server's certificate by
-/// eye, and how clients remember it.
-pub fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// Loads a certificate chain and its key from PEM files.
@@ -117,7 +106,7 @@ fn identity(
     let first = chain
         .first()
         .ok_or_else(|| TlsError::NoCertificate(from.to_owned()))?;
-    let fingerprint = fingerprint(first);
+    let fingerprint = fala_proto::hex::certificate_fingerprint(first);
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use fala_proto::hex;
 use fala_proto::identity::{safety_number, IDENTITY_LEN};
 use fala_proto::name::name_key;
 use serde::{Deserialize, Serialize};
@@ -47,21 +48,6 @@ pub enum KeyCheck {
 #[serde(transparent)]
 pub struct ContactBook {
     by_key: BTreeMap<String, Contact>,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<[u8; IDENTITY_LEN]> {
-    let mut out = [0u8; IDENTITY_LEN];
-    if text.len() != 2 * IDENTITY_LEN {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 impl ContactBook {
@@ -104,7 +90,7 @@ impl ContactBook {
     /// What `identity` would mean for `name`, without pinning or noting anything (an incoming
     /// call not yet accepted).
     pub fn peek(&self, name: &str, identity: &[u8]) -> KeyCheck {
-        let seen = hex(identity);
+        let seen = hex::encode(identity);
         match self
             .get(name)
             .and_then(|c| c.identity.as_ref().map(|i| (c, i)))
@@ -119,7 +105,7 @@ impl ContactBook {
 
     /// A call with `name` presents `identity`: pins it the first time, compares it after.
     pub fn check(&mut self, name: &str, identity: &[u8]) -> KeyCheck {
-        let seen = hex(identity);
+        let seen = hex::encode(identity);
         let contact = self.entry(name);
         match &contact.identity {
             None => {
@@ -159,7 +145,7 @@ impl ContactBook {
 
     /// The safety number between `mine` and `name`'s pinned key.
     pub fn safety_number(&self, mine: &[u8; IDENTITY_LEN], name: &str) -> Option<String> {
-        let theirs = unhex(self.get(name)?.identity.as_deref()?)?;
+        let theirs = hex::decode::<IDENTITY_LEN>(self.get(name)?.identity.as_deref()?)?;
         Some(safety_number(mine, &theirs))
     }
 }

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use fala_proto::hex;
 use fala_proto::identity::Identity;
 use thiserror::Error;
 
@@ -65,9 +66,8 @@ fn save(path: &Path, identity: &Identity) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::private_files::create_dir(dir)?;
     }
-    let hex: String = identity.seed().iter().map(|b| format!("{b:02x}")).collect();
     let mut file = crate::private_files::create(path)?;
-    writeln!(file, "{HEADER}\n{hex}")?;
+    writeln!(file, "{HEADER}\n{}", hex::encode(&identity.seed()))?;
     file.sync_all()
 }
 
@@ -76,15 +76,7 @@ fn parse(text: &str) -> Option<Identity> {
     if lines.next()?.trim() != HEADER {
         return None;
     }
-    let hex = lines.next()?.trim();
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut seed = [0u8; 32];
-    for (i, byte) in seed.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(Identity::from_seed(seed))
+    hex::decode::<32>(lines.next()?.trim()).map(Identity::from_seed)
 }
 
 #[cfg(test)]

@@ -12,24 +12,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use fala_proto::hex::certificate_fingerprint;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-
-/// `AB:CD:…`, SHA-256 of a DER certificate: the form `fala-server` prints its own in.
-pub fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
 
 /// Why a TLS connection was not made.
 #[derive(Debug, Error)]
@@ -196,7 +187,10 @@ impl ServerCertVerifier for PinningVerifier {
         if vouched.is_ok() {
             return vouched;
         }
-        match self.known.judge(&self.server, &fingerprint(end_entity)) {
+        match self
+            .known
+            .judge(&self.server, &certificate_fingerprint(end_entity))
+        {
             Verdict::Known | Verdict::New => Ok(ServerCertVerified::assertion()),
             Verdict::Changed => Err(rustls::Error::General(
                 "the server's certificate changed".into(),
