@@ -28,6 +28,10 @@ mkdir -p "$WORK/ana"
 cat >"$WORK/ana/settings.json" <<JSON
 {"name": "ana", "server": "$SERVER"}
 JSON
+# Two saved contacts: Bob (who comes online) and Erin (who stays offline).
+cat >"$WORK/ana/contacts.json" <<JSON
+{"bob": {"name": "bob", "listed": true}, "erin": {"name": "Erin", "listed": true}}
+JSON
 
 FALA_CONFIG_DIR=$WORK/ana RUST_LOG=${FALA_LOG:-fala=info} "$FALA_BIN" 2>"$WORK/ana.log" &
 APP=$!
@@ -79,6 +83,10 @@ wait_out dora "Press 0"
 # Carol calls Dora, who answers: both show as "in a call" in Ana's list.
 say carol 1; say carol dora; say carol y
 wait_out dora "Accept?"; say dora y
+# They registered after Ana's first page of "Find people": the page is asked again when it
+# is 10 s old and the window draws a frame (here: the pointer moves).
+sleep 10
+xdotool mousemove --sync 600 500
 sleep 1
 snap main
 

@@ -18,7 +18,6 @@ fn config(addr: std::net::SocketAddr, name: &str) -> SignalConfig {
         name: name.into(),
         identity: std::sync::Arc::new(fala_proto::identity::Identity::generate().unwrap()),
         media: "0.0.0.0:5555".parse().unwrap(),
-        subscribe: true,
         notify: None,
     }
 }
@@ -28,7 +27,7 @@ const WAIT: Duration = Duration::from_secs(10);
 #[tokio::test]
 async fn registers_and_reports_presence() {
     let server = TestServer::start(Config::default()).await;
-    let (_h, mut events) = net::spawn(config(server.addr, "ana"));
+    let (handle, mut events) = net::spawn(config(server.addr, "ana"));
     let media = wait_for(&mut events, WAIT, |e| match e {
         Event::Registered {
             media,
@@ -40,6 +39,15 @@ async fn registers_and_reports_presence() {
     .await
     .expect("registered");
     assert_eq!(media.to_string(), "127.0.0.1:5555");
+    assert!(handle.send(ClientMsg::Watch {
+        names: vec!["bob".into()]
+    }));
+    let watching = wait_for(&mut events, WAIT, |e| match e {
+        Event::Server(ServerMsg::Watching { users }) => Some(users.len()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(watching, Some(0), "bob is not online yet");
     let _bob = Raw::registered(server.addr, "bob", 1).await;
     let joined = wait_for(&mut events, WAIT, |e| match e {
         Event::Server(ServerMsg::UserJoined { user }) => Some(user.name.clone()),

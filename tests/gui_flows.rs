@@ -150,8 +150,9 @@ fn peer_calls_window(w: &World, h: &mut Harness<'static, App>, bob: &mut Raw) {
     wait_text(h, "bob is calling you");
 }
 
-/// Ana (the window) calls Bob (a raw peer) from the user list; returns Bob's call id.
+/// Ana (the window) finds Bob (a raw peer) and calls him; returns Bob's call id.
 fn window_calls(w: &World, h: &mut Harness<'static, App>, bob: &mut Raw) -> CallId {
+    type_into(h, "Find people", "bob");
     wait_text(h, "bob");
     click(h, "Call");
     let incoming = w.expect(bob, |m| matches!(m, ServerMsg::IncomingCall { .. }));
@@ -160,7 +161,7 @@ fn window_calls(w: &World, h: &mut Harness<'static, App>, bob: &mut Raw) -> Call
 }
 
 #[test]
-fn registers_and_follows_presence() {
+fn finds_people_and_follows_their_presence() {
     let w = World::new(Config::default());
     let mut h = w.window("ana");
     assert!(shows(&h, "Connect to a Fala server"));
@@ -169,9 +170,17 @@ fn registers_and_follows_presence() {
     wait_text(&mut h, "Nobody else is online yet.");
     let bob = w.peer("bob", 5002);
     let mut carol = w.peer("carol", 5003);
-    wait_text(&mut h, "bob");
-    wait_text(&mut h, "carol");
-    // Bob and Carol start a call: both show as busy in Ana's list.
+    // They came after the first page: a search finds them (the directory is asked, not
+    // pushed to everyone).
+    type_into(&mut h, "Find people", "B");
+    wait(&mut h, "bob found, not carol", |h| {
+        shows(h, "bob") && !shows(h, "carol")
+    });
+    press(&mut h, egui::Key::Backspace);
+    wait(&mut h, "everyone online", |h| {
+        shows(h, "bob") && shows(h, "carol")
+    });
+    // Bob and Carol start a call: both show as busy (the results are watched live).
     w.send(
         &mut carol,
         ClientMsg::Invite {
@@ -182,13 +191,12 @@ fn registers_and_follows_presence() {
     wait(&mut h, "two users in a call", |h| {
         h.query_all_by_label("in a call").count() == 2
     });
-    // The filter narrows the list.
-    type_into(&mut h, "Filter", "car");
-    wait(&mut h, "bob filtered out", |h| {
+    type_into(&mut h, "Find people", "car");
+    wait(&mut h, "bob not found", |h| {
         !shows(h, "bob") && shows(h, "carol")
     });
     drop(carol);
-    wait_text(&mut h, "Nobody online matches the filter.");
+    wait_text(&mut h, "Nobody online has a name that starts like that.");
     drop(bob);
 }
 
@@ -417,9 +425,10 @@ fn outgoing_call_cancelled() {
 fn calling_a_busy_user_says_busy() {
     let w = World::new(Config::default());
     let mut h = w.window("ana");
-    register(&mut h);
     let mut bob = w.peer("bob", 5002);
     let mut carol = w.peer("carol", 5003);
+    // Online before Ana: her first page of "Find people" has them.
+    register(&mut h);
     w.send(
         &mut carol,
         ClientMsg::Invite {
@@ -525,6 +534,7 @@ fn two_windows_call_each_other() {
     register(&mut ana);
     register(&mut bob);
     assert_ne!(ana.state().media_port(), bob.state().media_port());
+    type_into(&mut ana, "Find people", "bo");
     wait_text(&mut ana, "bob");
     click(&mut ana, "Call");
     wait_text(&mut bob, "ana is calling you");
@@ -579,8 +589,8 @@ fn settings_switch_language_and_theme() {
 fn idle_window_asks_for_no_frames_and_calls_tick_once_a_second() {
     let w = World::new(Config::default());
     let mut h = w.window("ana");
-    register(&mut h);
     let _bob = w.peer("bob", 5002);
+    register(&mut h);
     wait_text(&mut h, "bob");
     h.run();
     let delay = |h: &Harness<'static, App>| {

@@ -529,6 +529,7 @@ async fn a_client_that_stops_reading_is_dropped_and_its_name_freed() {
             ..Limits::default()
         },
         names: support::unlimited_new_names(),
+        open_list: true,
         ..Config::default()
     };
     let server = TestServer::start(config).await;

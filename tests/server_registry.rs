@@ -144,8 +144,12 @@ async fn lookup_found_and_not_found() {
 }
 
 #[tokio::test]
-async fn list_and_live_presence_events() {
-    let server = TestServer::start(Config::default()).await;
+async fn list_and_live_presence_events_when_the_operator_opens_the_list() {
+    let server = TestServer::start(Config {
+        open_list: true,
+        ..Config::default()
+    })
+    .await;
     let mut watcher = Raw::registered(server.addr, "watcher", 5000).await;
     watcher.send(&ClientMsg::Subscribe).await;
     match watcher.recv().await {
@@ -223,6 +227,46 @@ async fn list_and_live_presence_events() {
     server.stop().await;
 }
 
+/// By default nobody gets the whole online list: `list` and `subscribe` are refused with a
+/// reason that points to `search` and `watch`, and the connection goes on.
+#[tokio::test]
+async fn the_whole_online_list_is_not_offered_by_default() {
+    let server = TestServer::start(Config::default()).await;
+    let _bob = Raw::registered(server.addr, "bob", 5001).await;
+    let mut ana = Raw::registered(server.addr, "ana", 5002).await;
+    let list = ClientMsg::List {
+        after: None,
+        limit: None,
+    };
+    for (msg, kind) in [(list, "list"), (ClientMsg::Subscribe, "subscribe")] {
+        ana.send(&msg).await;
+        match ana.recv().await {
+            ServerMsg::Error {
+                code: ErrorCode::NotOffered,
+                message,
+                request,
+                ..
+            } => {
+                assert!(message.contains("search"), "{message}");
+                assert_eq!(request.as_deref(), Some(kind));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Bob's arrival and departure are not told to Ana; a search finds him.
+    let _carol = Raw::registered(server.addr, "carol", 5003).await;
+    ana.send(&ClientMsg::Search {
+        prefix: "B".into(),
+        after: None,
+    })
+    .await;
+    assert!(matches!(
+        ana.recv().await,
+        ServerMsg::SearchResults { users, more: false } if users.len() == 1 && users[0].name == "bob"
+    ));
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn bye_and_closing_the_socket_free_the_name() {
     let server = TestServer::start(Config::default()).await;
@@ -263,7 +307,11 @@ async fn shutdown_tells_connected_clients() {
 /// (it used to be one frame too big to send, and the asker got nothing at all).
 #[tokio::test]
 async fn a_thousand_users_with_long_names_come_in_pages() {
-    let server = TestServer::start(support::crowd_config()).await;
+    let server = TestServer::start(Config {
+        open_list: true,
+        ..support::crowd_config()
+    })
+    .await;
     let mut held = Vec::new();
     for i in 0..1000 {
         let name = format!("user-with-a-long-long-name-{i:04}");
@@ -373,10 +421,14 @@ async fn five_thousand_users_search_lookup_and_presence_still_answer() {
         })
         .await;
     assert!(matches!(asker.recv().await, ServerMsg::UserFound { .. }));
-    asker.send(&ClientMsg::Subscribe).await;
+    asker
+        .send(&ClientMsg::Watch {
+            names: vec!["person-0001".into(), "latecomer".into()],
+        })
+        .await;
     assert!(matches!(
         asker.recv().await,
-        ServerMsg::Users { users, more: true } if users.len() == fala_proto::LIST_PAGE_MAX
+        ServerMsg::Watching { users } if users.len() == 1 && users[0].name == "person-0001"
     ));
     let _late = Raw::registered(server.addr, "latecomer", 7000).await;
     let joined = asker

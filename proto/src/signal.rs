@@ -192,6 +192,9 @@ pub enum ErrorCode {
     IdleTimeout,
     /// The connection could not keep up with the messages sent to it; it is closed.
     TooSlow,
+    /// The server does not offer this request (`list` and `subscribe` are off unless its
+    /// operator opened the whole online list); use `search` and `watch` instead.
+    NotOffered,
     /// An error code this side does not know (sent by a newer peer).
     #[serde(other)]
     Other,

@@ -51,6 +51,9 @@ pub struct Config {
     /// Seed of the identity of the users the server hosts (the echo); `None`: a new one each
     /// run, so clients that pinned it see it change.
     pub service_identity_seed: Option<[u8; 32]>,
+    /// Hand the whole online list to anyone who asks (`list`, `subscribe`): for small private
+    /// servers. Off by default: people are found with `search` and followed with `watch`.
+    pub open_list: bool,
 }
 
 /// Serves `listener` until `shutdown` resolves, then tells every client the server is going

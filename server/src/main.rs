@@ -59,6 +59,10 @@ struct Args {
     /// Most names the server keeps; past this, only known owners may register.
     #[arg(long, default_value_t = 1_000_000)]
     max_names: usize,
+    /// Let every client list everyone online and follow everyone's presence (`list`,
+    /// `subscribe`): for a small private server. Off: people are found by searching.
+    #[arg(long)]
+    open_list: bool,
 }
 
 /// Every connection is an open file: raises the soft limit to the hard one (distributions
@@ -128,6 +132,7 @@ fn run() -> anyhow::Result<()> {
             new_names_per_ip_hour: args.new_names_per_ip_hour,
         },
         service_identity_seed: Some(service_seed),
+        open_list: args.open_list,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

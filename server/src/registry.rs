@@ -181,7 +181,7 @@ impl State {
     }
 
     /// Follows the presence of `names` (replacing what `conn` watched before) and answers with
-    /// those online now. At most [`WATCH_MAX`] names.
+    /// those online now, in name-key order. At most [`WATCH_MAX`] names.
     pub fn watch(&mut self, conn: ConnId, names: &[String]) {
         if names.len() > WATCH_MAX {
             let msg = format!("you can watch at most {WATCH_MAX} names");
@@ -192,7 +192,12 @@ impl State {
         for key in &keys {
             self.watchers.entry(key.clone()).or_default().insert(conn);
         }
-        let users = keys.iter().filter_map(|k| self.user_info(k)).collect();
+        let mut online: Vec<&String> = keys.iter().collect();
+        online.sort();
+        let users = online
+            .into_iter()
+            .filter_map(|k| self.user_info(k))
+            .collect();
         if let Some(c) = self.conns.get_mut(&conn) {
             c.watching = keys;
         }

@@ -281,6 +281,7 @@ impl Session {
             }
         }
         let conn = self.conn;
+        let open_list = self.hub.config.open_list;
         let mut state = self.answering(kind);
         match msg {
             ClientMsg::Hello { .. } => {
@@ -312,6 +313,11 @@ impl Session {
                 }
             }
             ClientMsg::Lookup { name } => state.lookup(conn, &name),
+            ClientMsg::List { .. } | ClientMsg::Subscribe if !open_list => {
+                let msg = "this server does not hand out the whole online list: \
+                           find people with search and follow contacts with watch";
+                state.send(conn, &ServerMsg::error(ErrorCode::NotOffered, msg));
+            }
             ClientMsg::List { after, limit } => state.list(conn, after.as_deref(), limit),
             ClientMsg::Search { prefix, after } => state.search(conn, &prefix, after.as_deref()),
             ClientMsg::Watch { names } => state.watch(conn, &names),

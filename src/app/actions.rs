@@ -59,14 +59,15 @@ impl App {
     pub fn add_contact(&mut self, name: &str) {
         let name = name.trim();
         if fala_proto::name::validate_name(name).is_ok() {
-            self.phone.model_mut().contacts.add(name);
+            // Its only effect is the new `watch`, which the phone sends.
+            let _watch = self.phone.add_contact(name);
             self.save_contacts();
         }
     }
 
     /// Takes `name` off the contact list (its pinned key is kept).
     pub fn remove_contact(&mut self, name: &str) {
-        self.phone.model_mut().contacts.remove(name);
+        let _watch = self.phone.remove_contact(name);
         self.save_contacts();
     }
 
@@ -137,6 +138,19 @@ impl App {
 
     pub fn lookup(&mut self, name: &str, ctx: &egui::Context) {
         let fx = self.phone.lookup(name);
+        self.show_effects(fx, ctx);
+    }
+
+    /// "Find people" changed: search for what is typed now.
+    pub fn search(&mut self, ctx: &egui::Context) {
+        let query = self.ui.search_text.clone();
+        let fx = self.phone.search(&query);
+        self.show_effects(fx, ctx);
+    }
+
+    /// The next page of "Find people".
+    pub fn search_more(&mut self, ctx: &egui::Context) {
+        let fx = self.phone.search_more();
         self.show_effects(fx, ctx);
     }
 

@@ -57,7 +57,8 @@ pub enum Tab {
 #[derive(Debug, Default)]
 struct UiState {
     tab: Tab,
-    filter: String,
+    /// What is typed in "Find people".
+    search_text: String,
     lookup_text: String,
     /// The name typed to add a contact.
     contact_text: String,
@@ -202,6 +203,8 @@ impl App {
             self.connect(ctx);
         }
         self.drain_events(ctx);
+        let fx = self.phone.refresh_directory(Instant::now());
+        self.show_effects(fx, ctx);
         self.drain_dialogs();
         if let Some(e) = self.saver.take_error() {
             self.ui.settings_error = Some(e);

@@ -136,7 +136,6 @@ impl Phone {
             name: name.clone(),
             identity: req.identity.clone(),
             media: media.advertised(),
-            subscribe: self.model.follows_presence(),
             notify: req.notify,
         });
         self.model
@@ -228,6 +227,38 @@ impl Phone {
 
     pub fn lookup(&mut self, name: &str) -> Vec<Effect> {
         let fx = self.model.lookup(name);
+        self.run(fx)
+    }
+
+    /// "Find people" typed `query`.
+    pub fn search(&mut self, query: &str) -> Vec<Effect> {
+        let fx = self.model.search(query);
+        self.run(fx)
+    }
+
+    /// The next page of search results.
+    pub fn search_more(&mut self) -> Vec<Effect> {
+        let fx = self.model.search_more();
+        self.run(fx)
+    }
+
+    /// Asks stale search results again (a frame is being drawn anyway).
+    pub fn refresh_directory(&mut self, now: Instant) -> Vec<Effect> {
+        let fx = self.model.refresh_directory(now);
+        self.run(fx)
+    }
+
+    /// Adds `name` to the contact list and follows their presence.
+    pub fn add_contact(&mut self, name: &str) -> Vec<Effect> {
+        self.model.contacts.add(name);
+        let fx = self.model.contacts_changed();
+        self.run(fx)
+    }
+
+    /// Takes `name` off the contact list (their pinned key stays) and stops following them.
+    pub fn remove_contact(&mut self, name: &str) -> Vec<Effect> {
+        self.model.contacts.remove(name);
+        let fx = self.model.contacts_changed();
         self.run(fx)
     }
 

@@ -34,8 +34,6 @@ pub struct SignalConfig {
     pub identity: Arc<Identity>,
     /// Media address to register (`0.0.0.0:port` lets the server fill in the IP it sees).
     pub media: MediaAddr,
-    /// Ask for presence events after registering.
-    pub subscribe: bool,
     /// Called after every event is queued, e.g. to wake the window (`request_repaint`).
     pub notify: Option<Arc<dyn Fn() + Send + Sync>>,
 }
@@ -256,14 +254,9 @@ impl Task {
                 ))),
             }
         };
-        let (mut conn, heartbeat, name, media) = timeout(CONNECT_TIMEOUT, attempt)
+        let (conn, heartbeat, name, media) = timeout(CONNECT_TIMEOUT, attempt)
             .await
             .map_err(|_| End::Lost(format!("{} did not answer in time", self.config.server)))??;
-        if self.config.subscribe {
-            conn.send(&ClientMsg::Subscribe)
-                .await
-                .map_err(|e| lost(&e))?;
-        }
         self.emit(Event::Registered {
             name,
             media,

@@ -236,13 +236,17 @@ def scenario(addr):
     c.expect("error", code="invalid_name", message=lambda m: isinstance(m, str))
     step(3, "C: 'bad!name' -> invalid_name")
 
-    # 4. subscribe: starting list (in name-key order), then user_joined. No addresses.
+    # 4. the whole online list is not offered (by default); watch follows named people: those
+    # online now (in name-key order), then user_joined about them. No addresses.
     a.send({"type": "subscribe"})
-    a.expect("users", users=[user(a, "Py Ana"), user(b, "Py Bob")])
+    a.expect("error", code="not_offered", message=ANY, request="subscribe")
+    a.send({"type": "watch", "names": ["PY BOB", "py cris", "Py Ana"]})
+    a.expect("watching", users=[user(a, "Py Ana"), user(b, "Py Bob")])
     c.register("Py Cris", cris_media)
     c.expect("registered", name="Py Cris", media=cris_media)
     a.expect_presence([("user_joined", {"user": user(c, "Py Cris")})])
-    step(4, "A subscribed: users [Py Ana, Py Bob]; C registered 'Py Cris' -> A got user_joined")
+    step(4, "A: subscribe -> not_offered; watch [PY BOB, py cris, Py Ana] -> watching "
+            "[Py Ana, Py Bob]; C registered 'Py Cris' -> A got user_joined")
 
     # 5. look-ups ignore case and show the registered spelling and the owner's identity.
     a.send({"type": "lookup", "name": "PY BOB"})

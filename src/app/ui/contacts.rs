@@ -1,5 +1,5 @@
-//! The main screen: your contacts (with presence, even offline), who is online (live), a
-//! filter, a name look-up and the sound test.
+//! The main screen: your contacts (with presence, even offline), "Find people" (the server's
+//! directory search), a name look-up and the sound test.
 
 use fala_proto::name::name_key;
 use fala_proto::Availability;
@@ -23,59 +23,9 @@ pub fn draw(app: &mut App, ui: &mut egui::Ui) {
             to_call = Some(name);
         }
         ui.add_space(10.0);
-        ui.heading(tr.online_users);
-        ui.horizontal(|ui| {
-            let label = ui.label(tr.filter_label);
-            ui.add(
-                egui::TextEdit::singleline(&mut app.ui.filter)
-                    .hint_text(tr.filter_hint)
-                    .id_salt("filter")
-                    .desired_width(f32::INFINITY),
-            )
-            .labelled_by(label.id);
-        });
-        ui.add_space(6.0);
-        let filter = app.ui.filter.clone();
-        let users: Vec<_> = app.model().visible_users(&filter).cloned().collect();
-        if users.is_empty() {
-            let empty = if filter.trim().is_empty() {
-                tr.nobody_online
-            } else {
-                tr.nobody_matches
-            };
-            ui.weak(empty);
+        if let Some(name) = find_people(app, ui, can_call, &ctx, &mut to_add) {
+            to_call = Some(name);
         }
-        egui::ScrollArea::vertical()
-            .id_salt("users")
-            .show(ui, |ui| {
-                for user in users {
-                    ui.horizontal(|ui| {
-                        let available = user.status == Availability::Available;
-                        widgets::status_dot(ui, available);
-                        ui.label(egui::RichText::new(&user.name).strong());
-                        ui.weak(if available {
-                            tr.available
-                        } else {
-                            tr.in_a_call
-                        });
-                        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-                            let call = ui.add_enabled(can_call, egui::Button::new(tr.call));
-                            if call.clicked() {
-                                to_call = Some(user.name.clone());
-                            }
-                            let listed = app
-                                .model()
-                                .contacts
-                                .get(&user.name)
-                                .is_some_and(|c| c.listed);
-                            if !listed && ui.small_button(tr.add_contact).clicked() {
-                                to_add = Some(user.name.clone());
-                            }
-                        });
-                    });
-                    ui.separator();
-                }
-            });
 
         // Right: look-up and sound test.
         let ui = &mut cols[1];
@@ -148,6 +98,89 @@ pub fn draw(app: &mut App, ui: &mut egui::Ui) {
     if let Some(peer) = to_call {
         app.call(&peer, &ctx);
     }
+}
+
+/// "Find people": a search box, the online people whose name starts with what is typed (with
+/// live status, Add and Call), and more pages on request. Returns the person to call, if one
+/// was clicked; a person to add goes to `to_add`.
+fn find_people(
+    app: &mut App,
+    ui: &mut egui::Ui,
+    can_call: bool,
+    ctx: &egui::Context,
+    to_add: &mut Option<String>,
+) -> Option<String> {
+    let tr = app.tr();
+    let mut to_call = None;
+    let heading = ui.heading(tr.find_people);
+    let changed = ui
+        .horizontal(|ui| {
+            ui.label(tr.search_label);
+            ui.add(
+                egui::TextEdit::singleline(&mut app.ui.search_text)
+                    .hint_text(tr.search_hint)
+                    .id_salt("search")
+                    .desired_width(f32::INFINITY),
+            )
+            .labelled_by(heading.id)
+            .changed()
+        })
+        .inner;
+    if changed {
+        app.search(ctx);
+    }
+    ui.add_space(6.0);
+    let people: Vec<_> = app.model().found_people().into_iter().cloned().collect();
+    let directory = &app.model().directory;
+    if people.is_empty() {
+        match directory.shown_for() {
+            None => {
+                ui.spinner();
+            }
+            Some("") => {
+                ui.weak(tr.nobody_online);
+            }
+            Some(_) => {
+                ui.weak(tr.nobody_matches);
+            }
+        }
+    }
+    let more = directory.has_more();
+    egui::ScrollArea::vertical()
+        .id_salt("people")
+        .show(ui, |ui| {
+            for user in people {
+                ui.horizontal(|ui| {
+                    let available = user.status == Availability::Available;
+                    widgets::status_dot(ui, available);
+                    ui.label(egui::RichText::new(&user.name).strong());
+                    ui.weak(if available {
+                        tr.available
+                    } else {
+                        tr.in_a_call
+                    });
+                    ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+                        let call = ui.add_enabled(can_call, egui::Button::new(tr.call));
+                        if call.clicked() {
+                            to_call = Some(user.name.clone());
+                        }
+                        let listed = app
+                            .model()
+                            .contacts
+                            .get(&user.name)
+                            .is_some_and(|c| c.listed);
+                        if !listed && ui.small_button(tr.add_contact).clicked() {
+                            *to_add = Some(user.name.clone());
+                        }
+                    });
+                });
+                ui.separator();
+            }
+            if more && ui.button(tr.more_results).clicked() {
+                app.search_more(ctx);
+            }
+        });
+    to_call
 }
 
 /// The saved contacts: each with presence (online from the live list, else offline), a call

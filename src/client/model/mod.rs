@@ -7,18 +7,21 @@
 //! [`super::Phone`]; what differs between faces is a flag here ([`Model::new`]'s `presence`),
 //! never a copy of the logic.
 
-use std::collections::BTreeMap;
+mod directory;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Instant, SystemTime};
 
 use fala_proto::call::{CallError, CallEvent, CallMachine, CallState, Outcome};
 use fala_proto::call_keys::{SignedKey, COMMITMENT_LEN};
 use fala_proto::name::name_key;
-use fala_proto::{CallId, ClientMsg, ErrorCode, MediaAddr, ServerMsg, UserInfo};
+use fala_proto::{CallId, ClientMsg, ErrorCode, MediaAddr, ServerMsg, UserInfo, WATCH_MAX};
 use serde_bytes::ByteBuf;
 
 use super::contacts::{ContactBook, KeyCheck};
 use super::history::{CallDirection, HistoryEntry};
 use crate::net::Event;
+pub use directory::{Directory, REFRESH_AFTER};
 
 /// Where the registration with the server stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,8 +167,11 @@ struct CallMeta {
 pub struct Model {
     pub registration: Registration,
     pub problem: Option<ConnectProblem>,
-    /// Online users other than us, by name key.
+    /// Who is online among the people we watch (contacts and shown search results), by name
+    /// key; kept live by the server's presence events about them.
     pub users: BTreeMap<String, UserInfo>,
+    /// "Find people": the directory search.
+    pub directory: Directory,
     pub calls: CallMachine,
     pub lookup: Lookup,
     pub notice: Option<Notice>,
@@ -179,11 +185,11 @@ pub struct Model {
     pub contacts: ContactBook,
     /// What the current call's identity key means (ringing in, or connected).
     pub key_check: Option<KeyCheck>,
-    /// Follow who is online (the window's list). The terminal and headless clients only look
-    /// people up, so they neither subscribe nor ask for the list.
+    /// Follow contacts' presence and search the directory (the window). The terminal and
+    /// headless clients only look people up, so they do neither.
     presence: bool,
-    /// The name key after which the next page of the list was asked for, while one is.
-    list_after: Option<String>,
+    /// The name keys last sent in `watch` (a connection starts watching nobody).
+    watched: BTreeSet<String>,
     meta: Option<CallMeta>,
 }
 
@@ -200,6 +206,7 @@ impl Model {
             registration: Registration::Offline,
             problem: None,
             users: BTreeMap::new(),
+            directory: Directory::default(),
             calls: CallMachine::new(),
             lookup: Lookup::Idle,
             notice: None,
@@ -209,14 +216,89 @@ impl Model {
             contacts: ContactBook::default(),
             key_check: None,
             presence,
-            list_after: None,
+            watched: BTreeSet::new(),
             meta: None,
         }
     }
 
-    /// Whether this client follows who is online (subscribes to presence).
+    /// Whether this client follows its contacts' presence and searches the directory.
     pub fn follows_presence(&self) -> bool {
         self.presence
+    }
+
+    /// The people to watch: listed contacts first, then the shown search results, at most
+    /// [`WATCH_MAX`], as name keys.
+    fn watch_set(&self) -> BTreeSet<String> {
+        let contacts = self
+            .contacts
+            .listed()
+            .into_iter()
+            .map(|c| name_key(&c.name));
+        let found = self.directory.results().iter().map(|u| name_key(&u.name));
+        let mut set = BTreeSet::new();
+        for key in contacts.chain(found) {
+            if set.len() == WATCH_MAX {
+                break;
+            }
+            set.insert(key);
+        }
+        set
+    }
+
+    /// Sends `watch` when the people to follow changed since the last one.
+    fn update_watch(&mut self, fx: &mut Vec<Effect>) {
+        if !self.presence || !self.is_online() {
+            return;
+        }
+        let set = self.watch_set();
+        if self.watched == set {
+            return;
+        }
+        fx.push(Effect::Send(ClientMsg::Watch {
+            names: set.iter().cloned().collect(),
+        }));
+        self.watched = set;
+    }
+
+    /// The contact list changed (added or removed someone): follow the new set.
+    pub fn contacts_changed(&mut self) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        self.update_watch(&mut fx);
+        fx
+    }
+
+    /// "Find people" typed `query`.
+    pub fn search(&mut self, query: &str) -> Vec<Effect> {
+        if !self.is_online() {
+            return Vec::new();
+        }
+        self.directory
+            .set_query(query)
+            .map(Effect::Send)
+            .into_iter()
+            .collect()
+    }
+
+    /// "More results".
+    pub fn search_more(&mut self) -> Vec<Effect> {
+        self.directory
+            .ask_more()
+            .map(Effect::Send)
+            .into_iter()
+            .collect()
+    }
+
+    /// Asks the shown search results again if they are stale (called when a frame is drawn
+    /// anyway; see [`Directory::refresh_if_stale`]).
+    pub fn refresh_directory(&mut self, now: Instant) -> Vec<Effect> {
+        if !self.is_online() || self.calls.is_busy() {
+            return Vec::new();
+        }
+        self.directory
+            .refresh_if_stale(now)
+            .map(Effect::Send)
+            .into_iter()
+            .collect()
     }
 
     /// Our registered name, while online or reconnecting.
@@ -263,11 +345,17 @@ impl Model {
         match ev {
             Event::Registered { name, media, .. } => {
                 self.problem = None;
-                // The list arrives by itself: the signaling task subscribes to presence, and the
-                // server answers a subscription with the list's first page.
                 self.registration = Registration::Online { name, media };
                 self.users.clear();
-                self.list_after = None;
+                self.watched.clear();
+                self.directory.reset();
+                if self.presence {
+                    // Contacts' presence, and the directory's first page for what is typed.
+                    self.update_watch(&mut fx);
+                    if let Some(search) = self.directory.ask_first() {
+                        fx.push(Effect::Send(search));
+                    }
+                }
             }
             Event::Refused { code, message } => {
                 let name = match &self.registration {
@@ -306,6 +394,7 @@ impl Model {
                     self.call_ended(&outcome, &mut fx);
                 }
                 self.users.clear();
+                self.watched.clear();
                 let name = self.my_name().unwrap_or_default().to_string();
                 if !matches!(self.registration, Registration::Disconnecting) {
                     self.registration = Registration::Reconnecting { name, message };
@@ -323,12 +412,13 @@ impl Model {
         }
         self.registration = Registration::Offline;
         self.users.clear();
+        self.watched.clear();
         self.lookup = Lookup::Idle;
         self.notice = None;
     }
 
     fn on_server(&mut self, msg: ServerMsg, now: Instant, wall: SystemTime, fx: &mut Vec<Effect>) {
-        self.on_presence(&msg, fx);
+        self.on_presence(&msg, now, fx);
         let (event, reply) = self.calls.on_server(&msg, now);
         if let Some(reply) = reply {
             fx.push(Effect::Send(reply));
@@ -403,7 +493,12 @@ impl Model {
                     self.lookup = Lookup::NotFound(name);
                     fx.push(Effect::LookupAnswered);
                 }
-                ServerMsg::Error { message, .. } => {
+                ServerMsg::Error {
+                    message, request, ..
+                } => {
+                    if request.as_deref() == Some("search") {
+                        self.directory.on_refused();
+                    }
                     self.notice = Some(Notice::Server(message.clone()));
                     fx.push(Effect::ServerError(message));
                 }
@@ -419,32 +514,29 @@ impl Model {
         matches!(&self.lookup, Lookup::Pending(asked) if name_key(asked) == name_key(name))
     }
 
-    /// Keeps the user list in step with presence events; asks for the next page of the list
-    /// while the server says more remain.
-    fn on_presence(&mut self, msg: &ServerMsg, fx: &mut Vec<Effect>) {
+    /// Keeps who is online among the watched people in step with the server: search results
+    /// (then watched), the `watching` answer, and presence events about them.
+    fn on_presence(&mut self, msg: &ServerMsg, now: Instant, fx: &mut Vec<Effect>) {
         let me = self.my_name().map(name_key);
         let is_me = |name: &str| me.as_deref() == Some(&name_key(name));
         match msg {
-            ServerMsg::Users { users, more } => {
-                // A first page (not the answer to a request for a next one) starts the list
-                // afresh.
-                if self.list_after.take().is_none() {
-                    self.users.clear();
+            ServerMsg::SearchResults { users, more } => {
+                let shown: Vec<UserInfo> =
+                    users.iter().filter(|u| !is_me(&u.name)).cloned().collect();
+                // Online by the server's word now; `watching` confirms and events follow.
+                self.users
+                    .extend(shown.iter().map(|u| (name_key(&u.name), u.clone())));
+                if let Some(next) = self.directory.on_results(&shown, *more, now) {
+                    fx.push(Effect::Send(next));
                 }
-                self.users.extend(
-                    users
-                        .iter()
-                        .filter(|u| !is_me(&u.name))
-                        .map(|u| (name_key(&u.name), u.clone())),
-                );
-                if let Some(last) = users.last().filter(|_| *more) {
-                    let after = name_key(&last.name);
-                    self.list_after = Some(after.clone());
-                    fx.push(Effect::Send(ClientMsg::List {
-                        after: Some(after),
-                        limit: None,
-                    }));
-                }
+                self.update_watch(fx);
+            }
+            ServerMsg::Watching { users } => {
+                self.users = users
+                    .iter()
+                    .filter(|u| !is_me(&u.name))
+                    .map(|u| (name_key(&u.name), u.clone()))
+                    .collect();
             }
             ServerMsg::UserJoined { user } if !is_me(&user.name) => {
                 self.users.insert(name_key(&user.name), user.clone());
@@ -606,19 +698,21 @@ impl Model {
         vec![Effect::Disconnect]
     }
 
-    /// Names to show in the list: everyone online except the echo service (shown as the sound
-    /// test), filtered by a substring compared as names are (case and look-alikes folded), in
-    /// alphabetical order (name keys order look-alike skeletons, not what people read).
-    pub fn visible_users<'a>(&'a self, filter: &str) -> impl Iterator<Item = &'a UserInfo> {
-        let filter = name_key(filter);
+    /// "Find people"'s results that are still online, with their live status, except the
+    /// echo service (shown as the sound test), in alphabetical order (name keys order
+    /// look-alike skeletons, not what people read).
+    pub fn found_people(&self) -> Vec<&UserInfo> {
         let mut shown: Vec<&UserInfo> = self
-            .users
+            .directory
+            .results()
             .iter()
-            .filter(|(key, _)| key.as_str() != ECHO_USER && key.contains(&filter))
-            .map(|(_, u)| u)
+            .map(|u| name_key(&u.name))
+            .filter(|key| key.as_str() != ECHO_USER)
+            .filter_map(|key| self.users.get(&key))
             .collect();
         shown.sort_by_cached_key(|u| u.name.to_lowercase());
-        shown.into_iter()
+        shown.dedup_by(|a, b| a.name == b.name);
+        shown
     }
 }
 

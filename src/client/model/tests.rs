@@ -2,6 +2,7 @@
 
 use super::*;
 use fala_proto::{Availability, CallId, EndReason};
+use std::time::Duration;
 
 fn user(name: &str) -> UserInfo {
     UserInfo {
@@ -25,18 +26,38 @@ fn online() -> (Model, Instant, SystemTime) {
         t,
         w,
     );
-    // The signaling task subscribes, and the server sends the list with the subscription.
-    assert_eq!(fx, vec![]);
+    // No contacts to watch yet; the directory's first page is asked for.
+    assert_eq!(
+        fx,
+        vec![Effect::Send(ClientMsg::Search {
+            prefix: String::new(),
+            after: None
+        })]
+    );
     (m, t, w)
 }
 
+fn results(names: &[&str], more: bool) -> Event {
+    Event::Server(ServerMsg::SearchResults {
+        users: names.iter().map(|n| user(n)).collect(),
+        more,
+    })
+}
+
+fn watch(names: &[&str]) -> Effect {
+    Effect::Send(ClientMsg::Watch {
+        names: names.iter().map(|n| n.to_string()).collect(),
+    })
+}
+
 #[test]
-fn presence_keeps_the_list_without_me() {
+fn search_results_are_watched_and_shown_without_me_or_the_echo() {
     let (mut m, t, w) = online();
-    let users = vec![user("ana"), user("Bob"), user("echo")];
-    m.on_event(Event::Server(ServerMsg::Users { users, more: false }), t, w);
-    assert_eq!(m.users.len(), 2);
-    assert_eq!(m.visible_users("").count(), 1);
+    let fx = m.on_event(results(&["ana", "Bob", "echo"], false), t, w);
+    assert_eq!(fx, vec![watch(&["bob", "echo"])]);
+    let names =
+        |m: &Model| -> Vec<String> { m.found_people().iter().map(|u| u.name.clone()).collect() };
+    assert_eq!(names(&m), ["Bob"]);
     m.on_event(
         Event::Server(ServerMsg::UserStatus {
             name: "bob".into(),
@@ -45,13 +66,20 @@ fn presence_keeps_the_list_without_me() {
         t,
         w,
     );
-    assert_eq!(m.users["bob"].status, Availability::InCall);
+    assert_eq!(m.found_people()[0].status, Availability::InCall);
     m.on_event(
         Event::Server(ServerMsg::UserLeft { name: "BOB".into() }),
         t,
         w,
     );
-    assert_eq!(m.visible_users("").count(), 0);
+    assert!(names(&m).is_empty(), "gone from the results when gone");
+    // He comes back: the watch tells, and he shows again.
+    m.on_event(
+        Event::Server(ServerMsg::UserJoined { user: user("Bob") }),
+        t,
+        w,
+    );
+    assert_eq!(names(&m), ["Bob"]);
 }
 
 #[test]
@@ -189,28 +217,66 @@ fn lookup_reports_not_found_then_found() {
 }
 
 #[test]
-fn a_long_list_is_fetched_page_by_page() {
+fn contacts_and_results_are_watched_and_more_pages_come_on_request() {
     let (mut m, t, w) = online();
-    let page = |names: &[&str], more| {
-        Event::Server(ServerMsg::Users {
-            users: names.iter().map(|n| user(n)).collect(),
-            more,
-        })
-    };
-    let fx = m.on_event(page(&["ana", "Bob", "carol"], true), t, w);
+    m.contacts.add("Dora");
+    assert_eq!(m.contacts_changed(), vec![watch(&["dora"])]);
+    assert_eq!(m.contacts_changed(), vec![], "unchanged: nothing sent");
+    let fx = m.on_event(results(&["Bob", "carol"], true), t, w);
+    assert_eq!(fx, vec![watch(&["bob", "carol", "dora"])]);
+    // Dora is online: the watch says so, and her contact row shows it.
+    m.on_event(
+        Event::Server(ServerMsg::Watching {
+            users: vec![user("Bob"), user("carol"), user("Dora")],
+        }),
+        t,
+        w,
+    );
+    assert!(m.users.contains_key("dora"));
     assert_eq!(
-        fx,
-        vec![Effect::Send(ClientMsg::List {
-            after: Some("carol".into()),
-            limit: None
+        m.search_more(),
+        vec![Effect::Send(ClientMsg::Search {
+            prefix: String::new(),
+            after: Some("carol".into())
         })]
     );
-    let fx = m.on_event(page(&["dora"], false), t, w);
+    let fx = m.on_event(results(&["erin"], false), t, w);
+    assert_eq!(fx, vec![watch(&["bob", "carol", "dora", "erin"])]);
+    assert_eq!(m.found_people().len(), 3, "bob, carol, erin");
+    assert_eq!(m.search_more(), vec![], "no more");
+    // Typing narrows: one search, then the watch follows the new results.
+    assert_eq!(
+        m.search("car"),
+        vec![Effect::Send(ClientMsg::Search {
+            prefix: "car".into(),
+            after: None
+        })]
+    );
+    let fx = m.on_event(results(&["carol"], false), t, w);
+    assert_eq!(fx, vec![watch(&["carol", "dora"])]);
+    // Nothing is asked again before the results are stale, and then once.
+    assert_eq!(m.refresh_directory(t + Duration::from_secs(1)), vec![]);
+    assert_eq!(m.refresh_directory(t + REFRESH_AFTER).len(), 1);
+    assert_eq!(m.refresh_directory(t + REFRESH_AFTER * 2), vec![]);
+}
+
+/// Faces that only look people up (terminal, headless) neither watch nor search.
+#[test]
+fn a_client_without_presence_neither_watches_nor_searches() {
+    let mut m = Model::new(false);
+    m.connecting("127.0.0.1:7400", "ana", true);
+    let fx = m.on_event(
+        Event::Registered {
+            name: "ana".into(),
+            media: "127.0.0.1:4000".parse().unwrap(),
+            reconnected: false,
+        },
+        Instant::now(),
+        SystemTime::UNIX_EPOCH,
+    );
     assert_eq!(fx, vec![]);
-    assert_eq!(m.visible_users("").count(), 3, "bob, carol, dora (not me)");
-    // A first page again (a new subscription) starts afresh.
-    m.on_event(page(&["zed"], false), t, w);
-    assert_eq!(m.visible_users("").count(), 1);
+    m.contacts.add("bob");
+    assert_eq!(m.contacts_changed(), vec![]);
 }
 
 /// A call offered in clear is declined at once unless calls in clear are allowed; then it
