@@ -2,7 +2,10 @@
 //! sends the caller's own audio back after a delay, so a lone user can hear how they sound.
 //!
 //! It is a real media peer: it takes part in the key exchange, decrypts each RTP packet from
-//! the caller, re-stamps it with its own SSRC and encrypts it again towards the caller.
+//! the caller, re-stamps it with its own SSRC and encrypts it again towards the caller. It
+//! answers each of the caller's reports at once with a receiver report of its own, because a
+//! client sends no audio before something authentic came back from its peer (consent, see
+//! `fala_proto::media_session`).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -11,7 +14,8 @@ use std::time::Duration;
 
 use fala_proto::call_keys::{CalleeKeys, SignedKey};
 use fala_proto::identity::Identity;
-use fala_proto::media_crypto::{SessionKeys, TAG_LEN};
+use fala_proto::media_crypto::{SessionKeys, RTCP_OVERHEAD, TAG_LEN};
+use fala_proto::rtcp;
 use fala_proto::rtp::{self, SeqExtender};
 use fala_proto::{CallId, MediaAddr};
 use tokio::net::UdpSocket;
@@ -51,6 +55,8 @@ struct EchoCall {
     /// The caller's SSRC, latched from its first packet.
     peer_ssrc: Option<u32>,
     seq: SeqExtender,
+    /// SRTCP index of the last report we sent.
+    rtcp_index: u32,
 }
 
 /// Shared between the hub (calls start and end) and the media task.
@@ -107,6 +113,7 @@ impl EchoHandle {
                 ssrc: u32::from_be_bytes(ssrc),
                 peer_ssrc: None,
                 seq: SeqExtender::default(),
+                rtcp_index: 0,
             },
         );
         answer
@@ -181,8 +188,14 @@ async fn serve(socket: UdpSocket, calls: Arc<Mutex<Calls>>, delay: Duration) {
                 if queue.len() >= MAX_QUEUED {
                     continue;
                 }
-                if let Some(packet) = echo_packet(&calls, &buf[..len], from) {
-                    queue.push_back((Instant::now() + delay, from, packet));
+                match echo_packet(&calls, &buf[..len], from) {
+                    Some(Reply::Now(packet)) => {
+                        let _ = socket.send_to(&packet, from).await;
+                    }
+                    Some(Reply::Later(packet)) => {
+                        queue.push_back((Instant::now() + delay, from, packet));
+                    }
+                    None => {}
                 }
             }
             _ = async { sleep_until(next_due.unwrap_or_else(Instant::now)).await }, if next_due.is_some() => {
@@ -196,13 +209,17 @@ async fn serve(socket: UdpSocket, calls: Arc<Mutex<Calls>>, delay: Duration) {
     }
 }
 
-/// Turns one datagram from a caller into the packet to send back, or drops it (unknown
-/// sender, RTCP, unparsable, wrong SSRC, failed authentication).
-fn echo_packet(calls: &Mutex<Calls>, datagram: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
-    if rtp::is_rtcp(datagram) {
-        return None;
-    }
-    let packet = rtp::parse(datagram).ok()?;
+/// What goes back for one datagram.
+enum Reply {
+    /// A report answering the caller's: at once (it grants consent).
+    Now(Vec<u8>),
+    /// The caller's audio: after the echo's delay.
+    Later(Vec<u8>),
+}
+
+/// Turns one datagram from a caller into what to send back, or drops it (unknown sender,
+/// unparsable, wrong SSRC, failed authentication).
+fn echo_packet(calls: &Mutex<Calls>, datagram: &[u8], from: SocketAddr) -> Option<Reply> {
     let mut calls = lock(calls);
     let call_id = *calls.by_peer.get(&from)?;
     let call = calls.calls.get_mut(&call_id)?;
@@ -210,6 +227,41 @@ fn echo_packet(calls: &Mutex<Calls>, datagram: &[u8], from: SocketAddr) -> Optio
         // Keys not agreed yet (or refused): nothing goes back in clear.
         return None;
     }
+    if rtp::is_rtcp(datagram) {
+        return answer_report(call, datagram).map(Reply::Now);
+    }
+    echo_audio(call, datagram).map(Reply::Later)
+}
+
+/// Answers an authentic report from the caller with an empty receiver report of our own.
+fn answer_report(call: &mut EchoCall, datagram: &[u8]) -> Option<Vec<u8>> {
+    let mut buf = datagram.to_vec();
+    let mut len = buf.len();
+    if let Some(keys) = &call.keys {
+        len = keys.decrypt_rtcp(&mut buf, len).ok()?;
+    }
+    let report = rtcp::parse(&buf[..len]).ok()?;
+    if *call.peer_ssrc.get_or_insert(report.ssrc) != report.ssrc {
+        return None;
+    }
+    let answer = rtcp::Report {
+        ssrc: call.ssrc,
+        sender: None,
+        block: None,
+    };
+    let mut out = vec![0u8; rtcp::MAX_REPORT_LEN + RTCP_OVERHEAD];
+    let mut len = answer.write(&mut out).ok()?;
+    if let Some(keys) = &call.keys {
+        call.rtcp_index = call.rtcp_index.wrapping_add(1);
+        len = keys.encrypt_rtcp(&mut out, len, call.rtcp_index).ok()?;
+    }
+    out.truncate(len);
+    Some(out)
+}
+
+/// The caller's RTP packet, decrypted, re-stamped with our SSRC and encrypted again.
+fn echo_audio(call: &mut EchoCall, datagram: &[u8]) -> Option<Vec<u8>> {
+    let packet = rtp::parse(datagram).ok()?;
     if *call.peer_ssrc.get_or_insert(packet.header.ssrc) != packet.header.ssrc {
         return None;
     }

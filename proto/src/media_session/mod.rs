@@ -10,6 +10,14 @@
 //!   [`MediaSession::poll_transmit`] until it says `None` (reports come out of it when due;
 //!   [`MediaSession::poll_timeout`] says when the next one is).
 //!
+//! **Consent** (after RFC 7675): no media goes to the peer's address until an authentic packet
+//! (RTP or RTCP that passes authentication and the replay window; in clear, any packet we
+//! understand) has come *from* it: an address someone merely advertised, a third party's,
+//! gets nothing but small reports. Until then reports go out as probes every
+//! [`PROBE_INTERVAL_US`] (for [`FAST_PROBING_US`], then at the usual interval), and the frames
+//! are held back (the RTP clock moves on, as in DTX). Consent lapses when nothing authentic
+//! has come for [`CONSENT_TIMEOUT_US`]; media stops and probing starts again.
+//!
 //! Time is microseconds on the driver's clock, given with every call. Nothing here reads a
 //! clock, touches a socket or allocates after [`MediaSession::new`], so tests run whole
 //! exchanges between two sessions on simulated time.
@@ -31,6 +39,13 @@ pub use send::MAX_PAYLOAD;
 /// Interval between reports, µs (RFC 3550 allows far less for two parties; one second keeps
 /// loss feedback to the encoder fresh at negligible cost).
 pub const REPORT_INTERVAL_US: u64 = 1_000_000;
+/// Interval between reports while waiting for the peer's consent (probes), µs.
+pub const PROBE_INTERVAL_US: u64 = 100_000;
+/// How long probes go out at [`PROBE_INTERVAL_US`] before slowing to [`REPORT_INTERVAL_US`]
+/// (an address that never answers gets about 60 bytes a second), µs.
+pub const FAST_PROBING_US: u64 = 5_000_000;
+/// Consent lapses when nothing authentic came from the peer for this long (RFC 7675), µs.
+pub const CONSENT_TIMEOUT_US: u64 = 30_000_000;
 /// Largest datagram taken in; longer ones are malformed for Fala.
 pub const MAX_DATAGRAM: usize = 2048;
 
@@ -79,6 +94,11 @@ pub struct SessionStats {
     pub reports_sent: u64,
     /// Reports received and understood.
     pub reports_received: u64,
+    /// Frames not sent because the peer had not (or no longer) consented: nothing authentic
+    /// had come from its address.
+    pub frames_held: u64,
+    /// Whether media goes out now (something authentic came from the peer lately).
+    pub consented: bool,
 }
 
 /// One received media packet, decrypted.
@@ -148,6 +168,10 @@ pub struct MediaSession {
     /// The packet being sent (and then the report): `tx_len` bytes waiting for poll_transmit.
     tx: Box<[u8; MAX_DATAGRAM]>,
     tx_len: Option<usize>,
+    /// When the last authentic packet came from the peer (consent), µs.
+    last_authentic_us: Option<u64>,
+    /// When the current wait for consent began (the first poll, or consent lapsing), µs.
+    probing_since: Option<u64>,
 }
 
 impl MediaSession {
@@ -161,13 +185,54 @@ impl MediaSession {
             rtp_replay: ReplayWindow::default(),
             rtcp_replay: ReplayWindow::default(),
             rtcp_index: 0,
-            next_report_us: REPORT_INTERVAL_US / 2,
+            // The first probe goes out at once.
+            next_report_us: 0,
             stats: SessionStats::default(),
             rx: Box::new([0; MAX_DATAGRAM]),
             pending: None,
             peer_loss: None,
             tx: Box::new([0; MAX_DATAGRAM]),
             tx_len: None,
+            last_authentic_us: None,
+            probing_since: None,
+        }
+    }
+
+    /// Whether the peer consented: media goes out.
+    pub fn consented(&self) -> bool {
+        self.last_authentic_us.is_some()
+    }
+
+    /// Something authentic came from the peer at `now_us`.
+    fn on_authentic(&mut self, now_us: u64) {
+        if self.last_authentic_us.is_none() {
+            self.probing_since = None;
+        }
+        self.last_authentic_us = Some(now_us);
+    }
+
+    /// Ends consent when nothing authentic came for [`CONSENT_TIMEOUT_US`].
+    fn expire_consent(&mut self, now_us: u64) {
+        let lapsed = self
+            .last_authentic_us
+            .is_some_and(|t| now_us.saturating_sub(t) >= CONSENT_TIMEOUT_US);
+        if lapsed {
+            self.last_authentic_us = None;
+            self.probing_since = Some(now_us);
+            self.next_report_us = now_us;
+        }
+    }
+
+    /// The time until the next report: the usual interval with consent, probes without.
+    fn report_interval(&mut self, now_us: u64) -> u64 {
+        if self.consented() {
+            return REPORT_INTERVAL_US;
+        }
+        let since = *self.probing_since.get_or_insert(now_us);
+        if now_us.saturating_sub(since) < FAST_PROBING_US {
+            PROBE_INTERVAL_US
+        } else {
+            REPORT_INTERVAL_US
         }
     }
 
@@ -189,6 +254,7 @@ impl MediaSession {
     /// Counters so far.
     pub fn stats(&self) -> SessionStats {
         let mut s = self.stats;
+        s.consented = self.consented();
         s.packets_lost = self.reception.cumulative_lost();
         s.jitter_ms = f64::from(self.reception.jitter()) / 48.0;
         s
@@ -203,7 +269,13 @@ impl MediaSession {
     /// Queues one Opus frame with up to `copies` redundant copies of the packets sent just
     /// before it (copies that would not fit are left out); [`MediaSession::poll_transmit`]
     /// hands it out. A frame that cannot be written is lost, as a failed send would be.
+    /// Without the peer's consent the frame is held back instead (counted; the clock moves).
     pub fn send_frame(&mut self, payload: &[u8], frame_samples: u32, copies: usize) {
+        if !self.consented() {
+            self.stats.frames_held += 1;
+            self.sender.skip_samples(u64::from(frame_samples));
+            return;
+        }
         let written = self.sender.write_frame(
             payload,
             frame_samples,
@@ -218,8 +290,10 @@ impl MediaSession {
         }
     }
 
-    /// The next datagram to send: a queued media packet, then a report when one is due.
+    /// The next datagram to send: a queued media packet, then a report (or probe) when one is
+    /// due.
     pub fn poll_transmit(&mut self, now_us: u64) -> Option<Transmit<'_>> {
+        self.expire_consent(now_us);
         let len = match self.tx_len.take() {
             Some(len) => len,
             None => self.write_report(now_us)?,
@@ -337,6 +411,7 @@ impl MediaSession {
             }
         }
         self.remote_ssrc = Some(header.ssrc);
+        self.on_authentic(arrival_us);
         self.stats.packets_received += 1;
         self.reception
             .on_packet(header.sequence, header.timestamp, arrival_us * 48 / 1000);
@@ -377,6 +452,7 @@ impl MediaSession {
             self.stats.dropped_ssrc += 1;
             return;
         }
+        self.on_authentic(now_us);
         self.stats.reports_received += 1;
         let now_ntp = rtcp::ntp_from_micros(now_us);
         if let Some(s) = report.sender {
@@ -397,7 +473,7 @@ impl MediaSession {
         if now_us < self.next_report_us {
             return None;
         }
-        self.next_report_us = now_us + REPORT_INTERVAL_US;
+        self.next_report_us = now_us + self.report_interval(now_us);
         let now_ntp = rtcp::ntp_from_micros(now_us);
         let block = self
             .remote_ssrc

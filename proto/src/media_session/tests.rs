@@ -12,8 +12,22 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-/// A session at `A` talking to `B`, and one at `B` talking to `A`.
+/// A session at `A` talking to `B`, and one at `B` talking to `A`, each with the other's
+/// consent (their first probes crossed at time 0).
 fn pair(crypto: bool) -> (MediaSession, MediaSession) {
+    let (mut a, mut b) = strangers(crypto);
+    for d in transmits(&mut a, 0) {
+        receive(&mut b, 0, A, &d);
+    }
+    for d in transmits(&mut b, 0) {
+        receive(&mut a, 0, B, &d);
+    }
+    assert!(a.consented() && b.consented());
+    (a, b)
+}
+
+/// Like [`pair`], before either has heard from the other.
+fn strangers(crypto: bool) -> (MediaSession, MediaSession) {
     let (ka, kb) = if crypto {
         let x = KeyPair::generate().unwrap();
         let y = KeyPair::generate().unwrap();
@@ -106,7 +120,8 @@ fn packets_reports_and_filters_with_and_without_crypto() {
         assert_eq!(rr.len(), 1);
         receive(&mut a, 1_050_000, B, &rr[0]);
         let s = a.stats();
-        assert_eq!(s.reports_received, 1, "crypto {crypto}: {s:?}");
+        // The probe at the start, and this one.
+        assert_eq!(s.reports_received, 2, "crypto {crypto}: {s:?}");
         let rtt = s.rtt_ms.expect("rtt");
         assert!((39.9..40.1).contains(&rtt), "{rtt}");
         // The next report waits a whole interval.
@@ -127,8 +142,8 @@ fn a_report_tells_the_peers_loss_once() {
             }
         }
     }
-    let rr = transmits(&mut b, 600_000);
-    a.handle_datagram(620_000, addr(B), &rr[0]);
+    let rr = transmits(&mut b, 1_000_000);
+    a.handle_datagram(1_020_000, addr(B), &rr[0]);
     // 3 of 10: 76 of 256.
     assert_eq!(a.poll_event(), Some(SessionEvent::PeerLoss(76)));
     assert_eq!(a.poll_event(), None);
@@ -279,7 +294,8 @@ fn replayed_rtp_and_rtcp_are_dropped_when_encrypted() {
     receive(&mut b, 1_000_000, A, &sr);
     receive(&mut b, 1_000_001, A, &sr);
     let s = b.stats();
-    assert_eq!((s.reports_received, s.dropped_replay), (1, 4));
+    // The probe at the start, this report once, and the replays dropped.
+    assert_eq!((s.reports_received, s.dropped_replay), (2, 4));
     // Reordered but new packets still get in.
     let mut later = Vec::new();
     for i in 3..6u8 {
@@ -301,4 +317,94 @@ fn in_clear_a_duplicate_still_reaches_the_jitter_buffer() {
     assert_eq!(receive(&mut b, 0, A, &d).len(), 1);
     assert_eq!(receive(&mut b, 0, A, &d).len(), 1);
     assert_eq!(b.stats().dropped_replay, 0);
+}
+
+/// Nothing but small probes goes to an address until something authentic comes from it: a
+/// caller cannot aim the callee's audio at a third party by advertising its address.
+#[test]
+fn no_media_before_the_peer_answers_and_probes_slow_down() {
+    for crypto in [false, true] {
+        let (mut a, mut b) = strangers(crypto);
+        let mut probes = 0;
+        let mut media = 0;
+        // Six seconds of frames and probes into the void.
+        for frame in 0..300u64 {
+            a.send_frame(&[1; 60], 960, 0);
+            for d in transmits(&mut a, frame * 20_000) {
+                if rtp::is_rtcp(&d) {
+                    probes += 1;
+                } else {
+                    media += 1;
+                }
+            }
+        }
+        assert_eq!(media, 0, "crypto {crypto}");
+        // Every 100 ms for 5 s, then once a second.
+        assert!((50..=52).contains(&probes), "crypto {crypto}: {probes}");
+        let s = a.stats();
+        assert_eq!(
+            (s.frames_held, s.packets_sent, s.consented),
+            (300, 0, false)
+        );
+        if crypto {
+            // A packet from the peer's address that does not authenticate gives no consent.
+            let mut forged = [0u8; 60];
+            let h = RtpHeader {
+                marker: false,
+                payload_type: OPUS_PAYLOAD_TYPE,
+                sequence: 1,
+                timestamp: 1,
+                ssrc: 7,
+            };
+            rtp::write_packet(&h, &[0; 20], &mut forged).unwrap();
+            receive(&mut a, 6_000_000, B, &forged);
+            assert!(!a.consented());
+        }
+        // The peer's probe comes back: the next frame goes out, with a jump in the clock that
+        // the peer takes as a new talkspurt.
+        for d in transmits(&mut b, 6_000_000) {
+            receive(&mut a, 6_010_000, B, &d);
+        }
+        assert!(a.consented(), "crypto {crypto}");
+        a.send_frame(&[2; 60], 960, 0);
+        let sent = transmits(&mut a, 6_020_000);
+        let got: Vec<_> = sent
+            .iter()
+            .flat_map(|d| receive(&mut b, 6_030_000, A, d))
+            .collect();
+        assert_eq!(got.len(), 1, "crypto {crypto}");
+        assert_eq!(got[0].2, vec![2; 60]);
+    }
+}
+
+/// Consent lapses after 30 s without anything authentic from the peer (RFC 7675): media
+/// stops, probes start again, and the first answer brings media back.
+#[test]
+fn consent_lapses_when_the_peer_goes_quiet() {
+    let (mut a, mut b) = pair(true);
+    a.send_frame(&[1; 40], 960, 0);
+    assert_eq!(transmits(&mut a, 10_000).len(), 1);
+    // 29.9 s later media still flows; at 30 s it stops and a probe goes out at once.
+    a.send_frame(&[1; 40], 960, 0);
+    assert!(!transmits(&mut a, 29_900_000).is_empty());
+    assert!(a.consented());
+    let out = transmits(&mut a, 30_000_000);
+    assert!(!a.consented());
+    assert!(
+        out.iter().all(|d| rtp::is_rtcp(d)) && out.len() == 1,
+        "{out:?}"
+    );
+    a.send_frame(&[1; 40], 960, 0);
+    assert!(transmits(&mut a, 30_020_000).is_empty());
+    assert_eq!(
+        transmits(&mut a, 30_100_000).len(),
+        1,
+        "probing every 100 ms"
+    );
+    for d in transmits(&mut b, 30_100_000) {
+        receive(&mut a, 30_110_000, B, &d);
+    }
+    a.send_frame(&[1; 40], 960, 0);
+    let out = transmits(&mut a, 30_120_000);
+    assert!(out.iter().any(|d| !rtp::is_rtcp(d)), "media again");
 }

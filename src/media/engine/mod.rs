@@ -85,6 +85,9 @@ pub struct MediaStats {
     pub duration_s: f64,
     /// RTP packets sent.
     pub packets_sent: u64,
+    /// Frames held back because the peer had not answered yet (no media goes to an address
+    /// before something authentic came from it).
+    pub frames_held: u64,
     /// RTP packets accepted from the peer.
     pub packets_received: u64,
     /// Packets missing by sequence number (RFC 3550 cumulative loss).

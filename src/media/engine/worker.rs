@@ -147,6 +147,7 @@ impl Worker {
         let s = MediaStats {
             duration_s: secs,
             packets_sent: t.packets_sent,
+            frames_held: t.frames_held,
             packets_received: t.packets_received,
             packets_lost: t.packets_lost,
             fec_recovered: j.fec_recovered,
