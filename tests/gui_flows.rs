@@ -737,3 +737,60 @@ fn an_unusable_key_commitment_declines_instead_of_going_clear() {
     expect_ended(&w, &mut bob, EndReason::Declined);
     wait_text(&mut h, "commitment is unusable");
 }
+
+/// Block on the ringing dialog: Bob's call is declined, the server refuses his next ones
+/// without the window ringing, and Unblock (under Blocked) lets them ring again.
+#[test]
+fn a_blocked_caller_never_rings_until_unblocked() {
+    let w = World::new(Config::default());
+    let mut h = w.window("ana");
+    register(&mut h);
+    let mut bob = w.peer("bob", 5002);
+    peer_calls_window(&w, &mut h, &mut bob);
+    click(&mut h, "Block");
+    expect_ended(&w, &mut bob, EndReason::Declined);
+    assert!(h.state().model().contacts.is_blocked("bob"));
+    // Bob calls again: refused by the server, as if declined; the window stays quiet.
+    w.send(
+        &mut bob,
+        ClientMsg::Invite {
+            to: "ana".into(),
+            commit: None,
+        },
+    );
+    expect_ended(&w, &mut bob, EndReason::Declined);
+    for _ in 0..20 {
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!shows(&h, "bob is calling you"));
+    // Unblock, from the list of blocked people.
+    click(&mut h, "Blocked (their calls are refused)");
+    click(&mut h, "Unblock");
+    assert!(!h.state().model().contacts.is_blocked("bob"));
+    // The unblock travels on Ana's connection, Bob's invite on his: until the server has it,
+    // an invite still ends at once (bounded retries).
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        w.send(
+            &mut bob,
+            ClientMsg::Invite {
+                to: "ana".into(),
+                commit: None,
+            },
+        );
+        let answer = w.expect(&mut bob, |m| {
+            matches!(
+                m,
+                ServerMsg::Ringing { .. } | ServerMsg::CallEnded { .. } | ServerMsg::Error { .. }
+            )
+        });
+        assert!(!matches!(answer, ServerMsg::Error { .. }), "{answer:?}");
+        if matches!(answer, ServerMsg::Ringing { .. }) {
+            break;
+        }
+        assert!(Instant::now() < until, "still blocked after Unblock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_text(&mut h, "bob is calling you");
+}

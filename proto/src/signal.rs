@@ -18,6 +18,8 @@ pub const SEARCH_PAGE_MAX: usize = 50;
 
 /// Most names one connection may watch.
 pub const WATCH_MAX: usize = 1000;
+/// Most names one user may block (`block`); more get `error invalid_message`.
+pub const BLOCK_MAX: usize = 1000;
 
 /// Version of the signaling protocol spoken by this crate; sent in `hello` / `welcome`.
 pub const PROTOCOL_VERSION: u32 = 2;

@@ -123,8 +123,8 @@ impl State {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.blocked.len() >= crate::hub::MAX_BLOCKED {
-            let msg = format!("you can block at most {} names", crate::hub::MAX_BLOCKED);
+        if c.blocked.len() >= fala_proto::BLOCK_MAX {
+            let msg = format!("you can block at most {} names", fala_proto::BLOCK_MAX);
             return self.send(conn, &ServerMsg::error(ErrorCode::InvalidMessage, msg));
         }
         c.blocked.insert(name_key(name));

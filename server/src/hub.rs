@@ -33,7 +33,7 @@ pub(crate) struct Conn {
     pub peer_ip: Ipv4Addr,
     /// Local address the client reached us on (the address a built-in service advertises).
     pub local_ip: Ipv4Addr,
-    /// Name keys this user refuses calls from (see `block`), at most [`MAX_BLOCKED`].
+    /// Name keys this user refuses calls from (see `block`), at most [`fala_proto::BLOCK_MAX`].
     pub blocked: HashSet<String>,
     /// The callees of this connection's recent invites, oldest first (see
     /// [`crate::calls::REINVITES_PER_WINDOW`]).
@@ -41,9 +41,6 @@ pub(crate) struct Conn {
     /// The name keys whose presence it watches (see `watch`), at most `WATCH_MAX`.
     pub watching: HashSet<String>,
 }
-
-/// Most names one user may block.
-pub const MAX_BLOCKED: usize = 1000;
 
 /// One registered user.
 pub(crate) struct User {

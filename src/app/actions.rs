@@ -126,6 +126,17 @@ impl App {
         self.show_result(accepted, ctx);
     }
 
+    /// Refuses `name`'s calls from now on (declining theirs if it rings).
+    pub fn block(&mut self, name: &str, ctx: &egui::Context) {
+        let fx = self.phone.block(name);
+        self.show_effects(fx, ctx);
+    }
+
+    pub fn unblock(&mut self, name: &str, ctx: &egui::Context) {
+        let fx = self.phone.unblock(name);
+        self.show_effects(fx, ctx);
+    }
+
     pub fn decline(&mut self, ctx: &egui::Context) {
         let declined = self.phone.decline();
         self.show_result(declined, ctx);

@@ -30,6 +30,9 @@ pub struct Contact {
     /// Shown in the contact list (added by the user); `false`: only pinned by a call.
     #[serde(default)]
     pub listed: bool,
+    /// Their calls are refused (by the server, told at each registration, and here).
+    #[serde(default)]
+    pub blocked: bool,
 }
 
 /// What a call's identity key means for the person on the other end.
@@ -71,12 +74,16 @@ impl ContactBook {
                 verified: false,
                 changed_to: None,
                 listed: false,
+                blocked: false,
             })
     }
 
     /// Adds `name` to the contact list (keeping any pinned key).
+    /// Adding someone blocked unblocks them.
     pub fn add(&mut self, name: &str) {
-        self.entry(name).listed = true;
+        let contact = self.entry(name);
+        contact.listed = true;
+        contact.blocked = false;
     }
 
     /// Takes `name` off the list; its pinned key stays (forgetting it would let a changed key
@@ -85,6 +92,26 @@ impl ContactBook {
         if let Some(c) = self.by_key.get_mut(&name_key(name)) {
             c.listed = false;
         }
+    }
+
+    /// Blocks (or unblocks) `name`'s calls; a blocked person leaves the contact list.
+    pub fn set_blocked(&mut self, name: &str, blocked: bool) {
+        let contact = self.entry(name);
+        contact.blocked = blocked;
+        if blocked {
+            contact.listed = false;
+        }
+    }
+
+    pub fn is_blocked(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|c| c.blocked)
+    }
+
+    /// The blocked people, in alphabetical order.
+    pub fn blocked(&self) -> Vec<&Contact> {
+        let mut shown: Vec<&Contact> = self.by_key.values().filter(|c| c.blocked).collect();
+        shown.sort_by_cached_key(|c| c.name.to_lowercase());
+        shown
     }
 
     /// What `identity` would mean for `name`, without pinning or noting anything (an incoming
@@ -197,5 +224,23 @@ mod tests {
             Some(safety_number(&me, &[3; 32]))
         );
         assert_eq!(back.safety_number(&me, "Zoë"), None);
+    }
+
+    #[test]
+    fn blocking_takes_someone_off_the_list_and_adding_them_unblocks() {
+        let mut book = ContactBook::default();
+        book.add("bob");
+        book.set_blocked("BOB", true);
+        book.set_blocked("eve", true);
+        assert!(book.listed().is_empty());
+        assert!(book.is_blocked("Eve"));
+        let names: Vec<_> = book.blocked().iter().map(|c| c.name.clone()).collect();
+        assert_eq!(names, ["bob", "eve"]);
+        book.add("bob");
+        assert!(!book.is_blocked("bob"));
+        assert_eq!(book.listed().len(), 1);
+        // An older file without the field reads as not blocked.
+        let old: ContactBook = serde_json::from_str(r#"{"ana": {"name": "ana"}}"#).unwrap();
+        assert!(!old.is_blocked("ana"));
     }
 }

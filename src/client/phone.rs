@@ -230,6 +230,18 @@ impl Phone {
         self.run(fx)
     }
 
+    /// Refuses `name`'s calls (a ringing one from them is declined).
+    pub fn block(&mut self, name: &str) -> Vec<Effect> {
+        let fx = self.model.block(name);
+        self.run(fx)
+    }
+
+    /// Takes `name`'s calls again.
+    pub fn unblock(&mut self, name: &str) -> Vec<Effect> {
+        let fx = self.model.unblock(name);
+        self.run(fx)
+    }
+
     /// "Find people" typed `query`.
     pub fn search(&mut self, query: &str) -> Vec<Effect> {
         let fx = self.model.search(query);

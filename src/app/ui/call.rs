@@ -39,7 +39,8 @@ pub fn outgoing(app: &mut App, ui: &mut egui::Ui) {
     });
 }
 
-/// A modal with the caller's name, Accept and Decline; Y / N work too.
+/// A modal with the caller's name, Accept and Decline (Y / N work too), and Block for an
+/// unwanted caller.
 pub fn incoming_dialog(app: &mut App, ui: &mut egui::Ui) {
     let tr = app.tr();
     let ctx = ui.ctx().clone();
@@ -47,6 +48,7 @@ pub fn incoming_dialog(app: &mut App, ui: &mut egui::Ui) {
         return;
     };
     let mut choice = None;
+    let mut block = false;
     egui::Modal::new(egui::Id::unique("incoming_call")).show(&ctx, |ui| {
         ui.set_width(320.0);
         ui.vertical_centered(|ui| {
@@ -81,8 +83,14 @@ pub fn incoming_dialog(app: &mut App, ui: &mut egui::Ui) {
             });
             ui.add_space(6.0);
             ui.weak(tr.answer_keys);
+            if ui.small_button(tr.block).clicked() {
+                block = true;
+            }
         });
     });
+    if block {
+        return app.block(&peer, &ctx);
+    }
     match choice {
         Some(true) => app.accept(&ctx),
         Some(false) => app.decline(&ctx),

@@ -212,6 +212,8 @@ fn contact_list(app: &mut App, ui: &mut egui::Ui, can_call: bool) -> Option<Stri
         ui.weak(tr.no_contacts);
     }
     let mut remove = None;
+    let mut block = None;
+    let mut unblock = None;
     let mut accept_key = None;
     for contact in contacts {
         let online = app.model().users.get(&name_key(&contact.name)).cloned();
@@ -242,6 +244,9 @@ fn contact_list(app: &mut App, ui: &mut egui::Ui, can_call: bool) -> Option<Stri
                 if ui.small_button(tr.remove_contact).clicked() {
                     remove = Some(contact.name.clone());
                 }
+                if ui.small_button(tr.block).clicked() {
+                    block = Some(contact.name.clone());
+                }
                 if contact.changed_to.is_some() {
                     if ui.small_button(tr.accept_new_key).clicked() {
                         accept_key = Some(contact.name.clone());
@@ -255,8 +260,35 @@ fn contact_list(app: &mut App, ui: &mut egui::Ui, can_call: bool) -> Option<Stri
             });
         });
     }
+    let blocked: Vec<String> = app
+        .model()
+        .contacts
+        .blocked()
+        .into_iter()
+        .map(|c| c.name.clone())
+        .collect();
+    if !blocked.is_empty() {
+        ui.add_space(4.0);
+        ui.collapsing(tr.blocked_heading, |ui| {
+            for name in blocked {
+                ui.horizontal(|ui| {
+                    ui.label(&name);
+                    if ui.small_button(tr.unblock).clicked() {
+                        unblock = Some(name.clone());
+                    }
+                });
+            }
+        });
+    }
+    let ctx = ui.ctx().clone();
     if let Some(name) = remove {
         app.remove_contact(&name);
+    }
+    if let Some(name) = block {
+        app.block(&name, &ctx);
+    }
+    if let Some(name) = unblock {
+        app.unblock(&name, &ctx);
     }
     if let Some(name) = accept_key {
         app.accept_changed_key(&name);

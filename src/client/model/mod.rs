@@ -15,7 +15,9 @@ use std::time::{Instant, SystemTime};
 use fala_proto::call::{CallError, CallEvent, CallMachine, CallState, Outcome};
 use fala_proto::call_keys::{SignedKey, COMMITMENT_LEN};
 use fala_proto::name::name_key;
-use fala_proto::{CallId, ClientMsg, ErrorCode, MediaAddr, ServerMsg, UserInfo, WATCH_MAX};
+use fala_proto::{
+    CallId, ClientMsg, ErrorCode, MediaAddr, ServerMsg, UserInfo, BLOCK_MAX, WATCH_MAX,
+};
 use serde_bytes::ByteBuf;
 
 use super::contacts::{ContactBook, KeyCheck};
@@ -267,6 +269,39 @@ impl Model {
         fx
     }
 
+    /// Refuses `name`'s calls from now on (a ringing call from them is declined) and takes
+    /// them off the contact list.
+    pub fn block(&mut self, name: &str) -> Vec<Effect> {
+        let mut fx = vec![Effect::ContactsChanged];
+        self.contacts.set_blocked(name, true);
+        if self.is_online() {
+            fx.push(Effect::Send(ClientMsg::Block {
+                name: name.to_string(),
+            }));
+        }
+        let ringing_from_them = matches!(self.calls.state(), CallState::RingingIn { peer, .. }
+            if name_key(peer) == name_key(name));
+        if ringing_from_them {
+            if let Ok(mut more) = self.decline() {
+                fx.append(&mut more);
+            }
+        }
+        self.update_watch(&mut fx);
+        fx
+    }
+
+    /// Takes calls from `name` again.
+    pub fn unblock(&mut self, name: &str) -> Vec<Effect> {
+        let mut fx = vec![Effect::ContactsChanged];
+        self.contacts.set_blocked(name, false);
+        if self.is_online() {
+            fx.push(Effect::Send(ClientMsg::Unblock {
+                name: name.to_string(),
+            }));
+        }
+        fx
+    }
+
     /// "Find people" typed `query`.
     pub fn search(&mut self, query: &str) -> Vec<Effect> {
         if !self.is_online() {
@@ -349,6 +384,12 @@ impl Model {
                 self.users.clear();
                 self.watched.clear();
                 self.directory.reset();
+                // The server keeps blocks per connection: tell it again each time.
+                for c in self.contacts.blocked().into_iter().take(BLOCK_MAX) {
+                    fx.push(Effect::Send(ClientMsg::Block {
+                        name: c.name.clone(),
+                    }));
+                }
                 if self.presence {
                     // Contacts' presence, and the directory's first page for what is typed.
                     self.update_watch(&mut fx);
@@ -424,6 +465,18 @@ impl Model {
             fx.push(Effect::Send(reply));
         }
         match &event {
+            Some(CallEvent::Incoming)
+                if self
+                    .calls
+                    .peer()
+                    .is_some_and(|p| self.contacts.is_blocked(p)) =>
+            {
+                // Blocked, and the server did not know yet (the call crossed our `block`):
+                // declined without a ring.
+                if let Ok(msg) = self.calls.decline() {
+                    fx.push(Effect::Send(msg));
+                }
+            }
             Some(CallEvent::Incoming)
                 if !self.allow_unencrypted
                     && matches!(self.ringing_commitment(), Some((_, None))) =>

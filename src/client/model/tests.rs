@@ -364,3 +364,58 @@ fn a_changed_identity_ends_an_outgoing_call_before_audio() {
     );
     assert!(!fx.iter().any(|e| matches!(e, Effect::Log(_))));
 }
+
+/// Blocked people are told to the server at every registration; a call of theirs that
+/// crosses the `block` is declined without a ring; blocking a ringing caller declines them.
+#[test]
+fn blocked_callers_never_ring() {
+    let call_from = |id, who: &str| {
+        Event::Server(ServerMsg::IncomingCall {
+            call_id: CallId(id),
+            caller: who.into(),
+            identity: ByteBuf::from(vec![4; 32]),
+            commit: None,
+        })
+    };
+    let mut m = Model::new(true);
+    m.allow_unencrypted = true;
+    m.contacts.set_blocked("Eve", true);
+    m.connecting("127.0.0.1:7400", "ana", true);
+    let fx = m.on_event(
+        Event::Registered {
+            name: "ana".into(),
+            media: "127.0.0.1:4000".parse().unwrap(),
+            reconnected: false,
+        },
+        Instant::now(),
+        SystemTime::UNIX_EPOCH,
+    );
+    assert_eq!(fx[0], Effect::Send(ClientMsg::Block { name: "Eve".into() }));
+    let (t, w) = (Instant::now(), SystemTime::UNIX_EPOCH);
+    let fx = m.on_event(call_from(1, "eve"), t, w);
+    assert!(fx.contains(&Effect::Send(ClientMsg::Decline { call_id: CallId(1) })));
+    assert!(!fx.contains(&Effect::StartRinging));
+    assert!(!fx.iter().any(|e| matches!(e, Effect::NotifyIncoming(_))));
+    m.on_event(
+        Event::Server(ServerMsg::CallEnded {
+            call_id: CallId(1),
+            peer: "eve".into(),
+            reason: EndReason::Declined,
+        }),
+        t,
+        w,
+    );
+    // Mallory rings; blocking her declines the call and tells the server.
+    let fx = m.on_event(call_from(2, "mallory"), t, w);
+    assert!(fx.contains(&Effect::StartRinging));
+    let fx = m.block("Mallory");
+    assert!(fx.contains(&Effect::Send(ClientMsg::Block {
+        name: "Mallory".into()
+    })));
+    assert!(fx.contains(&Effect::Send(ClientMsg::Decline { call_id: CallId(2) })));
+    assert!(fx.contains(&Effect::StopRinging));
+    assert!(fx.contains(&Effect::ContactsChanged));
+    let fx = m.unblock("eve");
+    assert!(fx.contains(&Effect::Send(ClientMsg::Unblock { name: "eve".into() })));
+    assert!(!m.contacts.is_blocked("eve"));
+}
