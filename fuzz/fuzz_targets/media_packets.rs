@@ -12,7 +12,7 @@ fn session(encrypted: bool) -> MediaSession {
     let crypto = encrypted.then(|| {
         let mine = KeyPair::from_secret_bytes([1; 32]);
         let theirs = KeyPair::from_secret_bytes([2; 32]);
-        mine.derive(Role::Callee, &theirs.public_bytes()).unwrap()
+        mine.derive(Role::Callee, &theirs.public_bytes(), &[]).unwrap()
     });
     MediaSession::new(SessionConfig {
         peer: "127.0.0.1:4000".parse().unwrap(),
