@@ -24,6 +24,9 @@ echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+echo "== fuzz targets still build (running them needs nightly: see README)"
+cargo check --quiet --manifest-path fuzz/Cargo.toml --target-dir target/fuzz-check
+
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
