@@ -160,7 +160,8 @@ pub fn parse(datagram: &[u8]) -> Result<Report, RtcpError> {
     let count = usize::from(datagram[0] & 0x1f);
     let pt = datagram[1];
     let len = (usize::from(u16::from_be_bytes([datagram[2], datagram[3]])) + 1) * 4;
-    if datagram.len() < len {
+    // A length field of 0 says the packet is 4 bytes: shorter than its own header.
+    if datagram.len() < len || len < RTCP_HEADER_LEN {
         return Err(RtcpError::TooShort);
     }
     let body = &datagram[..len];
@@ -385,9 +386,31 @@ mod tests {
         assert_eq!(s.jitter(), 480 / 16);
     }
 
+    /// Found by the fuzzer: a length field of 0 (a 4-byte packet) read the SSRC past the end.
+    #[test]
+    fn a_packet_shorter_than_its_header_is_refused() {
+        let bytes = [0xb5, 0x00, 0x00, 0x00, 0x00, 0xdc, 0x30, 0xdc];
+        assert_eq!(parse(&bytes), Err(RtcpError::TooShort));
+    }
+
     proptest! {
         #[test]
         fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let _ = parse(&bytes);
+        }
+
+        /// Random bytes rarely get past the version and type checks: these always do, with a
+        /// length field and a block count that may lie.
+        #[test]
+        fn never_panics_past_the_first_checks(
+            count in 0u8..32,
+            sr: bool,
+            words in 0u16..12,
+            rest in proptest::collection::vec(any::<u8>(), 0..80),
+        ) {
+            let mut bytes = vec![0x80 | count, if sr { PT_SR } else { PT_RR }];
+            bytes.extend_from_slice(&words.to_be_bytes());
+            bytes.extend_from_slice(&rest);
             let _ = parse(&bytes);
         }
 
