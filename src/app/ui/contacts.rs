@@ -5,7 +5,7 @@ use fala_proto::name::name_key;
 use fala_proto::Availability;
 
 use super::widgets;
-use crate::app::i18n::fill;
+use crate::app::i18n::{fill, Strings};
 use crate::app::App;
 use crate::client::model::{Lookup, ECHO_USER};
 
@@ -61,15 +61,13 @@ pub fn draw(app: &mut App, ui: &mut egui::Ui) {
                 widgets::banner(ui, widgets::Tone::Warning, &fill(tr.lookup_not_found, name));
             }
             Lookup::Found(user) => {
-                let available = user.status == Availability::Available;
                 ui.horizontal(|ui| {
-                    widgets::status_dot(ui, available);
-                    ui.label(fill(tr.lookup_found, &user.name));
-                    ui.weak(if available {
-                        tr.available
-                    } else {
-                        tr.in_a_call
-                    });
+                    presence(
+                        ui,
+                        tr,
+                        egui::RichText::new(fill(tr.lookup_found, &user.name)),
+                        user.status,
+                    );
                     if ui
                         .add_enabled(can_call, egui::Button::new(tr.call))
                         .clicked()
@@ -151,14 +149,12 @@ fn find_people(
         .show(ui, |ui| {
             for user in people {
                 ui.horizontal(|ui| {
-                    let available = user.status == Availability::Available;
-                    widgets::status_dot(ui, available);
-                    ui.label(egui::RichText::new(&user.name).strong());
-                    ui.weak(if available {
-                        tr.available
-                    } else {
-                        tr.in_a_call
-                    });
+                    presence(
+                        ui,
+                        tr,
+                        egui::RichText::new(&user.name).strong(),
+                        user.status,
+                    );
                     ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
                         let call = ui.add_enabled(can_call, egui::Button::new(tr.call));
                         if call.clicked() {
@@ -220,14 +216,12 @@ fn contact_list(app: &mut App, ui: &mut egui::Ui, can_call: bool) -> Option<Stri
         ui.horizontal(|ui| {
             match &online {
                 Some(user) => {
-                    let available = user.status == Availability::Available;
-                    widgets::status_dot(ui, available);
-                    ui.label(egui::RichText::new(&contact.name).strong());
-                    ui.weak(if available {
-                        tr.available
-                    } else {
-                        tr.in_a_call
-                    });
+                    presence(
+                        ui,
+                        tr,
+                        egui::RichText::new(&contact.name).strong(),
+                        user.status,
+                    );
                 }
                 None => {
                     widgets::offline_dot(ui);
@@ -294,4 +288,16 @@ fn contact_list(app: &mut App, ui: &mut egui::Ui, can_call: bool) -> Option<Stri
         app.accept_changed_key(&name);
     }
     to_call
+}
+
+/// A person online: the status dot, their name (as `name` is styled) and the status in words.
+fn presence(ui: &mut egui::Ui, tr: &Strings, name: egui::RichText, status: Availability) {
+    let available = status == Availability::Available;
+    widgets::status_dot(ui, available);
+    ui.label(name);
+    ui.weak(if available {
+        tr.available
+    } else {
+        tr.in_a_call
+    });
 }

@@ -14,18 +14,7 @@ fn user(name: &str) -> UserInfo {
 
 fn online() -> (Model, Instant, SystemTime) {
     let mut m = Model::new(true);
-    let t = Instant::now();
-    let w = SystemTime::UNIX_EPOCH;
-    m.connecting("127.0.0.1:7400", "ana", true);
-    let fx = m.on_event(
-        Event::Registered {
-            name: "ana".into(),
-            media: "127.0.0.1:4000".parse().unwrap(),
-            reconnected: false,
-        },
-        t,
-        w,
-    );
+    let fx = register_ana(&mut m);
     // No contacts to watch yet; the directory's first page is asked for.
     assert_eq!(
         fx,
@@ -34,7 +23,21 @@ fn online() -> (Model, Instant, SystemTime) {
             after: None
         })]
     );
-    (m, t, w)
+    (m, Instant::now(), SystemTime::UNIX_EPOCH)
+}
+
+/// Registers as "ana"; returns what the model does at once.
+fn register_ana(m: &mut Model) -> Vec<Effect> {
+    m.connecting("127.0.0.1:7400", "ana", true);
+    m.on_event(
+        Event::Registered {
+            name: "ana".into(),
+            media: "127.0.0.1:4000".parse().unwrap(),
+            reconnected: false,
+        },
+        Instant::now(),
+        SystemTime::UNIX_EPOCH,
+    )
 }
 
 fn results(names: &[&str], more: bool) -> Event {
@@ -264,16 +267,7 @@ fn contacts_and_results_are_watched_and_more_pages_come_on_request() {
 #[test]
 fn a_client_without_presence_neither_watches_nor_searches() {
     let mut m = Model::new(false);
-    m.connecting("127.0.0.1:7400", "ana", true);
-    let fx = m.on_event(
-        Event::Registered {
-            name: "ana".into(),
-            media: "127.0.0.1:4000".parse().unwrap(),
-            reconnected: false,
-        },
-        Instant::now(),
-        SystemTime::UNIX_EPOCH,
-    );
+    let fx = register_ana(&mut m);
     assert_eq!(fx, vec![]);
     m.contacts.add("bob");
     assert_eq!(m.contacts_changed(), vec![]);
@@ -380,16 +374,7 @@ fn blocked_callers_never_ring() {
     let mut m = Model::new(true);
     m.allow_unencrypted = true;
     m.contacts.set_blocked("Eve", true);
-    m.connecting("127.0.0.1:7400", "ana", true);
-    let fx = m.on_event(
-        Event::Registered {
-            name: "ana".into(),
-            media: "127.0.0.1:4000".parse().unwrap(),
-            reconnected: false,
-        },
-        Instant::now(),
-        SystemTime::UNIX_EPOCH,
-    );
+    let fx = register_ana(&mut m);
     assert_eq!(fx[0], Effect::Send(ClientMsg::Block { name: "Eve".into() }));
     let (t, w) = (Instant::now(), SystemTime::UNIX_EPOCH);
     let fx = m.on_event(call_from(1, "eve"), t, w);
