@@ -17,6 +17,7 @@ pub mod red;
 pub mod rtcp;
 pub mod rtp;
 pub mod signal;
+pub mod stun;
 
 pub use frame::{clip, decode_body, encode_frame, split_frame, FrameError, ERROR_TEXT_MAX};
 pub use signal::*;

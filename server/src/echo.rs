@@ -6,6 +6,10 @@
 //! answers each of the caller's reports at once with a receiver report of its own, because a
 //! client sends no audio before something authentic came back from its peer (consent, see
 //! `fala_proto::media_session`).
+//!
+//! Its socket is the server's UDP port, which also answers STUN Binding requests (clients
+//! learn the public address their packets come from); that runs whether the echo user is
+//! hosted or not.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -17,6 +21,7 @@ use fala_proto::identity::Identity;
 use fala_proto::media_crypto::{SessionKeys, RTCP_OVERHEAD, TAG_LEN};
 use fala_proto::rtcp;
 use fala_proto::rtp::{self, SeqExtender};
+use fala_proto::stun;
 use fala_proto::{CallId, MediaAddr};
 use tokio::net::UdpSocket;
 use tokio::time::{sleep_until, Instant};
@@ -176,15 +181,58 @@ pub(crate) fn spawn(
     Ok((handle, task))
 }
 
-/// Receives, transforms and queues packets; sends each when its delay is over.
+/// Most STUN answers sent in one second: enough for every client of a big server to learn
+/// its address, and a bound on what a spoofed flood can bounce off this port.
+const STUN_ANSWERS_PER_SECOND: u32 = 10_000;
+
+/// Answers STUN Binding requests (RFC 8489) on the server's UDP port, up to a budget per second.
+struct StunResponder {
+    window: Instant,
+    answered: u32,
+    out: [u8; stun::MAX_RESPONSE_LEN],
+}
+
+impl StunResponder {
+    fn new() -> Self {
+        StunResponder {
+            window: Instant::now(),
+            answered: 0,
+            out: [0; stun::MAX_RESPONSE_LEN],
+        }
+    }
+
+    /// The answer to a datagram from `from`, if it is a Binding request within the budget.
+    fn answer(&mut self, datagram: &[u8], from: SocketAddr, now: Instant) -> Option<&[u8]> {
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.answered = 0;
+        }
+        if self.answered >= STUN_ANSWERS_PER_SECOND {
+            return None;
+        }
+        let n = stun::answer_binding(datagram, from, &mut self.out).ok()?;
+        self.answered += 1;
+        Some(&self.out[..n])
+    }
+}
+
+/// Receives, transforms and queues packets; sends each when its delay is over. STUN requests
+/// are answered at once.
 async fn serve(socket: UdpSocket, calls: Arc<Mutex<Calls>>, delay: Duration) {
     let mut queue: VecDeque<(Instant, SocketAddr, Vec<u8>)> = VecDeque::new();
     let mut buf = vec![0u8; 2048];
+    let mut stun_responder = StunResponder::new();
     loop {
         let next_due = queue.front().map(|(due, _, _)| *due);
         tokio::select! {
             received = socket.recv_from(&mut buf) => {
                 let Ok((len, from)) = received else { continue };
+                if stun::is_stun(&buf[..len]) {
+                    if let Some(answer) = stun_responder.answer(&buf[..len], from, Instant::now()) {
+                        let _ = socket.send_to(answer, from).await;
+                    }
+                    continue;
+                }
                 if queue.len() >= MAX_QUEUED {
                     continue;
                 }

@@ -64,18 +64,33 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let echo_config = config.echo.clone();
+    let echo_enabled = echo_config.is_some();
     let names = NameBook::open(config.names_db.as_deref(), config.names.clone())
         .map_err(std::io::Error::other)?;
     let hub = Hub::new(config, names);
-    let mut echo_task = None;
-    if let Some(echo_config) = echo_config {
-        let local = listener.local_addr()?;
-        let socket = echo::bind(ipv4_of(local.ip()), local.port()).await?;
-        let (echo, task) = echo::spawn(socket, echo_config, hub.service_identity.clone())?;
-        tracing::info!("echo service on UDP port {}", echo.port);
-        hub.lock().add_echo_user(echo);
-        echo_task = Some(task);
+    // The UDP port (the TCP port's number when free) answers STUN Binding requests, so
+    // clients learn their public address, and carries the echo user's media when it is on.
+    let local = listener.local_addr()?;
+    let socket = echo::bind(ipv4_of(local.ip()), local.port()).await?;
+    let (echo, task) = echo::spawn(
+        socket,
+        echo_config.unwrap_or_default(),
+        hub.service_identity.clone(),
+    )?;
+    if echo.port != local.port() {
+        tracing::warn!(
+            "UDP port {} is taken: STUN and the echo use UDP port {} instead",
+            local.port(),
+            echo.port
+        );
     }
+    if echo_enabled {
+        tracing::info!("UDP port {}: STUN and the echo service", echo.port);
+        hub.lock().add_echo_user(echo);
+    } else {
+        tracing::info!("UDP port {}: STUN", echo.port);
+    }
+    let echo_task = Some(task);
     let tracker = TaskTracker::new();
     let live = Arc::new(AtomicUsize::new(0));
     let per_ip = Arc::new(per_ip::PerIp::default());
