@@ -113,6 +113,7 @@ async fn accept_then_caller_hangs_up() {
             identity,
             key,
             signature,
+            ..
         } => {
             assert_eq!((call_id, peer.as_str(), media.port()), (id, "ana", 5001));
             assert_eq!(identity.as_slice(), ana.identity.public());
@@ -670,4 +671,107 @@ async fn errors_name_their_request_and_shutdown_ends_calls_first() {
             ]
         );
     }
+}
+
+/// An accepted call gets a relay leg for each side on the server's UDP port: datagrams with
+/// a leg's token reach the other side (at the address it last sent from) and nothing else
+/// does: no token, a made-up token, or a token after the call ended.
+// Multi-threaded: the test's own sockets block while the server runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_forwards_between_the_legs_of_a_call_only() {
+    use std::net::UdpSocket;
+    let server = TestServer::start(Config::default()).await;
+    let (mut ana, mut bob) = pair(&server).await;
+    let id = ring(&mut ana, &mut bob).await;
+    bob.send(&ClientMsg::Accept {
+        call_id: id,
+        media: None,
+        key: None,
+        signature: None,
+    })
+    .await;
+    let relay_of = |m: ServerMsg| match m {
+        ServerMsg::CallConnected {
+            relay: Some(relay), ..
+        } => relay,
+        other => panic!("no relay offered: {other:?}"),
+    };
+    let for_ana = relay_of(ana.recv().await);
+    let for_bob = relay_of(bob.recv().await);
+    assert_eq!(for_ana.media, for_bob.media, "one relay address");
+    assert_eq!(
+        for_ana.media.port(),
+        server.addr.port(),
+        "the server's UDP port"
+    );
+    assert_ne!(for_ana.token, for_bob.token);
+    assert!(for_ana.token.len() == 8 && (0x40..=0x4f).contains(&for_ana.token[0]));
+
+    let relay_addr = std::net::SocketAddr::from(for_ana.media.0);
+    let socket = || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        s
+    };
+    let (ana_udp, bob_udp, eve_udp) = (socket(), socket(), socket());
+    let with_token = |token: &[u8], body: &[u8]| [token, body].concat();
+    let received = |s: &UdpSocket| {
+        let mut buf = [0u8; 1500];
+        s.recv_from(&mut buf)
+            .ok()
+            .map(|(n, from)| (buf[..n].to_vec(), from))
+    };
+    // Bob says something first (so the relay knows where he is), retrying while the UDP
+    // port comes up; then Ana's datagram reaches him, token stripped, from the relay.
+    let rtp_like = [0x80u8, 111, 0, 1, 0, 0, 0, 9, 1, 2, 3, 4, 42, 42];
+    let mut reached = None;
+    for _ in 0..20 {
+        bob_udp
+            .send_to(&with_token(&for_bob.token, &rtp_like), relay_addr)
+            .unwrap();
+        ana_udp
+            .send_to(&with_token(&for_ana.token, &rtp_like), relay_addr)
+            .unwrap();
+        reached = received(&bob_udp);
+        if reached.is_some() {
+            break;
+        }
+    }
+    let (got, from) = reached.expect("Ana's datagram reached Bob through the relay");
+    assert_eq!(got, rtp_like);
+    assert_eq!(from, relay_addr);
+    // And Bob's reaches Ana.
+    bob_udp
+        .send_to(&with_token(&for_bob.token, b"\x80hello bob"), relay_addr)
+        .unwrap();
+    let mut from_bob = None;
+    while let Some((got, _)) = received(&ana_udp) {
+        if got == b"\x80hello bob" {
+            from_bob = Some(got);
+            break;
+        }
+    }
+    assert!(from_bob.is_some(), "Bob's datagram reached Ana");
+    // Eve, with a token she made up, without one, or with a copy of nothing: Bob gets none of it.
+    while received(&bob_udp).is_some() {}
+    eve_udp
+        .send_to(&with_token(&[0x41; 8], &rtp_like), relay_addr)
+        .unwrap();
+    eve_udp.send_to(&rtp_like, relay_addr).unwrap();
+    assert!(
+        received(&bob_udp).is_none(),
+        "a stranger's datagram got through"
+    );
+    // The call ends: Ana's token is dead.
+    ana.send(&ClientMsg::Hangup { call_id: id }).await;
+    expect_end_reason(&mut ana, EndReason::HungUp).await;
+    ana_udp
+        .send_to(&with_token(&for_ana.token, &rtp_like), relay_addr)
+        .unwrap();
+    assert!(
+        received(&bob_udp).is_none(),
+        "forwarded after the call ended"
+    );
+    server.stop().await;
 }

@@ -73,6 +73,8 @@ pub enum CallState {
         /// The peer's media key and its identity signature (`None`: in clear).
         key: Option<ByteBuf>,
         signature: Option<ByteBuf>,
+        /// The server's relay for this call, if it offered one.
+        relay: Option<crate::signal::RelayOffer>,
         since: Instant,
     },
     /// Over; the last outcome stays visible until the next call.
@@ -339,6 +341,7 @@ impl CallMachine {
                 identity,
                 key,
                 signature,
+                relay,
             } => {
                 if self.call_id() == Some(*call_id) {
                     self.state = CallState::InCall {
@@ -348,6 +351,7 @@ impl CallMachine {
                         identity: identity.clone(),
                         key: key.clone(),
                         signature: signature.clone(),
+                        relay: relay.clone(),
                         since: now,
                     };
                     return (Some(CallEvent::Connected), None);
@@ -418,6 +422,7 @@ mod tests {
             identity: ByteBuf::from(vec![3; 32]),
             key: None,
             signature: None,
+            relay: None,
         };
         assert_eq!(m.on_server(&connected, t0).0, Some(CallEvent::Connected));
         let t1 = t0 + Duration::from_secs(65);
@@ -518,6 +523,7 @@ mod tests {
             identity: ByteBuf::from(vec![3; 32]),
             key: None,
             signature: None,
+            relay: None,
         };
         m.on_server(&conn, t0);
         assert_eq!(

@@ -35,6 +35,15 @@ impl fmt::Display for CallId {
     }
 }
 
+/// A relay leg of one call: where to send, and the token that must lead every datagram.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayOffer {
+    /// The relay's UDP address.
+    pub media: MediaAddr,
+    /// 8 bytes, first byte 64–79; secret to this side of this call.
+    pub token: ByteBuf,
+}
+
 /// Where a client receives its audio: IPv4 address and UDP port, written `"a.b.c.d:port"` on
 /// the wire. `0.0.0.0` in a registration means "the address you see my TCP connection from".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -377,6 +386,10 @@ pub enum ServerMsg {
         key: Option<ByteBuf>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signature: Option<ByteBuf>,
+        /// The server's media relay for this call, when it offers one: send `token ‖ datagram`
+        /// to `media` and the peer receives `datagram` (see PROTOCOL.md, the relay).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relay: Option<RelayOffer>,
     },
     /// To each side concerned: the call is over (or never started).
     CallEnded {

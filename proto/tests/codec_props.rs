@@ -131,16 +131,26 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                 commit,
             }
         }),
-        (call_id(), ".{0,40}", media(), bytes(), key(), key()).prop_map(
-            |(call_id, peer, media, identity, key, signature)| ServerMsg::CallConnected {
-                call_id,
-                peer,
-                media,
-                identity,
-                key,
-                signature,
-            }
-        ),
+        (
+            call_id(),
+            ".{0,40}",
+            media(),
+            bytes(),
+            key(),
+            key(),
+            proptest::option::of((media(), bytes()))
+        )
+            .prop_map(|(call_id, peer, media, identity, key, signature, relay)| {
+                ServerMsg::CallConnected {
+                    call_id,
+                    peer,
+                    media,
+                    identity,
+                    key,
+                    signature,
+                    relay: relay.map(|(media, token)| fala_proto::RelayOffer { media, token }),
+                }
+            }),
         (call_id(), ".{0,40}", reason()).prop_map(|(call_id, peer, reason)| ServerMsg::CallEnded {
             call_id,
             peer,

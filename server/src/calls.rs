@@ -8,10 +8,11 @@
 use std::time::{Duration, Instant};
 
 use fala_proto::name::name_key;
-use fala_proto::{Availability, CallId, EndReason, ErrorCode, MediaAddr, ServerMsg};
+use fala_proto::{Availability, CallId, EndReason, ErrorCode, MediaAddr, RelayOffer, ServerMsg};
 use serde_bytes::ByteBuf;
 
-use crate::hub::{ConnId, State};
+use crate::hub::{Conn, ConnId, State};
+use crate::relay::TOKEN_LEN;
 
 /// Where a call stands on the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,11 +291,43 @@ impl State {
         call.phase = Phase::Revealing;
         call.callee_media = Some(callee_media);
         let call = call.clone();
+        let (relay, _) = self.relay_offers(call_id, &call);
         let Some(callee) = self.users.get(&call.callee) else {
             return;
         };
-        let to_caller = callee.connected(call_id, callee_media, Some((key, signature)));
+        let to_caller = callee.connected(call_id, callee_media, Some((key, signature)), relay);
         self.send_user(&call.caller, &to_caller);
+    }
+
+    /// The relay legs of a call between two connected users (none for a call to a service,
+    /// whose media is on this server anyway): each side's offer, with the address that side
+    /// reached us on. Asking again gives the same tokens.
+    fn relay_offers(
+        &self,
+        call_id: CallId,
+        call: &Call,
+    ) -> (Option<RelayOffer>, Option<RelayOffer>) {
+        let Some((relay, port)) = &self.relay else {
+            return (None, None);
+        };
+        let conn_of = |key: &str| {
+            self.users
+                .get(key)
+                .and_then(|u| u.conn)
+                .and_then(|c| self.conns.get(&c))
+        };
+        let (Some(caller), Some(callee)) = (conn_of(&call.caller), conn_of(&call.callee)) else {
+            return (None, None);
+        };
+        let (caller_token, callee_token) = relay.open(call_id, Instant::now());
+        let offer = |conn: &Conn, token: [u8; TOKEN_LEN]| RelayOffer {
+            media: MediaAddr::new(conn.local_ip, *port),
+            token: ByteBuf::from(token.to_vec()),
+        };
+        (
+            Some(offer(caller, caller_token)),
+            Some(offer(callee, callee_token)),
+        )
     }
 
     /// The caller reveals its signed key: the callee now learns of the connected call.
@@ -318,7 +351,11 @@ impl State {
             self.service_reveal(call_id, identity, (&key, &signature));
             return;
         }
-        let to_callee = caller.connected(call_id, caller.media, Some((key, signature)));
+        let (_, relay) = self.relay_offers(call_id, &call);
+        let Some(caller) = self.users.get(&call.caller) else {
+            return;
+        };
+        let to_callee = caller.connected(call_id, caller.media, Some((key, signature)), relay);
         self.send_user(&call.callee, &to_callee);
     }
 
@@ -334,8 +371,9 @@ impl State {
         else {
             return;
         };
-        let to_caller = callee.connected(call_id, callee_media, None);
-        let to_callee = caller.connected(call_id, caller.media, None);
+        let (caller_relay, callee_relay) = self.relay_offers(call_id, &call);
+        let to_caller = callee.connected(call_id, callee_media, None, caller_relay);
+        let to_callee = caller.connected(call_id, caller.media, None, callee_relay);
         self.send_user(&call.caller, &to_caller);
         self.send_user(&call.callee, &to_callee);
     }
@@ -345,6 +383,11 @@ impl State {
         let Some(call) = self.calls.remove(&call_id) else {
             return;
         };
+        if let Some((relay, _)) = &self.relay {
+            if let Some((from_caller, from_callee)) = relay.close(call_id) {
+                tracing::debug!(%call_id, ?from_caller, ?from_callee, "relay closed");
+            }
+        }
         let caller_name = self.display_name(&call.caller);
         let callee_name = self.display_name(&call.callee);
         self.set_call(&call.caller, None);

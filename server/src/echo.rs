@@ -24,6 +24,8 @@ use fala_proto::rtp::{self, SeqExtender};
 use fala_proto::stun;
 use fala_proto::{CallId, MediaAddr};
 use tokio::net::UdpSocket;
+
+use crate::relay::{self, Relay};
 use tokio::time::{sleep_until, Instant};
 
 /// Settings of the echo user.
@@ -169,6 +171,7 @@ pub(crate) fn spawn(
     socket: UdpSocket,
     config: EchoConfig,
     identity: Arc<Identity>,
+    relay: Relay,
 ) -> std::io::Result<(EchoHandle, tokio::task::JoinHandle<()>)> {
     let port = socket.local_addr()?.port();
     let calls = Arc::new(Mutex::new(Calls::default()));
@@ -177,7 +180,7 @@ pub(crate) fn spawn(
         port,
         identity,
     };
-    let task = tokio::spawn(serve(socket, calls, config.delay));
+    let task = tokio::spawn(serve(socket, calls, config.delay, relay));
     Ok((handle, task))
 }
 
@@ -217,8 +220,8 @@ impl StunResponder {
 }
 
 /// Receives, transforms and queues packets; sends each when its delay is over. STUN requests
-/// are answered at once.
-async fn serve(socket: UdpSocket, calls: Arc<Mutex<Calls>>, delay: Duration) {
+/// are answered, and relayed datagrams forwarded, at once.
+async fn serve(socket: UdpSocket, calls: Arc<Mutex<Calls>>, delay: Duration, relay: Relay) {
     let mut queue: VecDeque<(Instant, SocketAddr, Vec<u8>)> = VecDeque::new();
     let mut buf = vec![0u8; 2048];
     let mut stun_responder = StunResponder::new();
@@ -227,6 +230,12 @@ async fn serve(socket: UdpSocket, calls: Arc<Mutex<Calls>>, delay: Duration) {
         tokio::select! {
             received = socket.recv_from(&mut buf) => {
                 let Ok((len, from)) = received else { continue };
+                if relay::is_relayed(&buf[..len]) {
+                    if let Some(to) = relay.forward(&buf[..len], from, std::time::Instant::now()) {
+                        let _ = socket.send_to(&buf[relay::TOKEN_LEN..len], to).await;
+                    }
+                    continue;
+                }
                 if stun::is_stun(&buf[..len]) {
                     if let Some(answer) = stun_responder.answer(&buf[..len], from, Instant::now()) {
                         let _ = socket.send_to(answer, from).await;

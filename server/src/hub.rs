@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use fala_proto::identity::{Identity, CHALLENGE_LEN, IDENTITY_LEN};
-use fala_proto::{encode_frame, Availability, CallId, MediaAddr, ServerMsg, UserInfo};
+use fala_proto::{encode_frame, Availability, CallId, MediaAddr, RelayOffer, ServerMsg, UserInfo};
 use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
@@ -78,6 +78,7 @@ impl User {
         call_id: CallId,
         media: MediaAddr,
         signed_key: Option<(ByteBuf, ByteBuf)>,
+        relay: Option<RelayOffer>,
     ) -> ServerMsg {
         let (key, signature) = signed_key.unzip();
         ServerMsg::CallConnected {
@@ -87,6 +88,7 @@ impl User {
             identity: ByteBuf::from(self.identity.to_vec()),
             key,
             signature,
+            relay,
         }
     }
 
@@ -116,6 +118,8 @@ pub(crate) struct State {
     pub closing: bool,
     /// The echo service, when it is on.
     pub echo: Option<crate::echo::EchoHandle>,
+    /// The media relay and its UDP port, once the port is bound.
+    pub relay: Option<(crate::relay::Relay, u16)>,
     /// Who owns which name, on disk.
     pub names: NameBook,
     /// The `type` of the request being handled, named in the errors that answer it.
@@ -147,6 +151,7 @@ impl Hub {
                 next_conn: 1,
                 closing: false,
                 echo: None,
+                relay: None,
                 names,
                 replying_to: None,
             }),

@@ -14,6 +14,7 @@ pub mod limits;
 pub mod names;
 mod per_ip;
 mod registry;
+mod relay;
 mod services;
 mod session;
 pub mod tls;
@@ -72,11 +73,14 @@ pub async fn run(
     // clients learn their public address, and carries the echo user's media when it is on.
     let local = listener.local_addr()?;
     let socket = echo::bind(ipv4_of(local.ip()), local.port()).await?;
+    let relay = relay::Relay::default();
     let (echo, task) = echo::spawn(
         socket,
         echo_config.unwrap_or_default(),
         hub.service_identity.clone(),
+        relay.clone(),
     )?;
+    hub.lock().relay = Some((relay, echo.port));
     if echo.port != local.port() {
         tracing::warn!(
             "UDP port {} is taken: STUN and the echo use UDP port {} instead",
@@ -85,10 +89,10 @@ pub async fn run(
         );
     }
     if echo_enabled {
-        tracing::info!("UDP port {}: STUN and the echo service", echo.port);
+        tracing::info!("UDP port {}: STUN, the media relay and the echo", echo.port);
         hub.lock().add_echo_user(echo);
     } else {
-        tracing::info!("UDP port {}: STUN", echo.port);
+        tracing::info!("UDP port {}: STUN and the media relay", echo.port);
     }
     let echo_task = Some(task);
     let tracker = TaskTracker::new();
