@@ -91,6 +91,9 @@ struct AudioArgs {
     /// Take calls whose other side sends media in clear (refused by default).
     #[arg(long)]
     allow_unencrypted: bool,
+    /// Send and receive call audio through the server's relay, never directly.
+    #[arg(long)]
+    always_relay: bool,
 }
 
 impl Who {
@@ -137,6 +140,7 @@ impl AudioArgs {
             jitter,
             encrypt: !self.no_encrypt,
             allow_unencrypted: self.allow_unencrypted,
+            always_relay: self.always_relay,
         }
     }
 }

@@ -196,6 +196,47 @@ fn call_and_answer_carry_speech_both_ways_encrypted() {
     assert!(stats["latency_ms"].as_f64().unwrap() > 0.0);
 }
 
+/// Through the server's relay: with both sides relaying, and with only the caller relaying
+/// (the callee sends straight to the caller's address, and gets the caller's audio from the
+/// relay). Speech arrives both ways, and each side says which path it used.
+#[test]
+fn calls_through_the_relay_carry_speech_both_ways() {
+    let server = Server::start(Config::default());
+    let sent = load(speech_wav());
+    for (tag, bob_relays) in [("relay-both", true), ("relay-ana", false)] {
+        let bob_extra: &[&str] = if bob_relays { &["--always-relay"] } else { &[] };
+        let ana_stats = temp_path(&format!("{tag}-ana.json"));
+        let (ana_out, bob_out, ana, bob) = speech_call(
+            &server.addr(),
+            &["--always-relay", "--stats", path(&ana_stats)],
+            bob_extra,
+            tag,
+        );
+        assert!(ana.status.success(), "ana: {}", stderr(&ana));
+        assert!(bob.status.success(), "bob: {}", stderr(&bob));
+        for (who, out) in [("ana", &ana_out), ("bob", &bob_out)] {
+            let s = score(&sent, &load(out), 500, 800);
+            eprintln!("{tag}: {who} heard {s:?}");
+            assert!(s.correlation > 0.75, "{tag}: {who} heard {s:?}");
+        }
+        let stats = |p: &Path| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+        };
+        let (a, b) = (
+            stats(&ana_stats),
+            stats(&temp_path(&format!("{tag}-bob.json"))),
+        );
+        assert_eq!(a["path"], "relay", "{a}");
+        assert_eq!(
+            b["path"],
+            if bob_relays { "relay" } else { "direct" },
+            "{b}"
+        );
+        assert!(a["packets_received"].as_u64().unwrap() > 200, "{a}");
+        assert!(b["packets_received"].as_u64().unwrap() > 200, "{b}");
+    }
+}
+
 /// Sends a signal to a child (`kill -STOP` / `-CONT`).
 fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")

@@ -54,6 +54,8 @@ fn call(
         socket: sa,
         peer: peer_of_a,
         crypto: ka,
+        relay: None,
+        via_relay: false,
         input: InputSpec::Wav(speech().to_owned()),
         output: OutputSpec::Null,
         codec: CodecSettings::default(),
@@ -64,6 +66,8 @@ fn call(
         socket: sb,
         peer: peer_of_b,
         crypto: kb,
+        relay: None,
+        via_relay: false,
         input: InputSpec::Tone {
             hz: 440.0,
             amplitude: 0.1,

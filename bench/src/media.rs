@@ -342,6 +342,8 @@ fn live_call(
         socket,
         peer: relay.addr(),
         crypto: None,
+        relay: None,
+        via_relay: false,
         input: InputSpec::Wav(clip.to_owned()),
         output: OutputSpec::Wav(output.to_owned()),
         codec: mode.codec(),

@@ -20,6 +20,8 @@ fn session(encrypted: bool) -> MediaSession {
         ssrc: 1,
         first_seq: 1,
         first_timestamp: 1,
+        relay: None,
+        via_relay: false,
     })
 }
 

@@ -19,6 +19,8 @@ pub struct CallStats {
     pub restored_pct: Option<f32>,
     /// Redundant copies we add to each packet now (0–2).
     pub copies_sent: Option<u8>,
+    /// Our audio goes through the server's relay (`None` before the engine reports).
+    pub relayed: Option<bool>,
 }
 
 /// A rough verdict a person can read at a glance.
@@ -65,6 +67,7 @@ impl From<&MediaStats> for CallStats {
                 (100.0 * restored / s.packets_lost as f32).min(100.0)
             }),
             copies_sent: Some(s.copies_sent),
+            relayed: Some(s.path == crate::media::MediaPath::Relay),
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct Settings {
     pub plain: bool,
     /// Take calls without media encryption (off: such calls are refused).
     pub allow_unencrypted: bool,
+    /// Call audio through the server's relay, never directly.
+    pub always_relay: bool,
     /// `None` is the system default device.
     pub input_device: Option<String>,
     pub output_device: Option<String>,
@@ -64,6 +66,7 @@ impl Default for Settings {
             advertised_ip: String::new(),
             plain: false,
             allow_unencrypted: false,
+            always_relay: false,
             input_device: None,
             output_device: None,
             hangup_key: "Escape".into(),
@@ -90,6 +93,7 @@ impl Settings {
                 ..CodecSettings::default()
             },
             allow_unencrypted: self.allow_unencrypted,
+            always_relay: self.always_relay,
             ..MediaOptions::default()
         }
     }

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use fala_proto::media_crypto::SessionKeys;
+use fala_proto::media_session::RelayLeg;
 use fala_proto::MediaAddr;
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -151,10 +152,20 @@ impl MediaLink {
             Ok(s) => s,
             Err(e) => return self.fail(format!("cannot use the media socket: {e}")),
         };
+        // The relay leg, if offered: everything through it when asked to, else a copy of each
+        // report (so the relay can forward a relaying peer's packets to us).
+        let relay = call.relay.as_ref().and_then(|r| {
+            Some(RelayLeg {
+                addr: SocketAddr::V4(r.media.0),
+                token: r.token.as_slice().try_into().ok()?,
+            })
+        });
         let config = MediaConfig {
             socket,
             peer: SocketAddr::V4(call.peer.0),
             crypto,
+            relay,
+            via_relay: options.always_relay,
             input: options.input.clone(),
             output: options.output.clone(),
             codec: options.codec,

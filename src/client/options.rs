@@ -14,6 +14,9 @@ pub struct MediaOptions {
     pub encrypt: bool,
     /// Take calls whose other side offers no encryption (off: they are refused).
     pub allow_unencrypted: bool,
+    /// Send and receive media through the server's relay whenever it offers one, never
+    /// directly (the peer's packets then come from the server, not from you).
+    pub always_relay: bool,
 }
 
 impl Default for MediaOptions {
@@ -26,6 +29,7 @@ impl Default for MediaOptions {
             jitter: JitterSettings::default(),
             encrypt: true,
             allow_unencrypted: false,
+            always_relay: false,
         }
     }
 }

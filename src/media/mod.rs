@@ -19,6 +19,8 @@ pub mod stretch;
 pub mod transport;
 
 pub use codec::{CodecSettings, FrameMs};
-pub use engine::{Levels, MediaConfig, MediaEngine, MediaError, MediaHandle, MediaStats};
+pub use engine::{
+    Levels, MediaConfig, MediaEngine, MediaError, MediaHandle, MediaPath, MediaStats,
+};
 pub use io::{InputSpec, OutputSpec};
 pub use jitter::{JitterMode, JitterSettings};

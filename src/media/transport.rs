@@ -8,7 +8,9 @@ use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 
 use fala_proto::media_crypto::SessionKeys;
-use fala_proto::media_session::{MediaSession, SessionConfig, SessionEvent, MAX_DATAGRAM};
+use fala_proto::media_session::{
+    MediaSession, RelayLeg, SessionConfig, SessionEvent, MAX_DATAGRAM,
+};
 
 pub use fala_proto::media_session::{MediaPacket, SessionStats};
 
@@ -22,6 +24,8 @@ pub struct Transport {
     buf: Box<[u8; MAX_DATAGRAM]>,
     /// The loss the peer reported last, until the send path takes it.
     peer_loss: Option<u8>,
+    /// Media goes through the server's relay.
+    relayed: bool,
 }
 
 fn random_u32() -> u32 {
@@ -36,10 +40,12 @@ fn random_u32() -> u32 {
 impl Transport {
     /// Wraps an already bound socket (made non-blocking here); SSRC, first sequence number and
     /// first timestamp are drawn at random (RFC 3550).
+    /// `relay`: the server's relay leg for this call, used for everything when `via_relay`.
     pub fn new(
         socket: UdpSocket,
         peer: SocketAddr,
         crypto: Option<SessionKeys>,
+        (relay, via_relay): (Option<RelayLeg>, bool),
     ) -> std::io::Result<Self> {
         socket.set_nonblocking(true)?;
         if !super::rx_time::enable(&socket) {
@@ -51,13 +57,21 @@ impl Transport {
             ssrc: random_u32(),
             first_seq: random_u32() as u16,
             first_timestamp: random_u32(),
+            relay,
+            via_relay,
         });
         Ok(Self {
             socket,
             session,
             buf: Box::new([0; MAX_DATAGRAM]),
             peer_loss: None,
+            relayed: via_relay && relay.is_some(),
         })
+    }
+
+    /// Whether media goes through the server's relay.
+    pub fn relayed(&self) -> bool {
+        self.relayed
     }
 
     /// Our SSRC.
@@ -165,8 +179,8 @@ mod tests {
         };
         let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
         let (mut a, mut b) = (
-            Transport::new(a, ba, ka).unwrap(),
-            Transport::new(b, aa, kb).unwrap(),
+            Transport::new(a, ba, ka, (None, false)).unwrap(),
+            Transport::new(b, aa, kb, (None, false)).unwrap(),
         );
         // Each side's first probe reaches the other: both consent to media.
         a.maybe_report(0);

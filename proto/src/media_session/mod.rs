@@ -53,7 +53,8 @@ pub const MAX_DATAGRAM: usize = 2048;
 /// of our stream (RFC 3550 wants SSRC, sequence and timestamp to start unpredictably).
 #[derive(Debug)]
 pub struct SessionConfig {
-    /// Where media goes, and the only address it is accepted from.
+    /// The peer's own address: where media goes unless it goes through the relay. Media is
+    /// accepted from it and from the relay only.
     pub peer: SocketAddr,
     /// Keys from the call's key exchange; `None` sends clear RTP.
     pub crypto: Option<SessionKeys>,
@@ -61,7 +62,21 @@ pub struct SessionConfig {
     /// First sequence number (only its low 15 bits are used).
     pub first_seq: u16,
     pub first_timestamp: u32,
+    /// Our leg of the server's relay, when it offered one (see PROTOCOL.md, the media relay).
+    pub relay: Option<RelayLeg>,
+    /// Send everything through the relay, nothing straight to `peer`.
+    pub via_relay: bool,
 }
+
+/// Where the relay is and the token that must lead every datagram sent to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayLeg {
+    pub addr: SocketAddr,
+    pub token: [u8; RELAY_TOKEN_LEN],
+}
+
+/// Bytes of a relay leg's token.
+pub const RELAY_TOKEN_LEN: usize = 8;
 
 /// Counters of the session.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -165,9 +180,15 @@ pub struct MediaSession {
     pending: Option<Pending>,
     /// A report's loss figure not polled yet.
     peer_loss: Option<u8>,
-    /// The packet being sent (and then the report): `tx_len` bytes waiting for poll_transmit.
-    tx: Box<[u8; MAX_DATAGRAM]>,
+    /// The packet being sent (and then the report): `tx_len` bytes after the relay token's
+    /// room, waiting for poll_transmit.
+    tx: Box<[u8; RELAY_TOKEN_LEN + MAX_DATAGRAM]>,
     tx_len: Option<usize>,
+    /// A report just sent straight to the peer, `n` bytes, to send through the relay too:
+    /// the relay forwards the peer's datagrams to us only once our leg has spoken.
+    relay_copy: Option<usize>,
+    relay: Option<RelayLeg>,
+    via_relay: bool,
     /// When the last authentic packet came from the peer (consent), µs.
     last_authentic_us: Option<u64>,
     /// When the current wait for consent began (the first poll, or consent lapsing), µs.
@@ -191,8 +212,17 @@ impl MediaSession {
             rx: Box::new([0; MAX_DATAGRAM]),
             pending: None,
             peer_loss: None,
-            tx: Box::new([0; MAX_DATAGRAM]),
+            tx: {
+                let mut tx = Box::new([0; RELAY_TOKEN_LEN + MAX_DATAGRAM]);
+                if let Some(relay) = config.relay {
+                    tx[..RELAY_TOKEN_LEN].copy_from_slice(&relay.token);
+                }
+                tx
+            },
             tx_len: None,
+            relay_copy: None,
+            relay: config.relay,
+            via_relay: config.via_relay && config.relay.is_some(),
             last_authentic_us: None,
             probing_since: None,
         }
@@ -281,7 +311,7 @@ impl MediaSession {
             frame_samples,
             copies,
             self.crypto.as_ref(),
-            &mut self.tx[..],
+            &mut self.tx[RELAY_TOKEN_LEN..],
         );
         if let Some(len) = written {
             self.stats.packets_sent += 1;
@@ -294,14 +324,34 @@ impl MediaSession {
     /// due.
     pub fn poll_transmit(&mut self, now_us: u64) -> Option<Transmit<'_>> {
         self.expire_consent(now_us);
-        let len = match self.tx_len.take() {
-            Some(len) => len,
-            None => self.write_report(now_us)?,
+        if let (Some(len), Some(relay)) = (self.relay_copy.take(), self.relay) {
+            return Some(Transmit {
+                destination: relay.addr,
+                contents: &self.tx[..RELAY_TOKEN_LEN + len],
+            });
+        }
+        let (len, report) = match self.tx_len.take() {
+            Some(len) => (len, false),
+            None => (self.write_report(now_us)?, true),
         };
-        Some(Transmit {
-            destination: self.peer,
-            contents: &self.tx[..len],
+        if report && !self.via_relay && self.relay.is_some() {
+            self.relay_copy = Some(len);
+        }
+        Some(match self.relay.filter(|_| self.via_relay) {
+            Some(relay) => Transmit {
+                destination: relay.addr,
+                contents: &self.tx[..RELAY_TOKEN_LEN + len],
+            },
+            None => Transmit {
+                destination: self.peer,
+                contents: &self.tx[RELAY_TOKEN_LEN..RELAY_TOKEN_LEN + len],
+            },
         })
+    }
+
+    /// Whether media goes through the relay.
+    pub fn via_relay(&self) -> bool {
+        self.via_relay
     }
 
     /// When the next report is due (µs on the driver's clock).
@@ -314,7 +364,8 @@ impl MediaSession {
     /// authentic is dropped and counted.
     pub fn handle_datagram(&mut self, arrival_us: u64, from: SocketAddr, datagram: &[u8]) {
         self.pending = None;
-        if from != self.peer {
+        // The peer's datagrams come straight from it, or from the relay.
+        if from != self.peer && self.relay.is_none_or(|r| r.addr != from) {
             self.stats.dropped_foreign += 1;
             return;
         }
@@ -488,7 +539,8 @@ impl MediaSession {
             }),
             block,
         };
-        let buf = &mut self.tx[..rtcp::MAX_REPORT_LEN + RTCP_OVERHEAD];
+        let buf =
+            &mut self.tx[RELAY_TOKEN_LEN..RELAY_TOKEN_LEN + rtcp::MAX_REPORT_LEN + RTCP_OVERHEAD];
         let mut len = report.write(buf).ok()?;
         if let Some(c) = &self.crypto {
             self.rtcp_index = self.rtcp_index.wrapping_add(1);

@@ -46,9 +46,20 @@ fn strangers(crypto: bool) -> (MediaSession, MediaSession) {
             ssrc,
             first_seq: 0x7ff0,
             first_timestamp: 0xffff_f000,
+            relay: None,
+            via_relay: false,
         })
     };
     (session(B, ka, 0xa1), session(A, kb, 0xb2))
+}
+
+/// Everything `from` has to send at `now`, with where it goes.
+fn all_transmits(from: &mut MediaSession, now: u64) -> Vec<(SocketAddr, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some(t) = from.poll_transmit(now) {
+        out.push((t.destination, t.contents.to_vec()));
+    }
+    out
 }
 
 /// Everything `from` has to send at `now`.
@@ -407,4 +418,76 @@ fn consent_lapses_when_the_peer_goes_quiet() {
     a.send_frame(&[1; 40], 960, 0);
     let out = transmits(&mut a, 30_120_000);
     assert!(out.iter().any(|d| !rtp::is_rtcp(d)), "media again");
+}
+
+/// The relay's address in these tests.
+const RELAY: &str = "127.0.0.1:7400";
+const TOKEN: [u8; 8] = [0x4a, 1, 2, 3, 4, 5, 6, 7];
+
+fn relayed_session(via_relay: bool) -> MediaSession {
+    MediaSession::new(SessionConfig {
+        peer: addr(B),
+        crypto: None,
+        ssrc: 0xa1,
+        first_seq: 0x7ff0,
+        first_timestamp: 0xffff_f000,
+        relay: Some(RelayLeg {
+            addr: addr(RELAY),
+            token: TOKEN,
+        }),
+        via_relay,
+    })
+}
+
+/// Through the relay every datagram (media and reports) goes to the relay and starts with the
+/// token; what follows is exactly what a direct session sends. Nothing goes to the peer.
+#[test]
+fn through_the_relay_every_datagram_starts_with_the_token() {
+    let mut relayed = relayed_session(true);
+    let mut direct = strangers(false).0;
+    let (from_relayed, from_direct) = (
+        all_transmits(&mut relayed, 0),
+        all_transmits(&mut direct, 0),
+    );
+    assert_eq!(from_relayed.len(), 1, "one probe");
+    assert_eq!(from_relayed[0].0, addr(RELAY));
+    assert_eq!(&from_relayed[0].1[..8], &TOKEN);
+    assert_eq!(&from_relayed[0].1[8..], &from_direct[0].1[..]);
+    // The peer's datagrams come from the relay, token stripped: taken (consent), and media
+    // then goes out through the relay.
+    let (_, mut peer) = strangers(false);
+    for (_, d) in all_transmits(&mut peer, 0) {
+        relayed.handle_datagram(1_000, addr(RELAY), &d);
+    }
+    assert!(relayed.consented());
+    relayed.send_frame(&[5; 30], 960, 0);
+    let out = all_transmits(&mut relayed, 20_000);
+    assert!(out
+        .iter()
+        .all(|(to, d)| *to == addr(RELAY) && d[..8] == TOKEN));
+    assert!(
+        out.iter().any(|(_, d)| !rtp::is_rtcp(&d[8..])),
+        "media went out"
+    );
+}
+
+/// Offered a relay but sending directly, each report also goes through the relay (so the
+/// relay knows where to forward a relaying peer's packets), and the peer's packets are taken
+/// from either address.
+#[test]
+fn a_direct_session_with_a_relay_also_reports_through_it() {
+    let mut s = relayed_session(false);
+    let out = all_transmits(&mut s, 0);
+    let to: Vec<_> = out.iter().map(|(to, _)| *to).collect();
+    assert_eq!(to, [addr(B), addr(RELAY)]);
+    assert_eq!(&out[1].1[8..], &out[0].1[..]);
+    let (_, mut peer) = strangers(false);
+    for (_, d) in all_transmits(&mut peer, 0) {
+        s.handle_datagram(1_000, addr(RELAY), &d);
+    }
+    assert!(s.consented());
+    s.send_frame(&[5; 30], 960, 0);
+    let media = all_transmits(&mut s, 20_000);
+    assert_eq!(media.len(), 1);
+    assert_eq!(media[0].0, addr(B), "media straight to the peer");
 }

@@ -303,6 +303,14 @@ fn stats_grid(app: &App, ui: &mut egui::Ui) {
                 (tr.stat_buffer, show(stats.jitter_buffer_ms, "ms", 0)),
                 (tr.stat_bitrate, show(stats.send_kbps, "kbit/s", 1)),
                 (tr.stat_protection, protection(tr, &stats)),
+                (
+                    tr.stat_path,
+                    match stats.relayed {
+                        Some(true) => tr.path_relay.to_string(),
+                        Some(false) => tr.path_direct.to_string(),
+                        None => tr.no_value.to_string(),
+                    },
+                ),
             ] {
                 ui.label(label);
                 ui.monospace(value);

@@ -87,6 +87,7 @@ fn advanced(app: &mut App, ui: &mut egui::Ui) {
     let tr = app.tr();
     let needed = app.settings.plain
         || app.settings.allow_unencrypted
+        || app.settings.always_relay
         || !app.settings.advertised_ip.trim().is_empty()
         || matches!(
             app.model().problem,
@@ -113,6 +114,7 @@ fn advanced(app: &mut App, ui: &mut egui::Ui) {
                 &mut app.settings.allow_unencrypted,
                 tr.allow_unencrypted_calls,
             );
+            ui.checkbox(&mut app.settings.always_relay, tr.always_relay);
         });
 }
 

@@ -16,7 +16,7 @@ use fala_proto::call::{CallError, CallEvent, CallMachine, CallState, Outcome};
 use fala_proto::call_keys::{SignedKey, COMMITMENT_LEN};
 use fala_proto::name::name_key;
 use fala_proto::{
-    CallId, ClientMsg, ErrorCode, MediaAddr, ServerMsg, UserInfo, BLOCK_MAX, WATCH_MAX,
+    CallId, ClientMsg, ErrorCode, MediaAddr, RelayOffer, ServerMsg, UserInfo, BLOCK_MAX, WATCH_MAX,
 };
 use serde_bytes::ByteBuf;
 
@@ -129,6 +129,8 @@ pub struct StartMedia {
     pub peer_signature: Option<Vec<u8>>,
     /// We placed the call (fixes the order of keys in the key schedule).
     pub outgoing: bool,
+    /// Our leg of the server's relay for this call, if it offered one.
+    pub relay: Option<RelayOffer>,
 }
 
 /// Things a face (through [`super::Phone`]) must do for the model: send, start audio, ring,
@@ -518,6 +520,7 @@ impl Model {
                     identity,
                     key,
                     signature,
+                    relay,
                     ..
                 } = self.calls.state()
                 {
@@ -529,6 +532,7 @@ impl Model {
                         peer_key: key.as_ref().map(|k| k.to_vec()),
                         peer_signature: signature.as_ref().map(|k| k.to_vec()),
                         outgoing,
+                        relay: relay.clone(),
                     }));
                 }
             }

@@ -134,7 +134,10 @@ fn incoming_call_rings_connects_and_logs() {
             identity: ByteBuf::from(vec![8; 32]),
             key: Some(ByteBuf::from(vec![7])),
             signature: Some(ByteBuf::from(vec![6; 64])),
-            relay: None,
+            relay: Some(RelayOffer {
+                media: "127.0.0.1:7400".parse().unwrap(),
+                token: ByteBuf::from(vec![0x40; 8]),
+            }),
         }),
         t,
         w,
@@ -147,6 +150,10 @@ fn incoming_call_rings_connects_and_logs() {
         peer_key: Some(vec![7]),
         peer_signature: Some(vec![6; 64]),
         outgoing: false,
+        relay: Some(RelayOffer {
+            media: "127.0.0.1:7400".parse().unwrap(),
+            token: ByteBuf::from(vec![0x40; 8]),
+        }),
     })));
     let later = t + std::time::Duration::from_secs(65);
     let fx = m.on_event(

@@ -51,6 +51,10 @@ pub struct MediaConfig {
     pub peer: SocketAddr,
     /// Session keys from the key exchange; `None` sends clear RTP.
     pub crypto: Option<SessionKeys>,
+    /// The server's relay leg for this call, if offered; everything goes through it when
+    /// `via_relay`, else only a copy of each report (so a relaying peer is forwarded to us).
+    pub relay: Option<fala_proto::media_session::RelayLeg>,
+    pub via_relay: bool,
     /// Microphone side.
     pub input: InputSpec,
     /// Speaker side.
@@ -59,6 +63,17 @@ pub struct MediaConfig {
     pub codec: CodecSettings,
     /// Playout buffer settings.
     pub jitter: JitterSettings,
+}
+
+/// Which way a call's media goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaPath {
+    /// Straight to the peer's address.
+    #[default]
+    Direct,
+    /// Through the server's relay.
+    Relay,
 }
 
 /// The engine could not start.
@@ -83,6 +98,8 @@ pub enum MediaError {
 pub struct MediaStats {
     /// Seconds since the engine started.
     pub duration_s: f64,
+    /// Which way media goes: straight to the peer, or through the server's relay.
+    pub path: MediaPath,
     /// RTP packets sent.
     pub packets_sent: u64,
     /// Frames held back because the peer had not answered yet (no media goes to an address
@@ -276,7 +293,12 @@ impl MediaEngine {
     /// record, or stopped.
     pub fn spawn(config: MediaConfig, on_ready: ReadyCallback) -> Result<MediaHandle, MediaError> {
         let local = config.socket.local_addr()?;
-        let transport = Transport::new(config.socket, config.peer, config.crypto)?;
+        let transport = Transport::new(
+            config.socket,
+            config.peer,
+            config.crypto,
+            (config.relay, config.via_relay),
+        )?;
         let (control, control_rx) = sync_channel(4);
         let stop = Arc::new(AtomicBool::new(false));
         let muted = Arc::new(AtomicBool::new(false));

@@ -148,6 +148,11 @@ impl Worker {
             duration_s: secs,
             packets_sent: t.packets_sent,
             frames_held: t.frames_held,
+            path: if self.transport.relayed() {
+                super::MediaPath::Relay
+            } else {
+                super::MediaPath::Direct
+            },
             packets_received: t.packets_received,
             packets_lost: t.packets_lost,
             fec_recovered: j.fec_recovered,
