@@ -126,7 +126,8 @@ fn a_false_media_address_gets_only_probes_until_it_answers() {
     let (media, probes, largest) = count_arrivals(&victim, Duration::from_secs(2));
     eprintln!("before an answer: {media} RTP, {probes} RTCP (largest {largest} bytes)");
     assert_eq!(media, 0, "audio went to an address that never answered");
-    assert!((10..=25).contains(&probes), "{probes} probes in 2 s");
+    // One a frame for half a second, then ten a second.
+    assert!((25..=45).contains(&probes), "{probes} probes in 2 s");
     assert!(largest <= 100, "a probe of {largest} bytes");
 
     // The address answers with an authentic report (it holds the call's keys): audio flows.

@@ -14,7 +14,9 @@
 //! (RTP or RTCP that passes authentication and the replay window; in clear, any packet we
 //! understand) has come *from* it: an address someone merely advertised, a third party's,
 //! gets nothing but small reports. Until then reports go out as probes every
-//! [`PROBE_INTERVAL_US`] (for [`FAST_PROBING_US`], then at the usual interval), and the frames
+//! [`FIRST_PROBE_INTERVAL_US`] for [`FIRST_PROBES_US`] (a lost probe must not cost the first
+//! words), then every [`PROBE_INTERVAL_US`] until [`FAST_PROBING_US`], then at the usual
+//! interval, and the frames
 //! are held back (the RTP clock moves on, as in DTX). Consent lapses when nothing authentic
 //! has come for [`CONSENT_TIMEOUT_US`]; media stops and probing starts again.
 //!
@@ -39,6 +41,10 @@ pub use send::MAX_PAYLOAD;
 /// Interval between reports, µs (RFC 3550 allows far less for two parties; one second keeps
 /// loss feedback to the encoder fresh at negligible cost).
 pub const REPORT_INTERVAL_US: u64 = 1_000_000;
+/// Interval between probes right after the call starts, µs: one a frame.
+pub const FIRST_PROBE_INTERVAL_US: u64 = 20_000;
+/// How long probes go out at [`FIRST_PROBE_INTERVAL_US`], µs.
+pub const FIRST_PROBES_US: u64 = 500_000;
 /// Interval between reports while waiting for the peer's consent (probes), µs.
 pub const PROBE_INTERVAL_US: u64 = 100_000;
 /// How long probes go out at [`PROBE_INTERVAL_US`] before slowing to [`REPORT_INTERVAL_US`]
@@ -259,10 +265,10 @@ impl MediaSession {
             return REPORT_INTERVAL_US;
         }
         let since = *self.probing_since.get_or_insert(now_us);
-        if now_us.saturating_sub(since) < FAST_PROBING_US {
-            PROBE_INTERVAL_US
-        } else {
-            REPORT_INTERVAL_US
+        match now_us.saturating_sub(since) {
+            waited if waited < FIRST_PROBES_US => FIRST_PROBE_INTERVAL_US,
+            waited if waited < FAST_PROBING_US => PROBE_INTERVAL_US,
+            _ => REPORT_INTERVAL_US,
         }
     }
 
