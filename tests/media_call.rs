@@ -193,8 +193,18 @@ fn fixed_buffer_baseline_without_protection_is_worse_on_loss() {
     // the receiver plays lost frames from those copies.
     assert!(adaptive.1.copy_recovered > 0, "{:?}", adaptive.1);
     assert!(adaptive.1.copies_sent >= 1, "{:?}", adaptive.1);
+    // Worse means more of the lost audio is made up: the fixed buffer conceals every lost
+    // frame, the adaptive one plays most of them from copies. (Whole-clip correlation is too
+    // coarse to rank them: ten 20 ms frames in ten seconds move it less than run-to-run noise,
+    // 0.88-0.93 for both here, so it only has to be in the same range.)
     assert!(
-        adaptive.0.correlation > fixed.0.correlation - 0.02,
+        adaptive.1.concealed < fixed.1.concealed,
+        "concealed: adaptive {} fixed {}",
+        adaptive.1.concealed,
+        fixed.1.concealed
+    );
+    assert!(
+        adaptive.0.correlation > fixed.0.correlation - 0.08,
         "adaptive {} fixed {}",
         adaptive.0.correlation,
         fixed.0.correlation
