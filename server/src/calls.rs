@@ -352,9 +352,6 @@ impl State {
             return;
         }
         let (_, relay) = self.relay_offers(call_id, &call);
-        let Some(caller) = self.users.get(&call.caller) else {
-            return;
-        };
         let to_callee = caller.connected(call_id, caller.media, Some((key, signature)), relay);
         self.send_user(&call.callee, &to_callee);
     }

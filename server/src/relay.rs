@@ -22,8 +22,8 @@ use std::time::Instant;
 
 use fala_proto::CallId;
 
-/// Bytes of a token, in front of every relayed datagram.
-pub const TOKEN_LEN: usize = 8;
+/// Bytes of a token, in front of every relayed datagram (the clients' session writes them).
+pub const TOKEN_LEN: usize = fala_proto::media_session::RELAY_TOKEN_LEN;
 /// What one leg may send per second through the relay: ~520 kbit/s, far above a voice call
 /// with two redundant copies (~170 kbit/s), far below what would make the relay useful for
 /// anything else.
