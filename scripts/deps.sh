@@ -9,7 +9,7 @@ BUILD_PACKAGES=(build-essential pkg-config cmake libasound2-dev libwayland-dev l
   libxkbcommon-x11-0 libgl1-mesa-dri libegl-mesa0 libegl1 libgl1 libasound2-plugins)
 # Needed only by the tests: a private sound server, a virtual display, speech and WAV tools.
 TEST_PACKAGES=(pulseaudio pulseaudio-utils sox espeak-ng xvfb xauth imagemagick x11-utils xdotool
-  python3-venv)
+  python3-venv iproute2 nftables)
 
 ensure_packages() {
   local missing=()

@@ -126,6 +126,7 @@ impl Term {
                 name,
                 media,
                 reconnected,
+                ..
             } => {
                 if reconnected {
                     println!("Reconnected and registered again as {name:?}.");

@@ -145,6 +145,7 @@ fn peer_calls_window(w: &World, h: &mut Harness<'static, App>, bob: &mut Raw) {
         ClientMsg::Invite {
             to: "ana".into(),
             commit: None,
+            candidates: Vec::new(),
         },
     );
     wait_text(h, "bob is calling you");
@@ -186,6 +187,7 @@ fn finds_people_and_follows_their_presence() {
         ClientMsg::Invite {
             to: "bob".into(),
             commit: None,
+            candidates: Vec::new(),
         },
     );
     wait(&mut h, "two users in a call", |h| {
@@ -298,6 +300,7 @@ fn call_accepted_then_hung_up_from_the_window() {
             media: None,
             key: None,
             signature: None,
+            candidates: Vec::new(),
         },
     );
     wait_text(&mut h, "In a call with bob");
@@ -365,6 +368,7 @@ fn hang_up_hotkey_ends_the_call() {
             media: None,
             key: None,
             signature: None,
+            candidates: Vec::new(),
         },
     );
     wait_text(&mut h, "In a call with bob");
@@ -434,6 +438,7 @@ fn calling_a_busy_user_says_busy() {
         ClientMsg::Invite {
             to: "bob".into(),
             commit: None,
+            candidates: Vec::new(),
         },
     );
     let id = incoming_id(&w.expect(&mut bob, |m| matches!(m, ServerMsg::IncomingCall { .. })));
@@ -444,6 +449,7 @@ fn calling_a_busy_user_says_busy() {
             media: None,
             key: None,
             signature: None,
+            candidates: Vec::new(),
         },
     );
     wait(&mut h, "bob busy", |h| {
@@ -489,6 +495,7 @@ fn peer_lost_during_a_call() {
             media: None,
             key: None,
             signature: None,
+            candidates: Vec::new(),
         },
     );
     wait_text(&mut h, "In a call with bob");
@@ -629,6 +636,7 @@ fn configured_hang_up_key_works() {
             media: None,
             key: None,
             signature: None,
+            candidates: Vec::new(),
         },
     );
     wait_text(&mut h, "In a call with bob");
@@ -687,6 +695,7 @@ fn a_changed_identity_is_refused_until_the_new_key_is_accepted() {
             media: None,
             key: None,
             signature: None,
+            candidates: Vec::new(),
         },
     );
     wait_text(&mut h, "identity key has changed since your last call");
@@ -704,6 +713,7 @@ fn a_changed_identity_is_refused_until_the_new_key_is_accepted() {
             media: None,
             key: None,
             signature: None,
+            candidates: Vec::new(),
         },
     );
     wait_text(&mut h, "In a call with bob");
@@ -730,6 +740,7 @@ fn an_unusable_key_commitment_declines_instead_of_going_clear() {
         ClientMsg::Invite {
             to: "ana".into(),
             commit: Some(serde_bytes::ByteBuf::from(vec![1; 31])),
+            candidates: Vec::new(),
         },
     );
     wait_text(&mut h, "bob is calling you");
@@ -756,6 +767,7 @@ fn a_blocked_caller_never_rings_until_unblocked() {
         ClientMsg::Invite {
             to: "ana".into(),
             commit: None,
+            candidates: Vec::new(),
         },
     );
     expect_ended(&w, &mut bob, EndReason::Declined);
@@ -779,6 +791,7 @@ fn a_blocked_caller_never_rings_until_unblocked() {
         ClientMsg::Invite {
             to: "ana".into(),
             commit: None,
+            candidates: Vec::new(),
         },
     );
     wait_text(&mut h, "bob is calling you");

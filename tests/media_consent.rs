@@ -93,6 +93,7 @@ fn a_false_media_address_gets_only_probes_until_it_answers() {
             .send(&ClientMsg::Invite {
                 to: "bob".into(),
                 commit: Some(ByteBuf::from(caller.commitment().to_vec())),
+                candidates: Vec::new(),
             })
             .await;
         let connected = mallory

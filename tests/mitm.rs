@@ -122,6 +122,7 @@ fn a_swapped_callee_key_is_refused_by_the_caller() {
             media,
             key: other_key(),
             signature,
+            candidates: Vec::new(),
         },
         other => other,
     });

@@ -14,6 +14,7 @@ async fn ring(ana: &mut Raw, bob: &mut Raw) -> CallId {
     ana.send(&ClientMsg::Invite {
         to: "bob".into(),
         commit: Some(serde_bytes::ByteBuf::from(vec![1, 2, 3])),
+        candidates: Vec::new(),
     })
     .await;
     let id = match ana.recv().await {
@@ -52,6 +53,7 @@ async fn invite(from: &mut Raw, to: &str) {
     from.send(&ClientMsg::Invite {
         to: to.into(),
         commit: None,
+        candidates: Vec::new(),
     })
     .await;
 }
@@ -92,6 +94,7 @@ async fn accept_then_caller_hangs_up() {
         media: Some("127.0.0.1:6002".parse().unwrap()),
         key: None,
         signature: None,
+        candidates: Vec::new(),
     })
     .await;
     match ana.recv().await {
@@ -141,6 +144,7 @@ async fn callee_hangs_up() {
         media: None,
         key: None,
         signature: None,
+        candidates: Vec::new(),
     })
     .await;
     assert!(
@@ -179,6 +183,7 @@ async fn busy_when_callee_is_ringing_or_talking() {
         media: None,
         key: None,
         signature: None,
+        candidates: Vec::new(),
     })
     .await;
     ana.recv().await;
@@ -204,6 +209,7 @@ async fn caller_cancels_before_answer() {
         media: None,
         key: None,
         signature: None,
+        candidates: Vec::new(),
     })
     .await;
     expect_error(&mut ana, ErrorCode::UnknownCall).await;
@@ -216,6 +222,7 @@ async fn caller_cancels_before_answer() {
         media: None,
         key: None,
         signature: None,
+        candidates: Vec::new(),
     })
     .await;
     expect_error(&mut bob, ErrorCode::UnknownCall).await;
@@ -234,6 +241,7 @@ async fn a_third_party_cannot_touch_a_call() {
             media: None,
             key: None,
             signature: None,
+            candidates: Vec::new(),
         },
         ClientMsg::Decline { call_id: id },
         ClientMsg::Cancel { call_id: id },
@@ -253,6 +261,7 @@ async fn a_third_party_cannot_touch_a_call() {
         media: None,
         key: None,
         signature: None,
+        candidates: Vec::new(),
     })
     .await;
     assert!(matches!(ana.recv().await, ServerMsg::CallConnected { .. }));
@@ -340,6 +349,7 @@ async fn peer_dropping_in_a_call_is_reported_at_once() {
         media: None,
         key: None,
         signature: None,
+        candidates: Vec::new(),
     })
     .await;
     ana.recv().await;
@@ -422,6 +432,7 @@ async fn echo_user_answers_at_once_and_is_never_busy() {
         c.send(&ClientMsg::Invite {
             to: "echo".into(),
             commit: Some(serde_bytes::ByteBuf::from(vec![9u8; 32])),
+            candidates: Vec::new(),
         })
         .await;
         let id = match c.recv().await {
@@ -536,6 +547,7 @@ async fn the_callers_key_is_revealed_only_after_the_callees() {
         ana.send(&ClientMsg::Invite {
             to: "bob".into(),
             commit: bytes(1, 32),
+            candidates: Vec::new(),
         })
         .await;
         let id = match ana.recv().await {
@@ -551,6 +563,7 @@ async fn the_callers_key_is_revealed_only_after_the_callees() {
             media: None,
             key: bytes(2, 32),
             signature: bytes(3, 64),
+            candidates: Vec::new(),
         })
         .await;
         match ana.recv().await {
@@ -654,6 +667,7 @@ async fn errors_name_their_request_and_shutdown_ends_calls_first() {
         media: None,
         key: None,
         signature: None,
+        candidates: Vec::new(),
     })
     .await;
     assert!(matches!(ana.recv().await, ServerMsg::CallConnected { .. }));
@@ -688,6 +702,7 @@ async fn the_relay_forwards_between_the_legs_of_a_call_only() {
         media: None,
         key: None,
         signature: None,
+        candidates: Vec::new(),
     })
     .await;
     let relay_of = |m: ServerMsg| match m {

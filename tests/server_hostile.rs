@@ -264,6 +264,7 @@ async fn invite_flood_is_limited() {
         spam.send(&ClientMsg::Invite {
             to: "ghost".into(),
             commit: None,
+            candidates: Vec::new(),
         })
         .await;
         if let ServerMsg::Error {
@@ -500,6 +501,7 @@ async fn connections_of_one_address_share_their_invites() {
         c.send(&ClientMsg::Invite {
             to: "target".into(),
             commit: None,
+            candidates: Vec::new(),
         })
         .await;
         let reply = c.recv().await;

@@ -11,9 +11,12 @@ async fn register_then_duplicate_name_is_refused_ignoring_case() {
     let server = TestServer::start(Config::default()).await;
     let mut ana = Raw::hello(server.addr).await;
     match ana.register("  Ana ", 5000).await {
-        ServerMsg::Registered { name, media } => {
+        ServerMsg::Registered { name, media, stun } => {
             assert_eq!(name, "Ana");
             assert_eq!(media.port(), 5000);
+            // The STUN port is where the client reached the server, on its UDP port.
+            let stun = stun.expect("the server tells its STUN port");
+            assert_eq!(std::net::IpAddr::V4(stun.ip()), server.addr.ip());
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -182,6 +185,7 @@ async fn list_and_live_presence_events_when_the_operator_opens_the_list() {
     ana.send(&ClientMsg::Invite {
         to: "bob".into(),
         commit: None,
+        candidates: Vec::new(),
     })
     .await;
     let call_id = match bob.recv().await {
@@ -472,6 +476,7 @@ async fn watching_follows_only_the_named_people() {
     bob.send(&ClientMsg::Invite {
         to: "eve".into(),
         commit: None,
+        candidates: Vec::new(),
     })
     .await;
     assert_eq!(

@@ -319,6 +319,7 @@ async fn signaling(
             .send(&ClientMsg::Invite {
                 to: format!("user{}", 2 * k + 1),
                 commit: None,
+                candidates: Vec::new(),
             })
             .await?;
         let id = loop {
@@ -428,7 +429,13 @@ async fn call_setups(
         }
         let to = format!("user{}", first + pairs + i);
         sent_at.push(Instant::now());
-        caller.send(&ClientMsg::Invite { to, commit: None }).await?;
+        caller
+            .send(&ClientMsg::Invite {
+                to,
+                commit: None,
+                candidates: Vec::new(),
+            })
+            .await?;
     }
     let mut latencies = Vec::with_capacity(pairs);
     let mut last = t0;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_bytes::ByteBuf;
 use thiserror::Error;
 
-use crate::signal::{CallId, ClientMsg, EndReason, ErrorCode, MediaAddr, ServerMsg};
+use crate::signal::{CallId, Candidate, ClientMsg, EndReason, ErrorCode, MediaAddr, ServerMsg};
 
 /// How a call attempt or a call finished, in the terms a person is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +75,8 @@ pub enum CallState {
         signature: Option<ByteBuf>,
         /// The server's relay for this call, if it offered one.
         relay: Option<crate::signal::RelayOffer>,
+        /// The peer's other media addresses.
+        candidates: Vec<Candidate>,
         since: Instant,
     },
     /// Over; the last outcome stays visible until the next call.
@@ -175,12 +177,13 @@ impl CallMachine {
         }
     }
 
-    /// Starts calling `peer` with the commitment to our media key (`None`: in clear); returns
-    /// the invite to send.
+    /// Starts calling `peer` with the commitment to our media key (`None`: in clear) and our
+    /// other media addresses; returns the invite to send.
     pub fn dial(
         &mut self,
         peer: &str,
         commit: Option<ByteBuf>,
+        candidates: Vec<Candidate>,
         now: Instant,
     ) -> Result<ClientMsg, CallError> {
         if self.is_busy() {
@@ -194,14 +197,17 @@ impl CallMachine {
         Ok(ClientMsg::Invite {
             to: peer.to_string(),
             commit,
+            candidates,
         })
     }
 
-    /// Accepts the ringing incoming call with our signed media key (`None`: in clear).
+    /// Accepts the ringing incoming call with our signed media key (`None`: in clear) and our
+    /// other media addresses.
     pub fn accept(
         &mut self,
         media: Option<MediaAddr>,
         signed_key: Option<(ByteBuf, ByteBuf)>,
+        candidates: Vec<Candidate>,
     ) -> Result<ClientMsg, CallError> {
         let (key, signature) = signed_key.unzip();
         match &self.state {
@@ -210,6 +216,7 @@ impl CallMachine {
                 media,
                 key,
                 signature,
+                candidates,
             }),
             _ => Err(CallError::NoIncomingCall),
         }
@@ -342,6 +349,7 @@ impl CallMachine {
                 key,
                 signature,
                 relay,
+                candidates,
             } => {
                 if self.call_id() == Some(*call_id) {
                     self.state = CallState::InCall {
@@ -352,6 +360,7 @@ impl CallMachine {
                         key: key.clone(),
                         signature: signature.clone(),
                         relay: relay.clone(),
+                        candidates: candidates.clone(),
                         since: now,
                     };
                     return (Some(CallEvent::Connected), None);
@@ -406,9 +415,9 @@ mod tests {
     fn outgoing_call_rings_connects_and_ends() {
         let t0 = Instant::now();
         let mut m = CallMachine::new();
-        let invite = m.dial("bob", None, t0).unwrap();
+        let invite = m.dial("bob", None, Vec::new(), t0).unwrap();
         assert!(matches!(invite, ClientMsg::Invite { ref to, .. } if to == "bob"));
-        assert_eq!(m.dial("carol", None, t0), Err(CallError::Busy));
+        assert_eq!(m.dial("carol", None, Vec::new(), t0), Err(CallError::Busy));
         let id = CallId(7);
         let ringing = ServerMsg::Ringing {
             call_id: id,
@@ -423,6 +432,7 @@ mod tests {
             key: None,
             signature: None,
             relay: None,
+            candidates: Vec::new(),
         };
         assert_eq!(m.on_server(&connected, t0).0, Some(CallEvent::Connected));
         let t1 = t0 + Duration::from_secs(65);
@@ -451,7 +461,7 @@ mod tests {
     fn hangup_while_dialing_cancels_once_id_known() {
         let t0 = Instant::now();
         let mut m = CallMachine::new();
-        m.dial("bob", None, t0).unwrap();
+        m.dial("bob", None, Vec::new(), t0).unwrap();
         assert_eq!(m.hangup(t0).unwrap(), None);
         assert!(!m.is_busy());
         let ringing = ServerMsg::Ringing {
@@ -468,13 +478,13 @@ mod tests {
     fn not_found_and_busy_end_the_attempt() {
         let t0 = Instant::now();
         let mut m = CallMachine::new();
-        m.dial("ghost", None, t0).unwrap();
+        m.dial("ghost", None, Vec::new(), t0).unwrap();
         let err = ServerMsg::error(ErrorCode::UserNotFound, "no ghost");
         assert_eq!(
             m.on_server(&err, t0).0,
             Some(CallEvent::Ended(Outcome::NotFound))
         );
-        m.dial("bob", None, t0).unwrap();
+        m.dial("bob", None, Vec::new(), t0).unwrap();
         let busy = ServerMsg::CallEnded {
             call_id: CallId(3),
             peer: "bob".into(),
@@ -490,7 +500,10 @@ mod tests {
     fn incoming_call_accept_and_server_loss() {
         let t0 = Instant::now();
         let mut m = CallMachine::new();
-        assert_eq!(m.accept(None, None), Err(CallError::NoIncomingCall));
+        assert_eq!(
+            m.accept(None, None, Vec::new()),
+            Err(CallError::NoIncomingCall)
+        );
         let inc = ServerMsg::IncomingCall {
             call_id: CallId(5),
             caller: "ana".into(),
@@ -510,7 +523,7 @@ mod tests {
             Some(ClientMsg::Decline { call_id: CallId(6) })
         );
         assert!(matches!(
-            m.accept(None, None),
+            m.accept(None, None, Vec::new()),
             Ok(ClientMsg::Accept {
                 call_id: CallId(5),
                 ..
@@ -524,6 +537,7 @@ mod tests {
             key: None,
             signature: None,
             relay: None,
+            candidates: Vec::new(),
         };
         m.on_server(&conn, t0);
         assert_eq!(

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod media_crypto;
 pub mod media_session;
 pub mod name;
+pub mod path_check;
 pub mod red;
 pub mod rtcp;
 pub mod rtp;

@@ -125,6 +125,8 @@ impl KeyPair {
         expand(b"caller to callee", &mut k_caller)?;
         expand(b"callee to caller", &mut k_callee)?;
         expand(b"sas", &mut sas)?;
+        let mut check_key = [0u8; 32];
+        expand(b"path checks", &mut check_key)?;
         let (send, recv) = match role {
             Role::Caller => (k_caller, k_callee),
             Role::Callee => (k_callee, k_caller),
@@ -133,6 +135,7 @@ impl KeyPair {
             send: ChaCha20Poly1305::new(Key::from_slice(&send)),
             recv: ChaCha20Poly1305::new(Key::from_slice(&recv)),
             sas: u32::from_be_bytes(sas) % 1_000_000,
+            check_key,
         })
     }
 }
@@ -143,6 +146,8 @@ pub struct SessionKeys {
     send: ChaCha20Poly1305,
     recv: ChaCha20Poly1305,
     sas: u32,
+    /// Authenticates the connectivity checks of [`crate::path_check`] (both directions).
+    check_key: [u8; 32],
 }
 
 impl std::fmt::Debug for SessionKeys {
@@ -175,6 +180,11 @@ fn ssrc_at(buf: &[u8], at: usize) -> Result<u32, CryptoError> {
 }
 
 impl SessionKeys {
+    /// The key of the call's connectivity checks ([`crate::path_check`]).
+    pub fn check_key(&self) -> &[u8; 32] {
+        &self.check_key
+    }
+
     /// The six-digit code both people can read to each other, e.g. `"042 917"`.
     pub fn sas(&self) -> String {
         format!("{:03} {:03}", self.sas / 1000, self.sas % 1000)

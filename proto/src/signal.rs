@@ -44,6 +44,47 @@ pub struct RelayOffer {
     pub token: ByteBuf,
 }
 
+/// Most candidate addresses in one `invite` or `accept`; more get `error invalid_message`.
+pub const CANDIDATES_MAX: usize = 8;
+
+/// One more address the peer may reach our media socket at (a host address of another
+/// interface, or the address our NAT maps it to, as the server's STUN port saw it): IPv4
+/// `"a.b.c.d:port"` or IPv6 `"[addr]:port"` on the wire. Checked by the connectivity checks
+/// (see PROTOCOL.md) before any media goes there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Candidate(pub std::net::SocketAddr);
+
+impl fmt::Display for Candidate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for Candidate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Candidate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let addr: std::net::SocketAddr = text.trim().parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{:?} is not an address and port",
+                crate::clip(&text, 60)
+            ))
+        })?;
+        let ip = addr.ip();
+        if addr.port() == 0 || ip.is_unspecified() || ip.is_multicast() {
+            return Err(serde::de::Error::custom(format!(
+                "{addr} is not an address media can be sent to"
+            )));
+        }
+        Ok(Candidate(addr))
+    }
+}
+
 /// Where a client receives its audio: IPv4 address and UDP port, written `"a.b.c.d:port"` on
 /// the wire. `0.0.0.0` in a registration means "the address you see my TCP connection from".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -262,6 +303,10 @@ pub enum ClientMsg {
         to: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         commit: Option<ByteBuf>,
+        /// Our other media addresses (at most [`CANDIDATES_MAX`]); the callee learns them
+        /// only in `call_connected`, once it has accepted.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        candidates: Vec<Candidate>,
     },
     /// Answer an incoming call; `media` overrides the registered media address for this call.
     /// `key` is the callee's public media key and `signature` signs it with the callee's
@@ -274,6 +319,9 @@ pub enum ClientMsg {
         key: Option<ByteBuf>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signature: Option<ByteBuf>,
+        /// Our other media addresses (at most [`CANDIDATES_MAX`]).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        candidates: Vec<Candidate>,
     },
     /// The caller's public media key (the one `commit` committed to), signed with its identity;
     /// sent once the callee's key has arrived in `call_connected`.
@@ -337,7 +385,15 @@ pub enum ServerMsg {
         challenge: ByteBuf,
     },
     /// Reply to `register`: the name is yours; `media` is the address others will send audio to.
-    Registered { name: String, media: MediaAddr },
+    Registered {
+        name: String,
+        media: MediaAddr,
+        /// The server's STUN port (RFC 8489 Binding), at the address the client reached the
+        /// server on: a Binding request sent there from the media socket tells the client
+        /// the address its NAT maps that socket to, a candidate for its calls.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stun: Option<MediaAddr>,
+    },
     /// Reply to `lookup` when the user is online.
     UserFound { user: UserInfo },
     /// Reply to `lookup` when nobody by that name is online.
@@ -390,6 +446,9 @@ pub enum ServerMsg {
         /// to `media` and the peer receives `datagram` (see PROTOCOL.md, the relay).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         relay: Option<RelayOffer>,
+        /// The peer's other media addresses, from its `invite` or `accept`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        candidates: Vec<Candidate>,
     },
     /// To each side concerned: the call is over (or never started).
     CallEnded {

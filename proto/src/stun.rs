@@ -21,8 +21,8 @@ pub const MAGIC_COOKIE: u32 = 0x2112_A442;
 /// fingerprint, or a 420 listing a few attributes), with room to spare.
 pub const MAX_RESPONSE_LEN: usize = 128;
 
-const BINDING_REQUEST: u16 = 0x0001;
-const BINDING_SUCCESS: u16 = 0x0101;
+pub(crate) const BINDING_REQUEST: u16 = 0x0001;
+pub(crate) const BINDING_SUCCESS: u16 = 0x0101;
 const BINDING_ERROR: u16 = 0x0111;
 
 const ATTR_MAPPED_ADDRESS: u16 = 0x0001;
@@ -32,12 +32,12 @@ const ATTR_ERROR_CODE: u16 = 0x0009;
 const ATTR_UNKNOWN_ATTRIBUTES: u16 = 0x000A;
 const ATTR_REALM: u16 = 0x0014;
 const ATTR_NONCE: u16 = 0x0015;
-const ATTR_MESSAGE_INTEGRITY_SHA256: u16 = 0x001C;
+pub(crate) const ATTR_MESSAGE_INTEGRITY_SHA256: u16 = 0x001C;
 const ATTR_USERHASH: u16 = 0x001E;
-const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
+pub(crate) const ATTR_XOR_MAPPED_ADDRESS: u16 = 0x0020;
 const ATTR_PRIORITY: u16 = 0x0024;
-const ATTR_USE_CANDIDATE: u16 = 0x0025;
-const ATTR_FINGERPRINT: u16 = 0x8028;
+pub(crate) const ATTR_USE_CANDIDATE: u16 = 0x0025;
+pub(crate) const ATTR_FINGERPRINT: u16 = 0x8028;
 
 /// XORed into the CRC-32 of a FINGERPRINT ("STUN").
 const FINGERPRINT_XOR: u32 = 0x5354_554e;
@@ -82,10 +82,10 @@ pub enum TransactionId {
 }
 
 /// One parsed message's header and where its attributes are.
-struct Parsed<'a> {
-    method_class: u16,
-    id: TransactionId,
-    attributes: &'a [u8],
+pub(crate) struct Parsed<'a> {
+    pub method_class: u16,
+    pub id: TransactionId,
+    pub attributes: &'a [u8],
 }
 
 fn be16(b: &[u8], at: usize) -> u16 {
@@ -98,7 +98,7 @@ fn be32(b: &[u8], at: usize) -> u32 {
 
 /// Attributes as (type, value), stopping at the first malformed one (reported as an error
 /// by the caller's `try` of the iterator's result).
-fn attributes(mut rest: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]), StunError>> {
+pub(crate) fn attributes(mut rest: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]), StunError>> {
     std::iter::from_fn(move || {
         if rest.is_empty() {
             return None;
@@ -120,7 +120,7 @@ fn attributes(mut rest: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]), Stun
     })
 }
 
-fn parse(datagram: &[u8]) -> Result<Parsed<'_>, StunError> {
+pub(crate) fn parse(datagram: &[u8]) -> Result<Parsed<'_>, StunError> {
     if datagram.len() < HEADER_LEN {
         return Err(StunError::TooShort);
     }
@@ -165,7 +165,7 @@ fn parse(datagram: &[u8]) -> Result<Parsed<'_>, StunError> {
 }
 
 /// Writes the header of a message with `attr_len` bytes of attributes to follow.
-fn write_header(out: &mut [u8], method_class: u16, id: TransactionId, attr_len: usize) {
+pub(crate) fn write_header(out: &mut [u8], method_class: u16, id: TransactionId, attr_len: usize) {
     out[0..2].copy_from_slice(&method_class.to_be_bytes());
     out[2..4].copy_from_slice(&(attr_len as u16).to_be_bytes());
     match id {
@@ -179,7 +179,7 @@ fn write_header(out: &mut [u8], method_class: u16, id: TransactionId, attr_len: 
 
 /// Writes an address attribute's value (family, port, address), XORed for
 /// XOR-MAPPED-ADDRESS; returns its length.
-fn write_address(out: &mut [u8], addr: SocketAddr, xor: Option<[u8; 12]>) -> usize {
+pub(crate) fn write_address(out: &mut [u8], addr: SocketAddr, xor: Option<[u8; 12]>) -> usize {
     let cookie = MAGIC_COOKIE.to_be_bytes();
     let mut mask = [0u8; 16];
     mask[..4].copy_from_slice(&cookie);
@@ -211,7 +211,7 @@ fn write_address(out: &mut [u8], addr: SocketAddr, xor: Option<[u8; 12]>) -> usi
 }
 
 /// Reads an address attribute's value, undoing the XOR for XOR-MAPPED-ADDRESS.
-fn read_address(value: &[u8], xor: Option<[u8; 12]>) -> Option<SocketAddr> {
+pub(crate) fn read_address(value: &[u8], xor: Option<[u8; 12]>) -> Option<SocketAddr> {
     if value.len() < 4 {
         return None;
     }
@@ -243,7 +243,7 @@ fn read_address(value: &[u8], xor: Option<[u8; 12]>) -> Option<SocketAddr> {
 }
 
 /// Appends an attribute header for `len` value bytes at `at`; returns the value's range start.
-fn put_attr_header(out: &mut [u8], at: usize, kind: u16, len: usize) -> usize {
+pub(crate) fn put_attr_header(out: &mut [u8], at: usize, kind: u16, len: usize) -> usize {
     out[at..at + 2].copy_from_slice(&kind.to_be_bytes());
     out[at + 2..at + 4].copy_from_slice(&(len as u16).to_be_bytes());
     at + 4
@@ -251,7 +251,7 @@ fn put_attr_header(out: &mut [u8], at: usize, kind: u16, len: usize) -> usize {
 
 /// Appends a FINGERPRINT to the message of `len` bytes in `out` (fixing the header's length
 /// first, as the CRC covers it); returns the new length.
-fn put_fingerprint(out: &mut [u8], len: usize) -> usize {
+pub(crate) fn put_fingerprint(out: &mut [u8], len: usize) -> usize {
     let total_attrs = len + 8 - HEADER_LEN;
     out[2..4].copy_from_slice(&(total_attrs as u16).to_be_bytes());
     let crc = crc32fast::hash(&out[..len]) ^ FINGERPRINT_XOR;

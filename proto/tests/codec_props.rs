@@ -9,6 +9,18 @@ fn media() -> impl Strategy<Value = MediaAddr> {
     (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| MediaAddr::new(ip.into(), port))
 }
 
+/// Addresses media can be sent to (others are refused by design), IPv4 and IPv6.
+fn candidates() -> impl Strategy<Value = Vec<Candidate>> {
+    let v4 = (1u8..224, any::<[u8; 3]>(), 1u16..).prop_map(|(a, [b, c, d], port)| {
+        Candidate(std::net::SocketAddr::from(([a, b, c, d], port)))
+    });
+    let v6 = (0x2000u16..0xfe00, any::<[u16; 7]>(), 1u16..).prop_map(|(a, rest, port)| {
+        let [b, c, d, e, f, g, h] = rest;
+        Candidate(std::net::SocketAddr::from(([a, b, c, d, e, f, g, h], port)))
+    });
+    proptest::collection::vec(prop_oneof![v4, v6], 0..4)
+}
+
 fn key() -> impl Strategy<Value = Option<ByteBuf>> {
     proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64).prop_map(ByteBuf::from))
 }
@@ -42,15 +54,29 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         proptest::collection::vec(".{0,20}", 0..4).prop_map(|names| ClientMsg::Watch { names }),
         Just(ClientMsg::Subscribe),
         Just(ClientMsg::Unsubscribe),
-        (".{0,40}", key()).prop_map(|(to, commit)| ClientMsg::Invite { to, commit }),
-        (call_id(), proptest::option::of(media()), key(), key()).prop_map(
-            |(call_id, media, key, signature)| ClientMsg::Accept {
-                call_id,
-                media,
-                key,
-                signature,
+        (".{0,40}", key(), candidates()).prop_map(|(to, commit, candidates)| {
+            ClientMsg::Invite {
+                to,
+                commit,
+                candidates,
             }
-        ),
+        }),
+        (
+            call_id(),
+            proptest::option::of(media()),
+            key(),
+            key(),
+            candidates()
+        )
+            .prop_map(
+                |(call_id, media, key, signature, candidates)| ClientMsg::Accept {
+                    call_id,
+                    media,
+                    key,
+                    signature,
+                    candidates,
+                }
+            ),
         (call_id(), bytes(), bytes()).prop_map(|(call_id, key, signature)| ClientMsg::Reveal {
             call_id,
             key,
@@ -104,7 +130,8 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                 }
             }
         ),
-        (".{0,40}", media()).prop_map(|(name, media)| ServerMsg::Registered { name, media }),
+        (".{0,40}", media(), proptest::option::of(media()))
+            .prop_map(|(name, media, stun)| { ServerMsg::Registered { name, media, stun } }),
         user().prop_map(|user| ServerMsg::UserFound { user }),
         ".{0,40}".prop_map(|name| ServerMsg::UserNotFound { name }),
         (proptest::collection::vec(user(), 0..5), any::<bool>())
@@ -138,19 +165,23 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
             bytes(),
             key(),
             key(),
-            proptest::option::of((media(), bytes()))
+            proptest::option::of((media(), bytes())),
+            candidates(),
         )
-            .prop_map(|(call_id, peer, media, identity, key, signature, relay)| {
-                ServerMsg::CallConnected {
-                    call_id,
-                    peer,
-                    media,
-                    identity,
-                    key,
-                    signature,
-                    relay: relay.map(|(media, token)| fala_proto::RelayOffer { media, token }),
+            .prop_map(
+                |(call_id, peer, media, identity, key, signature, relay, candidates)| {
+                    ServerMsg::CallConnected {
+                        call_id,
+                        peer,
+                        media,
+                        identity,
+                        key,
+                        signature,
+                        relay: relay.map(|(media, token)| fala_proto::RelayOffer { media, token }),
+                        candidates,
+                    }
                 }
-            }),
+            ),
         (call_id(), ".{0,40}", reason()).prop_map(|(call_id, peer, reason)| ServerMsg::CallEnded {
             call_id,
             peer,

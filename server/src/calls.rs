@@ -8,7 +8,9 @@
 use std::time::{Duration, Instant};
 
 use fala_proto::name::name_key;
-use fala_proto::{Availability, CallId, EndReason, ErrorCode, MediaAddr, RelayOffer, ServerMsg};
+use fala_proto::{
+    Availability, CallId, Candidate, EndReason, ErrorCode, MediaAddr, RelayOffer, ServerMsg,
+};
 use serde_bytes::ByteBuf;
 
 use crate::hub::{Conn, ConnId, State};
@@ -33,6 +35,10 @@ pub(crate) struct Call {
     pub commit: Option<ByteBuf>,
     /// Where the callee receives media, once it accepted.
     pub callee_media: Option<MediaAddr>,
+    /// Each side's other media addresses, from its invite or accept; each goes to the other
+    /// side only in `call_connected`.
+    pub caller_candidates: Vec<Candidate>,
+    pub callee_candidates: Vec<Candidate>,
 }
 
 /// A fresh call id from the OS random generator (unguessable, 64 bits).
@@ -142,7 +148,7 @@ impl State {
         &mut self,
         conn: ConnId,
         to: &str,
-        commit: Option<ByteBuf>,
+        (commit, candidates): (Option<ByteBuf>, Vec<Candidate>),
         now: Instant,
     ) -> InviteOutcome {
         let Some(caller) = self.user_key_of(conn) else {
@@ -205,6 +211,8 @@ impl State {
                 phase: Phase::Ringing,
                 commit: commit.clone(),
                 callee_media: None,
+                caller_candidates: candidates,
+                callee_candidates: Vec::new(),
             },
         );
         self.set_call(&caller, Some(call_id));
@@ -254,9 +262,13 @@ impl State {
         call_id: CallId,
         media: Option<MediaAddr>,
         signed_key: (Option<ByteBuf>, Option<ByteBuf>),
+        candidates: Vec<Candidate>,
     ) {
         match self.own_call(conn, call_id) {
             Some((call, false)) if call.phase == Phase::Ringing => {
+                if let Some(c) = self.calls.get_mut(&call_id) {
+                    c.callee_candidates = candidates;
+                }
                 let peer_ip = self.conns.get(&conn).map(|c| c.peer_ip);
                 let callee_media = match (media, peer_ip) {
                     (Some(m), Some(ip)) if m.ip().is_unspecified() => MediaAddr::new(ip, m.port()),
@@ -295,7 +307,13 @@ impl State {
         let Some(callee) = self.users.get(&call.callee) else {
             return;
         };
-        let to_caller = callee.connected(call_id, callee_media, Some((key, signature)), relay);
+        let to_caller = callee.connected(
+            call_id,
+            callee_media,
+            Some((key, signature)),
+            relay,
+            call.callee_candidates,
+        );
         self.send_user(&call.caller, &to_caller);
     }
 
@@ -352,7 +370,13 @@ impl State {
             return;
         }
         let (_, relay) = self.relay_offers(call_id, &call);
-        let to_callee = caller.connected(call_id, caller.media, Some((key, signature)), relay);
+        let to_callee = caller.connected(
+            call_id,
+            caller.media,
+            Some((key, signature)),
+            relay,
+            call.caller_candidates,
+        );
         self.send_user(&call.callee, &to_callee);
     }
 
@@ -369,8 +393,20 @@ impl State {
             return;
         };
         let (caller_relay, callee_relay) = self.relay_offers(call_id, &call);
-        let to_caller = callee.connected(call_id, callee_media, None, caller_relay);
-        let to_callee = caller.connected(call_id, caller.media, None, callee_relay);
+        let to_caller = callee.connected(
+            call_id,
+            callee_media,
+            None,
+            caller_relay,
+            call.callee_candidates.clone(),
+        );
+        let to_callee = caller.connected(
+            call_id,
+            caller.media,
+            None,
+            callee_relay,
+            call.caller_candidates,
+        );
         self.send_user(&call.caller, &to_caller);
         self.send_user(&call.callee, &to_callee);
     }

@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use fala_proto::identity::{Identity, CHALLENGE_LEN, IDENTITY_LEN};
-use fala_proto::{encode_frame, Availability, CallId, MediaAddr, RelayOffer, ServerMsg, UserInfo};
+use fala_proto::{
+    encode_frame, Availability, CallId, Candidate, MediaAddr, RelayOffer, ServerMsg, UserInfo,
+};
 use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
@@ -79,6 +81,7 @@ impl User {
         media: MediaAddr,
         signed_key: Option<(ByteBuf, ByteBuf)>,
         relay: Option<RelayOffer>,
+        candidates: Vec<Candidate>,
     ) -> ServerMsg {
         let (key, signature) = signed_key.unzip();
         ServerMsg::CallConnected {
@@ -89,6 +92,7 @@ impl User {
             key,
             signature,
             relay,
+            candidates,
         }
     }
 

@@ -108,7 +108,11 @@ impl State {
             c.user = Some(key.clone());
         }
         tracing::debug!(conn, %name, %media, "registered");
-        self.send(conn, &ServerMsg::Registered { name, media });
+        let stun = self.relay.as_ref().and_then(|(_, port)| {
+            let local_ip = self.conns.get(&conn)?.local_ip;
+            Some(MediaAddr::new(local_ip, *port))
+        });
+        self.send(conn, &ServerMsg::Registered { name, media, stun });
         if let Some(user) = self.user_info(&key) {
             self.broadcast(&key, &ServerMsg::UserJoined { user }, Some(conn));
         }

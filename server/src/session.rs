@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use fala_proto::identity::{verify_register, IdentityError, CHALLENGE_LEN, IDENTITY_LEN};
 use fala_proto::{
     decode_body, encode_frame, split_frame, ClientMsg, ErrorCode, FrameError, ServerMsg,
-    CLIENT_MSG_TYPES, PROTOCOL_VERSION,
+    CANDIDATES_MAX, CLIENT_MSG_TYPES, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -323,8 +323,19 @@ impl Session {
             ClientMsg::Watch { names } => state.watch(conn, &names),
             ClientMsg::Subscribe => state.subscribe(conn),
             ClientMsg::Unsubscribe => state.unsubscribe(conn),
-            ClientMsg::Invite { to, commit } => {
-                if let InviteOutcome::Ringing(call_id) = state.invite(conn, &to, commit, now) {
+            ClientMsg::Invite { candidates, .. } | ClientMsg::Accept { candidates, .. }
+                if candidates.len() > CANDIDATES_MAX =>
+            {
+                let msg = format!("at most {CANDIDATES_MAX} candidate addresses");
+                state.send(conn, &ServerMsg::error(ErrorCode::InvalidMessage, msg));
+            }
+            ClientMsg::Invite {
+                to,
+                commit,
+                candidates,
+            } => {
+                let invite = state.invite(conn, &to, (commit, candidates), now);
+                if let InviteOutcome::Ringing(call_id) = invite {
                     drop(state);
                     self.arm_ring_timer(call_id);
                 }
@@ -334,7 +345,8 @@ impl Session {
                 media,
                 key,
                 signature,
-            } => state.accept(conn, call_id, media, (key, signature)),
+                candidates,
+            } => state.accept(conn, call_id, media, (key, signature), candidates),
             ClientMsg::Reveal {
                 call_id,
                 key,

@@ -8,17 +8,24 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use fala_proto::media_crypto::SessionKeys;
 use fala_proto::media_session::RelayLeg;
-use fala_proto::MediaAddr;
+use fala_proto::{Candidate, MediaAddr, CANDIDATES_MAX};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
 use super::model::StartMedia;
 use super::options::MediaOptions;
-use crate::media::{MediaConfig, MediaEngine, MediaHandle, MediaStats};
+use crate::media::{MediaConfig, MediaEngine, MediaHandle, MediaStats, PathSetup};
+
+/// How long the media socket waits for the server's STUN answer, in all.
+const DISCOVERY_TIME: Duration = Duration::from_millis(1500);
+/// When the STUN request is sent again if unanswered (after the first, at once).
+const DISCOVERY_RETRIES: [Duration; 2] = [Duration::from_millis(250), Duration::from_millis(750)];
 
 /// Wakes whoever drains the events (a window's `request_repaint`).
 pub type Notify = Arc<dyn Fn() + Send + Sync>;
@@ -89,6 +96,13 @@ pub struct MediaLink {
     sas: Option<String>,
     events: mpsc::Sender<LinkEvent>,
     notify: Option<Notify>,
+    /// Offer our other addresses (host, server-reflexive) to the peer: not when the address
+    /// to register was given exactly (port forwarding, a test forwarder in between).
+    offer_candidates: bool,
+    /// The address the server's STUN port saw the media socket at (our NAT's mapping).
+    reflexive: Arc<Mutex<Option<SocketAddr>>>,
+    /// A call's engine reads the socket: discovery must not.
+    in_call: Arc<AtomicBool>,
 }
 
 impl MediaLink {
@@ -101,6 +115,8 @@ impl MediaLink {
         notify: Option<Notify>,
     ) -> std::io::Result<(MediaLink, mpsc::Receiver<LinkEvent>)> {
         let socket = UdpSocket::bind(("0.0.0.0", port))?;
+        // Shared with discovery and the engine, which both only poll it.
+        socket.set_nonblocking(true)?;
         let port = socket.local_addr()?.port();
         let advertised = match advertise {
             Advertise::Seen => MediaAddr::new(Ipv4Addr::UNSPECIFIED, port),
@@ -118,8 +134,62 @@ impl MediaLink {
             sas: None,
             events,
             notify,
+            offer_candidates: !matches!(advertise, Advertise::Addr(_)),
+            reflexive: Arc::new(Mutex::new(None)),
+            in_call: Arc::new(AtomicBool::new(false)),
         };
         Ok((link, rx))
+    }
+
+    /// Learns, off this thread, the address our NAT maps the media socket to: a STUN Binding
+    /// request to the server's STUN port `stun`, sent again twice if unanswered. Stops
+    /// reading as soon as a call's engine starts.
+    pub fn discover(&self, stun: MediaAddr) {
+        if !self.offer_candidates {
+            return;
+        }
+        let Ok(socket) = self.socket.try_clone() else {
+            return;
+        };
+        let (found, in_call) = (self.reflexive.clone(), self.in_call.clone());
+        let spawned = std::thread::Builder::new()
+            .name("fala-stun".into())
+            .spawn(move || {
+                if let Some(addr) = reflexive_address(&socket, SocketAddr::V4(stun.0), &in_call) {
+                    tracing::debug!(%addr, "our public media address");
+                    if let Ok(mut slot) = found.lock() {
+                        *slot = Some(addr);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot look up our public address: {e}");
+        }
+    }
+
+    /// Our media socket's addresses the peer may try besides the registered one: every
+    /// interface's IPv4 address (not loopback) and the server-reflexive one. None with
+    /// "always relay" (the peer must not learn them) or an exact advertised address.
+    pub fn candidates(&self) -> Vec<Candidate> {
+        let always_relay = self.options.as_ref().is_some_and(|o| o.always_relay);
+        let Ok(local) = self.socket.local_addr() else {
+            return Vec::new();
+        };
+        if always_relay || !self.offer_candidates {
+            return Vec::new();
+        }
+        let mut out: Vec<Candidate> = if_addrs::get_if_addrs()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| !i.is_loopback() && i.ip().is_ipv4())
+            .map(|i| Candidate(SocketAddr::new(i.ip(), local.port())))
+            .collect();
+        if let Some(addr) = self.reflexive.lock().ok().and_then(|r| *r) {
+            out.insert(0, Candidate(addr));
+        }
+        out.dedup();
+        out.truncate(CANDIDATES_MAX);
+        out
     }
 
     /// The bound media address.
@@ -160,12 +230,17 @@ impl MediaLink {
                 token: r.token.as_slice().try_into().ok()?,
             })
         });
+        self.in_call.store(true, Ordering::Relaxed);
         let config = MediaConfig {
             socket,
             peer: SocketAddr::V4(call.peer.0),
             crypto,
-            relay,
-            via_relay: options.always_relay,
+            paths: PathSetup {
+                relay,
+                always_relay: options.always_relay,
+                candidates: call.candidates.iter().map(|c| c.0).collect(),
+                controlling: call.outgoing,
+            },
             input: options.input.clone(),
             output: options.output.clone(),
             codec: options.codec,
@@ -196,6 +271,7 @@ impl MediaLink {
     /// Stops the call's audio. The engine is joined on a thread of its own (closing devices
     /// can take a moment); [`LinkEvent::Stopped`] brings its final statistics.
     pub fn stop(&mut self) {
+        self.in_call.store(false, Ordering::Relaxed);
         self.sas = None;
         self.state = AudioState::Idle;
         let Some(handle) = self.running.take() else {
@@ -289,6 +365,40 @@ impl MediaLink {
             }
         }
     }
+}
+
+/// Sends STUN Binding requests from `socket` to `server` until one is answered (or
+/// [`DISCOVERY_TIME`] passes, or a call starts); the mapped address in the answer.
+fn reflexive_address(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    in_call: &AtomicBool,
+) -> Option<SocketAddr> {
+    use fala_proto::stun;
+    let mut id = [0u8; 12];
+    getrandom::fill(&mut id).ok()?;
+    let mut request = [0u8; stun::MAX_RESPONSE_LEN];
+    let len = stun::binding_request(id, &mut request);
+    let start = Instant::now();
+    let mut retries = DISCOVERY_RETRIES.iter().peekable();
+    let _ = socket.send_to(&request[..len], server);
+    let mut buf = [0u8; 512];
+    while start.elapsed() < DISCOVERY_TIME && !in_call.load(Ordering::Relaxed) {
+        if retries.next_if(|t| start.elapsed() >= **t).is_some() {
+            let _ = socket.send_to(&request[..len], server);
+        }
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) if from == server => {
+                if let Ok(addr) = stun::binding_response_address(&buf[..n], id) {
+                    return Some(addr);
+                }
+            }
+            // Anything else before a call is nobody's (a late packet of the last call).
+            Ok(_) => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+    None
 }
 
 impl Drop for MediaLink {

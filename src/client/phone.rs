@@ -154,6 +154,15 @@ impl Phone {
     /// offline: the signaling handle and the media link (and any call audio) are gone.
     pub fn on_signal(&mut self, ev: Event, now: Instant, wall: SystemTime) -> Vec<Effect> {
         let stopped = ev == Event::Stopped;
+        if let (
+            Event::Registered {
+                stun: Some(stun), ..
+            },
+            Some(media),
+        ) = (&ev, &self.media)
+        {
+            media.discover(*stun);
+        }
         let fx = self.model.on_event(ev, now, wall);
         let fx = self.run(fx);
         if stopped {
@@ -175,6 +184,14 @@ impl Phone {
         self.options.as_ref().is_none_or(|o| o.encrypt)
     }
 
+    /// Our media socket's other addresses, for the peer to check.
+    fn candidates(&self) -> Vec<fala_proto::Candidate> {
+        self.media
+            .as_ref()
+            .map(|m| m.candidates())
+            .unwrap_or_default()
+    }
+
     /// Starts calling `peer`, committing to a fresh media key.
     pub fn dial(
         &mut self,
@@ -187,7 +204,8 @@ impl Phone {
             .crypto
             .as_mut()
             .and_then(|c| c.offer_commitment(encrypt));
-        let fx = self.model.dial(peer, commitment, now, wall)?;
+        let candidates = self.candidates();
+        let fx = self.model.dial(peer, (commitment, candidates), now, wall)?;
         Ok(self.run(fx))
     }
 
@@ -203,7 +221,8 @@ impl Phone {
         };
         match answer {
             Ok(answer) => {
-                let fx = self.model.accept(answer)?;
+                let candidates = self.candidates();
+                let fx = self.model.accept(answer, candidates)?;
                 Ok(self.run(fx))
             }
             Err(why) => {

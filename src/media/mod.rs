@@ -24,3 +24,4 @@ pub use engine::{
 };
 pub use io::{InputSpec, OutputSpec};
 pub use jitter::{JitterMode, JitterSettings};
+pub use transport::PathSetup;

@@ -17,6 +17,21 @@ pub use fala_proto::media_session::{MediaPacket, SessionStats};
 /// Datagrams read per drain at most, so a flood cannot stall the audio.
 const MAX_READS_PER_TICK: usize = 256;
 
+/// How a call may reach the peer (the choice itself is
+/// [`fala_proto::media_session::PathAgent`]'s).
+#[derive(Debug, Clone, Default)]
+pub struct PathSetup {
+    /// Our leg of the server's relay, if it offered one.
+    pub relay: Option<RelayLeg>,
+    /// Everything through the relay, no connectivity checks: the peer never learns our
+    /// address from us.
+    pub always_relay: bool,
+    /// The peer's other addresses (`call_connected.candidates`).
+    pub candidates: Vec<SocketAddr>,
+    /// We placed the call (we nominate the direct path).
+    pub controlling: bool,
+}
+
 /// The call's media session on its socket.
 pub struct Transport {
     socket: UdpSocket,
@@ -24,8 +39,6 @@ pub struct Transport {
     buf: Box<[u8; MAX_DATAGRAM]>,
     /// The loss the peer reported last, until the send path takes it.
     peer_loss: Option<u8>,
-    /// Media goes through the server's relay.
-    relayed: bool,
 }
 
 fn random_u32() -> u32 {
@@ -40,12 +53,12 @@ fn random_u32() -> u32 {
 impl Transport {
     /// Wraps an already bound socket (made non-blocking here); SSRC, first sequence number and
     /// first timestamp are drawn at random (RFC 3550).
-    /// `relay`: the server's relay leg for this call, used for everything when `via_relay`.
+    /// `paths`: the relay and the peer's other addresses.
     pub fn new(
         socket: UdpSocket,
         peer: SocketAddr,
         crypto: Option<SessionKeys>,
-        (relay, via_relay): (Option<RelayLeg>, bool),
+        paths: PathSetup,
     ) -> std::io::Result<Self> {
         socket.set_nonblocking(true)?;
         if !super::rx_time::enable(&socket) {
@@ -57,21 +70,23 @@ impl Transport {
             ssrc: random_u32(),
             first_seq: random_u32() as u16,
             first_timestamp: random_u32(),
-            relay,
-            via_relay,
+            relay: paths.relay,
+            via_relay: paths.always_relay,
+            candidates: paths.candidates,
+            controlling: paths.controlling,
+            path_seed: u64::from(random_u32()) << 32 | u64::from(random_u32()),
         });
         Ok(Self {
             socket,
             session,
             buf: Box::new([0; MAX_DATAGRAM]),
             peer_loss: None,
-            relayed: via_relay && relay.is_some(),
         })
     }
 
-    /// Whether media goes through the server's relay.
+    /// Whether media goes through the server's relay now.
     pub fn relayed(&self) -> bool {
-        self.relayed
+        self.session.via_relay()
     }
 
     /// Our SSRC.
@@ -128,6 +143,10 @@ impl Transport {
             let arrival_us = now_us.saturating_sub(ago_us);
             self.session
                 .handle_datagram(arrival_us, d.from, &self.buf[..d.len]);
+            if fala_proto::stun::is_stun(&self.buf[..d.len]) {
+                // A connectivity check is answered at once: its round trip picks the path.
+                self.flush(now_us);
+            }
             while let Some(ev) = self.session.poll_event() {
                 match ev {
                     SessionEvent::Media(packet) => on_packet(packet),
@@ -179,8 +198,8 @@ mod tests {
         };
         let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
         let (mut a, mut b) = (
-            Transport::new(a, ba, ka, (None, false)).unwrap(),
-            Transport::new(b, aa, kb, (None, false)).unwrap(),
+            Transport::new(a, ba, ka, PathSetup::default()).unwrap(),
+            Transport::new(b, aa, kb, PathSetup::default()).unwrap(),
         );
         // Each side's first probe reaches the other: both consent to media.
         a.maybe_report(0);

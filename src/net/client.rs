@@ -55,6 +55,9 @@ pub enum Event {
     Registered {
         name: String,
         media: MediaAddr,
+        /// The server's STUN port, if it told it: where the media socket learns its public
+        /// address.
+        stun: Option<MediaAddr>,
         reconnected: bool,
     },
     /// The server refused the registration (name taken or invalid): the task has stopped.
@@ -247,19 +250,22 @@ impl Task {
             };
             conn.send(&register).await.map_err(|e| lost(&e))?;
             match conn.recv().await.map_err(|e| lost(&e))? {
-                ServerMsg::Registered { name, media } => Ok((conn, heartbeat, name, media)),
+                ServerMsg::Registered { name, media, stun } => {
+                    Ok((conn, heartbeat, name, (media, stun)))
+                }
                 ServerMsg::Error { code, message, .. } => Err(End::Refused(code, message)),
                 other => Err(End::Lost(format!(
                     "unexpected reply to register: {other:?}"
                 ))),
             }
         };
-        let (conn, heartbeat, name, media) = timeout(CONNECT_TIMEOUT, attempt)
+        let (conn, heartbeat, name, (media, stun)) = timeout(CONNECT_TIMEOUT, attempt)
             .await
             .map_err(|_| End::Lost(format!("{} did not answer in time", self.config.server)))??;
         self.emit(Event::Registered {
             name,
             media,
+            stun,
             reconnected: again,
         })
         .await;

@@ -24,15 +24,18 @@
 //! clock, touches a socket or allocates after [`MediaSession::new`], so tests run whole
 //! exchanges between two sessions on simulated time.
 
+mod paths;
 mod replay;
 mod send;
 
 use std::net::SocketAddr;
 
 use crate::media_crypto::{SessionKeys, RTCP_INDEX_LEN, RTCP_OVERHEAD};
+use crate::path_check::{self, Check, CheckError, CHECK_KEY_LEN, MAX_CHECK_LEN};
 use crate::red::{self, RED_PAYLOAD_TYPE};
 use crate::rtcp::{self, ReceptionStats, Report, SenderInfo};
 use crate::rtp::{self, OPUS_PAYLOAD_TYPE};
+pub use paths::{PathAgent, PathStats, Route, MAX_CANDIDATES};
 use replay::ReplayWindow;
 pub use replay::REPLAY_WINDOW;
 use send::Sender;
@@ -70,8 +73,15 @@ pub struct SessionConfig {
     pub first_timestamp: u32,
     /// Our leg of the server's relay, when it offered one (see PROTOCOL.md, the media relay).
     pub relay: Option<RelayLeg>,
-    /// Send everything through the relay, nothing straight to `peer`.
+    /// "Always relay": everything through the relay, nothing straight to the peer and no
+    /// connectivity checks (the peer does not learn our address from us).
     pub via_relay: bool,
+    /// The peer's other addresses to check (`call_connected.candidates`).
+    pub candidates: Vec<SocketAddr>,
+    /// We placed the call: we choose (nominate) the direct path.
+    pub controlling: bool,
+    /// Varies the check transaction ids (drawn from the OS by the driver).
+    pub path_seed: u64,
 }
 
 /// Where the relay is and the token that must lead every datagram sent to it.
@@ -120,6 +130,12 @@ pub struct SessionStats {
     pub frames_held: u64,
     /// Whether media goes out now (something authentic came from the peer lately).
     pub consented: bool,
+    /// When the first media packet arrived, µs on the driver's clock.
+    pub first_media_us: Option<u64>,
+    /// Media goes through the relay now.
+    pub relayed: bool,
+    /// The connectivity checks and the path's changes.
+    pub paths: PathStats,
 }
 
 /// One received media packet, decrypted.
@@ -169,7 +185,6 @@ struct Pending {
 
 /// One call's RTP session with one peer.
 pub struct MediaSession {
-    peer: SocketAddr,
     crypto: Option<SessionKeys>,
     sender: Sender,
     remote_ssrc: Option<u32>,
@@ -194,7 +209,13 @@ pub struct MediaSession {
     /// the relay forwards the peer's datagrams to us only once our leg has spoken.
     relay_copy: Option<usize>,
     relay: Option<RelayLeg>,
-    via_relay: bool,
+    /// Which way media goes, and the checks that choose it.
+    paths: PathAgent,
+    check_key: Option<[u8; CHECK_KEY_LEN]>,
+    /// The check message being sent (a request, or the answer to one).
+    check_tx: [u8; MAX_CHECK_LEN],
+    /// An answer to a check request, waiting for poll_transmit: where and how long.
+    check_answer: Option<(SocketAddr, usize)>,
     /// When the last authentic packet came from the peer (consent), µs.
     last_authentic_us: Option<u64>,
     /// When the current wait for consent began (the first poll, or consent lapsing), µs.
@@ -203,8 +224,18 @@ pub struct MediaSession {
 
 impl MediaSession {
     pub fn new(config: SessionConfig) -> Self {
+        let relay = config.relay.is_some();
         Self {
-            peer: config.peer,
+            paths: PathAgent::new(
+                config.controlling,
+                config.peer,
+                &config.candidates,
+                (relay, config.via_relay),
+                config.path_seed,
+            ),
+            check_key: config.crypto.as_ref().map(|c| *c.check_key()),
+            check_tx: [0; MAX_CHECK_LEN],
+            check_answer: None,
             crypto: config.crypto,
             sender: Sender::new(config.ssrc, config.first_seq, config.first_timestamp),
             remote_ssrc: None,
@@ -228,7 +259,6 @@ impl MediaSession {
             tx_len: None,
             relay_copy: None,
             relay: config.relay,
-            via_relay: config.via_relay && config.relay.is_some(),
             last_authentic_us: None,
             probing_since: None,
         }
@@ -282,9 +312,14 @@ impl MediaSession {
         self.sender.timestamp
     }
 
-    /// Where media goes.
+    /// Where media goes now: the relay's address, or the peer's.
     pub fn peer(&self) -> SocketAddr {
-        self.peer
+        match (self.paths.route(), self.relay) {
+            (Route::Direct(addr), _) => addr,
+            (Route::Relay, Some(relay)) => relay.addr,
+            // A route to the relay exists only with a relay leg.
+            (Route::Relay, None) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        }
     }
 
     /// Counters so far.
@@ -293,6 +328,8 @@ impl MediaSession {
         s.consented = self.consented();
         s.packets_lost = self.reception.cumulative_lost();
         s.jitter_ms = f64::from(self.reception.jitter()) / 48.0;
+        s.relayed = self.via_relay();
+        s.paths = self.paths.stats();
         s
     }
 
@@ -330,6 +367,21 @@ impl MediaSession {
     /// due.
     pub fn poll_transmit(&mut self, now_us: u64) -> Option<Transmit<'_>> {
         self.expire_consent(now_us);
+        self.paths.tick(now_us);
+        if let Some((to, len)) = self.check_answer.take() {
+            return Some(Transmit {
+                destination: to,
+                contents: &self.check_tx[..len],
+            });
+        }
+        if let Some(check) = self.paths.poll_check(now_us) {
+            let key = self.check_key.as_ref();
+            let len = path_check::write_request(check.id, check.nominate, key, &mut self.check_tx);
+            return Some(Transmit {
+                destination: check.to,
+                contents: &self.check_tx[..len],
+            });
+        }
         if let (Some(len), Some(relay)) = (self.relay_copy.take(), self.relay) {
             return Some(Transmit {
                 destination: relay.addr,
@@ -340,29 +392,31 @@ impl MediaSession {
             Some(len) => (len, false),
             None => (self.write_report(now_us)?, true),
         };
-        if report && !self.via_relay && self.relay.is_some() {
+        let route = self.paths.route();
+        if report && route != Route::Relay && self.relay.is_some() {
             self.relay_copy = Some(len);
         }
-        Some(match self.relay.filter(|_| self.via_relay) {
-            Some(relay) => Transmit {
+        Some(match (route, self.relay) {
+            (Route::Relay, Some(relay)) => Transmit {
                 destination: relay.addr,
                 contents: &self.tx[..RELAY_TOKEN_LEN + len],
             },
-            None => Transmit {
-                destination: self.peer,
+            _ => Transmit {
+                destination: self.peer(),
                 contents: &self.tx[RELAY_TOKEN_LEN..RELAY_TOKEN_LEN + len],
             },
         })
     }
 
-    /// Whether media goes through the relay.
+    /// Whether media goes through the relay now.
     pub fn via_relay(&self) -> bool {
-        self.via_relay
+        self.paths.route() == Route::Relay
     }
 
-    /// When the next report is due (µs on the driver's clock).
+    /// When something is next due: a report or a check (µs on the driver's clock).
     pub fn poll_timeout(&self) -> u64 {
-        self.next_report_us
+        let check = self.paths.next_check_us().unwrap_or(u64::MAX);
+        self.next_report_us.min(check)
     }
 
     /// Takes in one datagram that arrived at `arrival_us` from `from`; what it carried comes
@@ -370,8 +424,15 @@ impl MediaSession {
     /// authentic is dropped and counted.
     pub fn handle_datagram(&mut self, arrival_us: u64, from: SocketAddr, datagram: &[u8]) {
         self.pending = None;
-        // The peer's datagrams come straight from it, or from the relay.
-        if from != self.peer && self.relay.is_none_or(|r| r.addr != from) {
+        let via_relay = self.relay.is_some_and(|r| r.addr == from);
+        if crate::stun::is_stun(datagram) && !via_relay {
+            // A check may come from an address we have never heard of (the peer's NAT
+            // mapped it anew): its integrity says whether it is the peer.
+            self.handle_check(arrival_us, from, datagram);
+            return;
+        }
+        // The peer's media comes from one of its addresses, or from the relay.
+        if !via_relay && !self.paths.knows(from) {
             self.stats.dropped_foreign += 1;
             return;
         }
@@ -380,10 +441,35 @@ impl MediaSession {
             return;
         };
         buf.copy_from_slice(datagram);
-        if rtp::is_rtcp(datagram) {
-            self.handle_rtcp(arrival_us, datagram.len());
+        let authentic = if rtp::is_rtcp(datagram) {
+            self.handle_rtcp(arrival_us, datagram.len())
         } else {
-            self.handle_rtp(arrival_us, datagram.len());
+            self.handle_rtp(arrival_us, datagram.len())
+        };
+        if let Some(media) = authentic {
+            self.paths.on_authentic(arrival_us, from, via_relay, media);
+        }
+    }
+
+    /// A connectivity check from `from`: a request is answered (and may move the path), an
+    /// answer to ours may move it.
+    fn handle_check(&mut self, now_us: u64, from: SocketAddr, datagram: &[u8]) {
+        match path_check::parse(datagram, self.check_key.as_ref()) {
+            Ok(Check::Request { id, nominate }) => {
+                self.on_authentic(now_us);
+                self.paths.on_request(now_us, from, nominate);
+                let key = self.check_key.as_ref();
+                let len = path_check::write_response(id, from, key, &mut self.check_tx);
+                self.check_answer = Some((from, len));
+            }
+            Ok(Check::Response { id, .. }) => {
+                if self.paths.knows(from) {
+                    self.on_authentic(now_us);
+                }
+                self.paths.on_response(now_us, from, id);
+            }
+            Err(CheckError::Integrity) => self.stats.dropped_auth += 1,
+            Err(_) => self.stats.dropped_malformed += 1,
         }
     }
 
@@ -429,19 +515,20 @@ impl MediaSession {
         event.map(SessionEvent::Media)
     }
 
-    fn handle_rtp(&mut self, arrival_us: u64, len: usize) {
+    /// Takes in an RTP packet; `Some(true)` when it was authentic.
+    fn handle_rtp(&mut self, arrival_us: u64, len: usize) -> Option<bool> {
         let (header, header_len) = match rtp::parse(&self.rx[..len]) {
             Ok(p) if matches!(p.header.payload_type, OPUS_PAYLOAD_TYPE | RED_PAYLOAD_TYPE) => {
                 (p.header, p.header_len)
             }
             _ => {
                 self.stats.dropped_malformed += 1;
-                return;
+                return None;
             }
         };
         if self.remote_ssrc.is_some_and(|s| s != header.ssrc) {
             self.stats.dropped_ssrc += 1;
-            return;
+            return None;
         }
         let mut end = len;
         if let Some(c) = &self.crypto {
@@ -450,12 +537,12 @@ impl MediaSession {
                 Ok(n) => end = n,
                 Err(_) => {
                     self.stats.dropped_auth += 1;
-                    return;
+                    return None;
                 }
             }
             if !self.rtp_replay.accept(ext) {
                 self.stats.dropped_replay += 1;
-                return;
+                return None;
             }
         }
         let red = header.payload_type == RED_PAYLOAD_TYPE;
@@ -464,11 +551,12 @@ impl MediaSession {
                 .is_ok_and(|r| r.primary_type == OPUS_PAYLOAD_TYPE);
             if !ok {
                 self.stats.dropped_malformed += 1;
-                return;
+                return None;
             }
         }
         self.remote_ssrc = Some(header.ssrc);
         self.on_authentic(arrival_us);
+        self.stats.first_media_us.get_or_insert(arrival_us);
         self.stats.packets_received += 1;
         self.reception
             .on_packet(header.sequence, header.timestamp, arrival_us * 48 / 1000);
@@ -481,16 +569,18 @@ impl MediaSession {
             red,
             polled: 0,
         });
+        Some(true)
     }
 
-    fn handle_rtcp(&mut self, now_us: u64, len: usize) {
+    /// Takes in an RTCP packet; `Some(false)` when it was authentic.
+    fn handle_rtcp(&mut self, now_us: u64, len: usize) -> Option<bool> {
         let mut end = len;
         if let Some(c) = &self.crypto {
             match c.decrypt_rtcp(&mut self.rx[..], len) {
                 Ok(n) => end = n,
                 Err(_) => {
                     self.stats.dropped_auth += 1;
-                    return;
+                    return None;
                 }
             }
             // The SRTCP index is the datagram's last 4 bytes, covered by the tag.
@@ -498,16 +588,16 @@ impl MediaSession {
             let index = u32::from_be_bytes(self.rx[at..len].try_into().unwrap_or_default());
             if !self.rtcp_replay.accept(u64::from(index)) {
                 self.stats.dropped_replay += 1;
-                return;
+                return None;
             }
         }
         let Ok(report) = rtcp::parse(&self.rx[..end]) else {
             self.stats.dropped_malformed += 1;
-            return;
+            return None;
         };
         if self.remote_ssrc.is_some_and(|s| s != report.ssrc) {
             self.stats.dropped_ssrc += 1;
-            return;
+            return None;
         }
         self.on_authentic(now_us);
         self.stats.reports_received += 1;
@@ -522,6 +612,7 @@ impl MediaSession {
             self.peer_loss = Some(b.fraction_lost);
             self.stats.peer_loss = f64::from(b.fraction_lost) / 256.0;
         }
+        Some(false)
     }
 
     /// Writes a sender report (with a block about the peer's stream) into the outgoing

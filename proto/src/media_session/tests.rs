@@ -48,27 +48,32 @@ fn strangers(crypto: bool) -> (MediaSession, MediaSession) {
             first_timestamp: 0xffff_f000,
             relay: None,
             via_relay: false,
+            candidates: Vec::new(),
+            controlling: ssrc == 0xa1,
+            path_seed: u64::from(ssrc),
         })
     };
     (session(B, ka, 0xa1), session(A, kb, 0xb2))
 }
 
-/// Everything `from` has to send at `now`, with where it goes.
+/// Everything but connectivity checks `from` has to send at `now`, with where it goes (the
+/// checks, and the path they choose, have tests of their own at the end).
 fn all_transmits(from: &mut MediaSession, now: u64) -> Vec<(SocketAddr, Vec<u8>)> {
     let mut out = Vec::new();
     while let Some(t) = from.poll_transmit(now) {
-        out.push((t.destination, t.contents.to_vec()));
+        if !crate::stun::is_stun(t.contents) {
+            out.push((t.destination, t.contents.to_vec()));
+        }
     }
     out
 }
 
-/// Everything `from` has to send at `now`.
+/// Everything but connectivity checks `from` has to send at `now`.
 fn transmits(from: &mut MediaSession, now: u64) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    while let Some(t) = from.poll_transmit(now) {
-        out.push(t.contents.to_vec());
-    }
-    out
+    all_transmits(from, now)
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect()
 }
 
 /// What one datagram gave: (seq, timestamp, payload, copy) per media event.
@@ -137,7 +142,8 @@ fn packets_reports_and_filters_with_and_without_crypto() {
         assert!((39.9..40.1).contains(&rtt), "{rtt}");
         // The next report waits a whole interval.
         assert!(transmits(&mut a, 1_500_000).is_empty());
-        assert_eq!(a.poll_timeout(), 1_000_000 + REPORT_INTERVAL_US);
+        assert!(transmits(&mut a, 1_000_000 + REPORT_INTERVAL_US - 1).is_empty());
+        assert_eq!(transmits(&mut a, 1_000_000 + REPORT_INTERVAL_US).len(), 1);
     }
 }
 
@@ -436,6 +442,9 @@ fn relayed_session(via_relay: bool) -> MediaSession {
             token: TOKEN,
         }),
         via_relay,
+        candidates: Vec::new(),
+        controlling: true,
+        path_seed: 1,
     })
 }
 
@@ -471,17 +480,44 @@ fn through_the_relay_every_datagram_starts_with_the_token() {
     );
 }
 
-/// Offered a relay but sending directly, each report also goes through the relay (so the
-/// relay knows where to forward a relaying peer's packets), and the peer's packets are taken
-/// from either address.
+/// Only the connectivity checks `from` has to send at `now`.
+fn checks(from: &mut MediaSession, now: u64) -> Vec<(SocketAddr, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some(t) = from.poll_transmit(now) {
+        if crate::stun::is_stun(t.contents) {
+            out.push((t.destination, t.contents.to_vec()));
+        }
+    }
+    out
+}
+
+/// Offered a relay, a call starts on it, and goes direct once the peer answers a check; then
+/// each report also goes through the relay (so the relay knows where to forward a relaying
+/// peer's packets), and the peer's packets are taken from either address.
 #[test]
 fn a_direct_session_with_a_relay_also_reports_through_it() {
     let mut s = relayed_session(false);
     let out = all_transmits(&mut s, 0);
     let to: Vec<_> = out.iter().map(|(to, _)| *to).collect();
-    assert_eq!(to, [addr(B), addr(RELAY)]);
-    assert_eq!(&out[1].1[8..], &out[0].1[..]);
+    assert_eq!(to, [addr(RELAY)], "the first probe goes through the relay");
+    assert!(s.via_relay());
+    // The caller's check reaches the peer, whose answer comes back: direct from now on.
     let (_, mut peer) = strangers(false);
+    // (The first went out with the probe above; this is its retry.)
+    let check = checks(&mut s, paths::FIRST_RETRY_US);
+    assert_eq!(check.len(), 1);
+    assert_eq!(check[0].0, addr(B));
+    peer.handle_datagram(500, addr(A), &check[0].1);
+    let answer = checks(&mut peer, 500);
+    assert!(answer.iter().any(|(to, _)| *to == addr(A)));
+    for (_, d) in answer.iter().filter(|(to, _)| *to == addr(A)) {
+        s.handle_datagram(1_000, addr(B), d);
+    }
+    assert!(
+        !s.via_relay(),
+        "an answered check moves the caller to the direct path"
+    );
+    assert_eq!(s.stats().paths.route_changes, 1);
     for (_, d) in all_transmits(&mut peer, 0) {
         s.handle_datagram(1_000, addr(RELAY), &d);
     }
@@ -497,5 +533,262 @@ fn a_direct_session_with_a_relay_also_reports_through_it() {
     assert!(
         out.iter().all(|(to, d)| *to == addr(B) || d[..8] == TOKEN),
         "only token-led reports go to the relay"
+    );
+}
+
+/// Two encrypted sessions with relay legs on simulated time: A (the caller, at `A`) and B
+/// (at `B`, seen by A as `b_seen`: its NAT's mapping). Each frame both send one; datagrams to
+/// the relay reach the other side from the relay, token stripped; direct ones arrive while
+/// `direct` is true, from the sender's address as the other side sees it.
+struct Call {
+    a: MediaSession,
+    b: MediaSession,
+    b_seen: SocketAddr,
+    direct: bool,
+    now: u64,
+    /// Sequence numbers of the media each side received (first copies only).
+    heard_by_a: Vec<u16>,
+    heard_by_b: Vec<u16>,
+}
+
+impl Call {
+    fn new(b_seen: &str, a_candidates: Vec<SocketAddr>, relay_only_b: bool) -> Self {
+        let x = KeyPair::generate().unwrap();
+        let y = KeyPair::generate().unwrap();
+        let (px, py) = (x.public_bytes(), y.public_bytes());
+        let leg = |token: u8| {
+            Some(RelayLeg {
+                addr: addr(RELAY),
+                token: [0x40 | token, 0, 0, 0, 0, 0, 0, token],
+            })
+        };
+        let a = MediaSession::new(SessionConfig {
+            peer: addr(b_seen),
+            crypto: Some(x.derive(Role::Caller, &py, &[]).unwrap()),
+            ssrc: 0xa1,
+            first_seq: 1,
+            first_timestamp: 0,
+            relay: leg(1),
+            via_relay: false,
+            candidates: a_candidates,
+            controlling: true,
+            path_seed: 7,
+        });
+        let b = MediaSession::new(SessionConfig {
+            peer: addr(A),
+            crypto: Some(y.derive(Role::Callee, &px, &[]).unwrap()),
+            ssrc: 0xb2,
+            first_seq: 1,
+            first_timestamp: 0,
+            relay: leg(2),
+            via_relay: relay_only_b,
+            candidates: Vec::new(),
+            controlling: false,
+            path_seed: 9,
+        });
+        Call {
+            a,
+            b,
+            b_seen: addr(b_seen),
+            direct: true,
+            now: 0,
+            heard_by_a: Vec::new(),
+            heard_by_b: Vec::new(),
+        }
+    }
+
+    /// One 20 ms frame: each side sends one, and everything due is delivered at once.
+    fn frame(&mut self) {
+        let now = self.now;
+        self.a.send_frame(&[1; 40], 960, 0);
+        self.b.send_frame(&[2; 40], 960, 0);
+        let from_a: Vec<_> = std::iter::from_fn(|| {
+            self.a
+                .poll_transmit(now)
+                .map(|t| (t.destination, t.contents.to_vec()))
+        })
+        .collect();
+        let from_b: Vec<_> = std::iter::from_fn(|| {
+            self.b
+                .poll_transmit(now)
+                .map(|t| (t.destination, t.contents.to_vec()))
+        })
+        .collect();
+        for (to, d) in from_a {
+            let arrived = match to {
+                to if to == addr(RELAY) => Some((addr(RELAY), &d[8..])),
+                to if to == addr(B) || to == self.b_seen => Some((addr(A), &d[..])),
+                _ => None,
+            };
+            if let Some((from, d)) = arrived.filter(|(f, _)| *f == addr(RELAY) || self.direct) {
+                Self::deliver(&mut self.b, now + 1_000, from, d, &mut self.heard_by_b);
+            }
+        }
+        for (to, d) in from_b {
+            let arrived = match to {
+                to if to == addr(RELAY) => Some((addr(RELAY), &d[8..])),
+                to if to == addr(A) => Some((self.b_seen, &d[..])),
+                _ => None,
+            };
+            if let Some((from, d)) = arrived.filter(|(f, _)| *f == addr(RELAY) || self.direct) {
+                Self::deliver(&mut self.a, now + 1_000, from, d, &mut self.heard_by_a);
+            }
+        }
+        self.now += 20_000;
+    }
+
+    fn deliver(to: &mut MediaSession, now: u64, from: SocketAddr, d: &[u8], heard: &mut Vec<u16>) {
+        to.handle_datagram(now, from, d);
+        while let Some(ev) = to.poll_event() {
+            if let SessionEvent::Media(p) = ev {
+                if !p.copy {
+                    heard.push(p.seq);
+                }
+            }
+        }
+    }
+
+    fn run_for(&mut self, us: u64) {
+        let end = self.now + us;
+        while self.now < end {
+            self.frame();
+        }
+    }
+}
+
+/// No sequence number missing between the first and the last heard.
+fn gaps(heard: &[u16]) -> usize {
+    heard
+        .windows(2)
+        .filter(|w| w[1] != w[0].wrapping_add(1))
+        .count()
+}
+
+#[test]
+fn a_call_starts_on_the_relay_and_both_sides_move_direct_without_losing_a_frame() {
+    let mut call = Call::new(B, Vec::new(), false);
+    call.frame();
+    assert!(
+        call.a.via_relay() && call.b.via_relay(),
+        "media starts on the relay"
+    );
+    call.run_for(200_000);
+    assert!(
+        !call.a.via_relay(),
+        "the caller moved on the answered check"
+    );
+    assert!(!call.b.via_relay(), "the callee followed the nomination");
+    assert_eq!(call.a.peer(), addr(B));
+    assert_eq!(call.b.peer(), addr(A));
+    call.run_for(1_000_000);
+    for (side, heard) in [("a", &call.heard_by_a), ("b", &call.heard_by_b)] {
+        assert!(heard.len() >= 55, "{side} heard {}", heard.len());
+        assert_eq!(gaps(heard), 0, "{side}: no frame lost over the move");
+    }
+    let (sa, sb) = (call.a.stats(), call.b.stats());
+    assert_eq!((sa.paths.route_changes, sb.paths.route_changes), (1, 1));
+    // The first frame waited for the probes to cross (consent); the second came through.
+    assert_eq!(sa.first_media_us, Some(21_000));
+}
+
+#[test]
+fn a_silent_direct_path_falls_back_to_the_relay_within_seconds_and_comes_back() {
+    let mut call = Call::new(B, Vec::new(), false);
+    call.run_for(1_000_000);
+    assert!(!call.a.via_relay() && !call.b.via_relay());
+    // The NAT forgets the mapping: nothing direct gets through any more.
+    call.direct = false;
+    let broke_at = call.now;
+    let heard_before = (call.heard_by_a.len(), call.heard_by_b.len());
+    while !(call.a.via_relay() && call.b.via_relay()) {
+        call.frame();
+        assert!(
+            call.now - broke_at < 4_000_000,
+            "both back on the relay in time"
+        );
+    }
+    let back = call.now - broke_at;
+    assert!(
+        back >= paths::DIRECT_SILENCE_US,
+        "not before the silence rule: {back}"
+    );
+    call.run_for(1_000_000);
+    assert!(
+        call.heard_by_a.len() > heard_before.0 + 40,
+        "audio goes on via the relay"
+    );
+    assert!(call.heard_by_b.len() > heard_before.1 + 40);
+    assert_eq!(
+        call.a.stats().paths.fallbacks + call.b.stats().paths.fallbacks,
+        2
+    );
+    // The path heals: the checks restarted at the fallback find it again.
+    call.direct = true;
+    call.run_for(2_000_000);
+    assert!(!call.a.via_relay() && !call.b.via_relay(), "direct again");
+}
+
+#[test]
+fn where_direct_never_works_the_call_stays_on_the_relay_and_checking_stops() {
+    let mut call = Call::new(B, vec![addr("192.0.2.1:5000")], false);
+    call.direct = false;
+    call.run_for(paths::CHECKING_US + 1_000_000);
+    assert!(call.a.via_relay() && call.b.via_relay());
+    assert!(call.heard_by_a.len() > 400 && gaps(&call.heard_by_a) == 0);
+    let sent = call.a.stats().paths.checks_sent;
+    assert!(sent < 40, "checks back off: {sent}");
+    call.run_for(10_000_000);
+    assert_eq!(
+        call.a.stats().paths.checks_sent,
+        sent,
+        "and stop until the next round"
+    );
+    call.run_for(paths::RECHECK_US);
+    assert!(
+        call.a.stats().paths.checks_sent > sent,
+        "a new round every 30 s"
+    );
+}
+
+#[test]
+fn a_port_changing_nat_is_crossed_by_learning_the_address_the_checks_come_from() {
+    // B's NAT maps it to another port; A knows only B's private address and a wrong one.
+    let mut call = Call::new("10.9.9.9:5000", vec![addr("192.0.2.1:5000")], false);
+    call.b_seen = addr("198.51.100.2:6123");
+    call.run_for(500_000);
+    assert!(!call.a.via_relay(), "direct via the learned address");
+    assert_eq!(call.a.peer(), addr("198.51.100.2:6123"));
+    assert!(!call.b.via_relay());
+}
+
+#[test]
+fn always_relay_sends_no_check_and_never_goes_direct() {
+    let mut call = Call::new(B, Vec::new(), true);
+    call.run_for(1_000_000);
+    assert!(call.b.via_relay(), "the relaying side stays on the relay");
+    assert_eq!(
+        call.b.stats().paths.checks_sent,
+        0,
+        "its address is never sent checks from"
+    );
+    assert!(call.heard_by_a.len() > 40 && call.heard_by_b.len() > 40);
+}
+
+#[test]
+fn a_forged_check_moves_nothing() {
+    let mut call = Call::new(B, Vec::new(), false);
+    call.direct = false;
+    call.run_for(200_000);
+    // Someone without the call's key nominates their own address to the callee.
+    let mut forged = [0u8; crate::path_check::MAX_CHECK_LEN];
+    let n = crate::path_check::write_request([3; 12], true, Some(&[0; 32]), &mut forged);
+    let attacker = addr("203.0.113.66:4444");
+    call.b.handle_datagram(call.now, attacker, &forged[..n]);
+    assert!(call.b.via_relay(), "still on the relay");
+    assert_eq!(call.b.stats().dropped_auth, 1);
+    let out = checks(&mut call.b, call.now);
+    assert!(
+        out.iter().all(|(to, _)| *to != attacker),
+        "no answer, no check to it"
     );
 }

@@ -16,7 +16,8 @@ use fala_proto::call::{CallError, CallEvent, CallMachine, CallState, Outcome};
 use fala_proto::call_keys::{SignedKey, COMMITMENT_LEN};
 use fala_proto::name::name_key;
 use fala_proto::{
-    CallId, ClientMsg, ErrorCode, MediaAddr, RelayOffer, ServerMsg, UserInfo, BLOCK_MAX, WATCH_MAX,
+    CallId, Candidate, ClientMsg, ErrorCode, MediaAddr, RelayOffer, ServerMsg, UserInfo, BLOCK_MAX,
+    WATCH_MAX,
 };
 use serde_bytes::ByteBuf;
 
@@ -131,6 +132,8 @@ pub struct StartMedia {
     pub outgoing: bool,
     /// Our leg of the server's relay for this call, if it offered one.
     pub relay: Option<RelayOffer>,
+    /// The peer's other media addresses, to check.
+    pub candidates: Vec<Candidate>,
 }
 
 /// Things a face (through [`super::Phone`]) must do for the model: send, start audio, ring,
@@ -521,6 +524,7 @@ impl Model {
                     key,
                     signature,
                     relay,
+                    candidates,
                     ..
                 } = self.calls.state()
                 {
@@ -533,6 +537,7 @@ impl Model {
                         peer_signature: signature.as_ref().map(|k| k.to_vec()),
                         outgoing,
                         relay: relay.clone(),
+                        candidates: candidates.clone(),
                     }));
                 }
             }
@@ -671,16 +676,17 @@ impl Model {
         self.notice = Some(Notice::Security(why));
     }
 
-    /// Starts calling `peer` with the commitment to our media key.
+    /// Starts calling `peer` with the commitment to our media key and our other media
+    /// addresses.
     pub fn dial(
         &mut self,
         peer: &str,
-        commitment: Option<[u8; COMMITMENT_LEN]>,
+        (commitment, candidates): (Option<[u8; COMMITMENT_LEN]>, Vec<Candidate>),
         now: Instant,
         wall: SystemTime,
     ) -> Result<Vec<Effect>, CallError> {
         let commit = commitment.map(|c| ByteBuf::from(c.to_vec()));
-        let invite = self.calls.dial(peer, commit, now)?;
+        let invite = self.calls.dial(peer, commit, candidates, now)?;
         self.meta = Some(CallMeta {
             direction: CallDirection::Outgoing,
             started: wall,
@@ -690,15 +696,19 @@ impl Model {
         Ok(vec![Effect::Send(invite)])
     }
 
-    /// Accepts the ringing call with our signed media key.
-    pub fn accept(&mut self, answer: Option<SignedKey>) -> Result<Vec<Effect>, CallError> {
+    /// Accepts the ringing call with our signed media key and our other media addresses.
+    pub fn accept(
+        &mut self,
+        answer: Option<SignedKey>,
+        candidates: Vec<Candidate>,
+    ) -> Result<Vec<Effect>, CallError> {
         let signed = answer.map(|a| {
             (
                 ByteBuf::from(a.key.to_vec()),
                 ByteBuf::from(a.signature.to_vec()),
             )
         });
-        let msg = self.calls.accept(None, signed)?;
+        let msg = self.calls.accept(None, signed, candidates)?;
         Ok(vec![Effect::StopRinging, Effect::Send(msg)])
     }
 

@@ -1,7 +1,7 @@
 //! The model fed event by event: presence, look-ups, calls in and out, lost servers.
 
 use super::*;
-use fala_proto::{Availability, CallId, EndReason};
+use fala_proto::{Availability, CallId, Candidate, EndReason};
 use std::time::Duration;
 
 fn user(name: &str) -> UserInfo {
@@ -33,6 +33,7 @@ fn register_ana(m: &mut Model) -> Vec<Effect> {
         Event::Registered {
             name: "ana".into(),
             media: "127.0.0.1:4000".parse().unwrap(),
+            stun: None,
             reconnected: false,
         },
         Instant::now(),
@@ -124,7 +125,7 @@ fn incoming_call_rings_connects_and_logs() {
     assert!(fx.contains(&Effect::NotifyIncoming("bob".into())));
     assert_eq!(m.disconnect(), vec![]);
     assert_eq!(m.notice, Some(Notice::HangUpFirst));
-    let fx = m.accept(None).unwrap();
+    let fx = m.accept(None, Vec::new()).unwrap();
     assert!(matches!(fx[1], Effect::Send(ClientMsg::Accept { .. })));
     let fx = m.on_event(
         Event::Server(ServerMsg::CallConnected {
@@ -138,6 +139,7 @@ fn incoming_call_rings_connects_and_logs() {
                 media: "127.0.0.1:7400".parse().unwrap(),
                 token: ByteBuf::from(vec![0x40; 8]),
             }),
+            candidates: vec![Candidate("198.51.100.7:5002".parse().unwrap())],
         }),
         t,
         w,
@@ -154,6 +156,7 @@ fn incoming_call_rings_connects_and_logs() {
             media: "127.0.0.1:7400".parse().unwrap(),
             token: ByteBuf::from(vec![0x40; 8]),
         }),
+        candidates: vec![Candidate("198.51.100.7:5002".parse().unwrap())],
     })));
     let later = t + std::time::Duration::from_secs(65);
     let fx = m.on_event(
@@ -179,7 +182,7 @@ fn incoming_call_rings_connects_and_logs() {
 #[test]
 fn cancel_while_dialing_ends_at_once_and_is_logged() {
     let (mut m, t, w) = online();
-    m.dial("bob", None, t, w).unwrap();
+    m.dial("bob", (None, Vec::new()), t, w).unwrap();
     let fx = m.hangup(t).unwrap();
     assert!(fx.iter().any(|e| matches!(e, Effect::Log(_))));
     assert!(!m.calls.is_busy());
@@ -188,7 +191,7 @@ fn cancel_while_dialing_ends_at_once_and_is_logged() {
 #[test]
 fn connection_lost_ends_the_call_and_keeps_the_name() {
     let (mut m, t, w) = online();
-    m.dial("bob", None, t, w).unwrap();
+    m.dial("bob", (None, Vec::new()), t, w).unwrap();
     m.on_event(
         Event::ConnectionLost {
             message: "gone".into(),
@@ -314,7 +317,7 @@ fn a_call_in_clear_is_declined_unless_allowed() {
 fn a_changed_identity_ends_an_outgoing_call_before_audio() {
     let (mut m, t, w) = online();
     m.contacts.check("bob", &[1; 32]);
-    m.dial("bob", None, t, w).unwrap();
+    m.dial("bob", (None, Vec::new()), t, w).unwrap();
     let id = CallId(3);
     m.on_event(
         Event::Server(ServerMsg::Ringing {
@@ -333,6 +336,7 @@ fn a_changed_identity_ends_an_outgoing_call_before_audio() {
             key: None,
             signature: None,
             relay: None,
+            candidates: Vec::new(),
         }),
         t,
         w,

@@ -16,7 +16,7 @@ mod worker;
 use super::codec::{CodecError, CodecSettings};
 use super::io::{InputSpec, IoError, OutputSpec};
 use super::jitter::JitterSettings;
-use super::transport::Transport;
+use super::transport::{PathSetup, Transport};
 use fala_proto::media_crypto::SessionKeys;
 use serde::Serialize;
 use std::net::{SocketAddr, UdpSocket};
@@ -51,10 +51,8 @@ pub struct MediaConfig {
     pub peer: SocketAddr,
     /// Session keys from the key exchange; `None` sends clear RTP.
     pub crypto: Option<SessionKeys>,
-    /// The server's relay leg for this call, if offered; everything goes through it when
-    /// `via_relay`, else only a copy of each report (so a relaying peer is forwarded to us).
-    pub relay: Option<fala_proto::media_session::RelayLeg>,
-    pub via_relay: bool,
+    /// The relay and the peer's other addresses: which ways the call may take.
+    pub paths: PathSetup,
     /// Microphone side.
     pub input: InputSpec,
     /// Speaker side.
@@ -100,6 +98,16 @@ pub struct MediaStats {
     pub duration_s: f64,
     /// Which way media goes: straight to the peer, or through the server's relay.
     pub path: MediaPath,
+    /// Times the path changed during the call (relay → direct when a check succeeds, back to
+    /// the relay when the direct path falls silent).
+    pub path_changes: u64,
+    /// Times a direct path fell silent and the call went back to the relay.
+    pub path_fallbacks: u64,
+    /// Connectivity checks sent, and answered.
+    pub checks_sent: u64,
+    pub checks_answered: u64,
+    /// From the engine's start (when the call connected) to the first audio packet, ms.
+    pub first_audio_ms: Option<f64>,
     /// RTP packets sent.
     pub packets_sent: u64,
     /// Frames held back because the peer had not answered yet (no media goes to an address
@@ -293,12 +301,7 @@ impl MediaEngine {
     /// record, or stopped.
     pub fn spawn(config: MediaConfig, on_ready: ReadyCallback) -> Result<MediaHandle, MediaError> {
         let local = config.socket.local_addr()?;
-        let transport = Transport::new(
-            config.socket,
-            config.peer,
-            config.crypto,
-            (config.relay, config.via_relay),
-        )?;
+        let transport = Transport::new(config.socket, config.peer, config.crypto, config.paths)?;
         let (control, control_rx) = sync_channel(4);
         let stop = Arc::new(AtomicBool::new(false));
         let muted = Arc::new(AtomicBool::new(false));
