@@ -119,6 +119,25 @@ impl Run {
         }
     }
 
+    /// In `call` mode with no call yet: calls the peer.
+    fn dial_if_calling(&mut self) -> Option<anyhow::Result<()>> {
+        let Mode::Call(peer) = &self.mode else {
+            return None;
+        };
+        let calls = &self.phone.model().calls;
+        if calls.is_busy() || calls.peer().is_some() {
+            return None;
+        }
+        let peer = peer.clone();
+        let dialed = self
+            .phone
+            .dial(&peer, std::time::Instant::now(), SystemTime::now());
+        match dialed {
+            Ok(fx) => self.show(fx),
+            Err(_) => None,
+        }
+    }
+
     /// One signaling event; `Some(result)` ends the run.
     fn on_signal(&mut self, ev: Event) -> Option<anyhow::Result<()>> {
         let fx = self
@@ -130,20 +149,11 @@ impl Run {
         match ev {
             Event::Registered { name, media, .. } => {
                 eprintln!("registered as {name:?}, media at {media}");
-                if let Mode::Call(peer) = &self.mode {
-                    let idle = !self.phone.model().calls.is_busy()
-                        && self.phone.model().calls.peer().is_none();
-                    if idle {
-                        let peer = peer.clone();
-                        let dialed =
-                            self.phone
-                                .dial(&peer, std::time::Instant::now(), SystemTime::now());
-                        if let Ok(fx) = dialed {
-                            return self.show(fx);
-                        }
-                    }
+                if self.phone.discovering() {
+                    // The invite carries our public address: wait for it (at most 1.5 s).
+                    return None;
                 }
-                None
+                self.dial_if_calling()
             }
             Event::Refused { message, .. } => Some(Err(anyhow!("registration refused: {message}"))),
             Event::Unreachable { message } | Event::Untrusted { message } => {
@@ -259,6 +269,11 @@ impl Run {
             LinkEvent::Stopped(stats) => {
                 self.engine_running = false;
                 self.stats = Some(*stats);
+            }
+            LinkEvent::AddressFound(_) => {
+                if let Some(Err(e)) = self.dial_if_calling() {
+                    return Err(e);
+                }
             }
         }
         Ok(())

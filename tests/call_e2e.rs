@@ -196,9 +196,9 @@ fn call_and_answer_carry_speech_both_ways_encrypted() {
     assert!(stats["latency_ms"].as_f64().unwrap() > 0.0);
 }
 
-/// Through the server's relay: with both sides relaying, and with only the caller relaying
-/// (the callee sends straight to the caller's address, and gets the caller's audio from the
-/// relay). Speech arrives both ways, and each side says which path it used.
+/// Through the server's relay ("always relay"): on both sides, and on the caller's only (then
+/// the callee's checks go unanswered and it stays on the relay too). Speech arrives both
+/// ways, and each side says which path it used.
 #[test]
 fn calls_through_the_relay_carry_speech_both_ways() {
     let server = Server::start(Config::default());
@@ -226,12 +226,12 @@ fn calls_through_the_relay_carry_speech_both_ways() {
             stats(&ana_stats),
             stats(&temp_path(&format!("{tag}-bob.json"))),
         );
+        // Ana answers no check (the peer must not learn her address from her), so Bob stays
+        // on the relay too.
         assert_eq!(a["path"], "relay", "{a}");
-        assert_eq!(
-            b["path"],
-            if bob_relays { "relay" } else { "direct" },
-            "{b}"
-        );
+        assert_eq!(b["path"], "relay", "{b}");
+        assert_eq!(b["checks_answered"], 0, "{b}");
+        assert_eq!(a["checks_sent"], 0, "{a}");
         assert!(a["packets_received"].as_u64().unwrap() > 200, "{a}");
         assert!(b["packets_received"].as_u64().unwrap() > 200, "{b}");
     }

@@ -2,13 +2,18 @@
 //! (RFC 8489) sent from the media socket straight to each of the peer's candidate addresses,
 //! as ICE does (RFC 8445), authenticated with a key of the call's key exchange.
 //!
-//! A request is a Binding request with, in order, USE-CANDIDATE (only when the caller
-//! nominates the path), MESSAGE-INTEGRITY-SHA256 and FINGERPRINT; the answer is a Binding
+//! A request is a Binding request with, in order, ICE-CONTROLLING (from the caller) or
+//! ICE-CONTROLLED (from the callee) with 8 bytes of tie-breaker, USE-CANDIDATE (only when the
+//! caller nominates the path), MESSAGE-INTEGRITY-SHA256 and FINGERPRINT; the answer is a Binding
 //! success response with the same transaction id, XOR-MAPPED-ADDRESS (where the request came
 //! from, as the peer saw it), MESSAGE-INTEGRITY-SHA256 and FINGERPRINT. The integrity key is
 //! [`crate::media_crypto::SessionKeys::check_key`]: both sides have it, nobody else does, so a
 //! check that verifies came from the peer. A call in clear has no key and its checks carry no
 //! integrity (anyone could forge its media anyway).
+//!
+//! Both sides share the key, so the role attribute is what tells a side its own request
+//! (looped back by a NAT, or reaching a host of the same private address at home) from the
+//! peer's: a request carrying our own role is not the peer's.
 //!
 //! Nothing here allocates or panics on what arrives.
 
@@ -23,10 +28,14 @@ use crate::stun::{
     ATTR_XOR_MAPPED_ADDRESS, BINDING_REQUEST, BINDING_SUCCESS, HEADER_LEN,
 };
 
+/// ICE-CONTROLLED and ICE-CONTROLLING (RFC 8445 §16.1).
+const ATTR_ICE_CONTROLLED: u16 = 0x8029;
+const ATTR_ICE_CONTROLLING: u16 = 0x802A;
+
 /// Bytes of the integrity key.
 pub const CHECK_KEY_LEN: usize = 32;
-/// Longest check message written here (a response with an IPv6 address, integrity and
-/// fingerprint is 20 + 24 + 36 + 8 = 88 bytes).
+/// Longest check message written here (a request with role, nomination, integrity and
+/// fingerprint is 20 + 12 + 4 + 36 + 8 = 80 bytes; a response with an IPv6 address 88).
 pub const MAX_CHECK_LEN: usize = 96;
 /// Bytes of a MESSAGE-INTEGRITY-SHA256 value.
 const MAC_LEN: usize = 32;
@@ -36,8 +45,13 @@ type HmacSha256 = Hmac<Sha256>;
 /// A check message that arrived and verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
-    /// The peer checks the path from `from`; `nominate` asks us to use it.
-    Request { id: [u8; 12], nominate: bool },
+    /// The peer checks the path from `from`; `nominate` asks us to use it. `controlling`:
+    /// sent by the caller (`None`: no role attribute).
+    Request {
+        id: [u8; 12],
+        nominate: bool,
+        controlling: Option<bool>,
+    },
     /// The peer answers our request `id`: it saw it come from `mapped`.
     Response { id: [u8; 12], mapped: SocketAddr },
 }
@@ -45,12 +59,21 @@ pub enum Check {
 /// Writes a check request; returns its length.
 pub fn write_request(
     id: [u8; 12],
-    nominate: bool,
+    (controlling, nominate): (bool, bool),
     key: Option<&[u8; CHECK_KEY_LEN]>,
     out: &mut [u8; MAX_CHECK_LEN],
 ) -> usize {
     write_header(out, BINDING_REQUEST, TransactionId::Modern(id), 0);
-    let mut len = HEADER_LEN;
+    let role = if controlling {
+        ATTR_ICE_CONTROLLING
+    } else {
+        ATTR_ICE_CONTROLLED
+    };
+    let at = put_attr_header(out, HEADER_LEN, role, 8);
+    // The tie-breaker settles role conflicts in ICE; here the roles come from the call, so
+    // any value does: the id's first bytes.
+    out[at..at + 8].copy_from_slice(&id[..8]);
+    let mut len = at + 8;
     if nominate {
         len = put_attr_header(out, len, ATTR_USE_CANDIDATE, 0);
     }
@@ -120,6 +143,7 @@ pub fn parse(datagram: &[u8], key: Option<&[u8; CHECK_KEY_LEN]>) -> Result<Check
         return Err(CheckError::NotACheck);
     };
     let mut nominate = false;
+    let mut controlling = None;
     let mut mapped = None;
     let mut verified = key.is_none();
     let mut offset = HEADER_LEN;
@@ -127,6 +151,8 @@ pub fn parse(datagram: &[u8], key: Option<&[u8; CHECK_KEY_LEN]>) -> Result<Check
         let (kind, value) = attr?;
         match kind {
             ATTR_USE_CANDIDATE => nominate = true,
+            ATTR_ICE_CONTROLLING => controlling = Some(true),
+            ATTR_ICE_CONTROLLED => controlling = Some(false),
             ATTR_XOR_MAPPED_ADDRESS => mapped = read_address(value, Some(id)),
             ATTR_MESSAGE_INTEGRITY_SHA256 => {
                 if let Some(key) = key {
@@ -144,7 +170,11 @@ pub fn parse(datagram: &[u8], key: Option<&[u8; CHECK_KEY_LEN]>) -> Result<Check
         return Err(CheckError::Integrity);
     }
     match msg.method_class {
-        BINDING_REQUEST => Ok(Check::Request { id, nominate }),
+        BINDING_REQUEST => Ok(Check::Request {
+            id,
+            nominate,
+            controlling,
+        }),
         BINDING_SUCCESS => Ok(Check::Response {
             id,
             mapped: mapped.ok_or(CheckError::NoAddress)?,
@@ -177,20 +207,22 @@ mod tests {
     #[test]
     fn a_keyed_request_and_response_read_back() {
         let mut buf = [0u8; MAX_CHECK_LEN];
-        let n = write_request([1; 12], true, Some(&KEY), &mut buf);
+        let n = write_request([1; 12], (true, true), Some(&KEY), &mut buf);
         assert_eq!(
             parse(&buf[..n], Some(&KEY)),
             Ok(Check::Request {
                 id: [1; 12],
-                nominate: true
+                nominate: true,
+                controlling: Some(true)
             })
         );
-        let n = write_request([2; 12], false, Some(&KEY), &mut buf);
+        let n = write_request([2; 12], (false, false), Some(&KEY), &mut buf);
         assert_eq!(
             parse(&buf[..n], Some(&KEY)),
             Ok(Check::Request {
                 id: [2; 12],
-                nominate: false
+                nominate: false,
+                controlling: Some(false)
             })
         );
         for mapped in ["203.0.113.7:40000", "[2001:db8::1]:5"] {
@@ -209,10 +241,10 @@ mod tests {
     #[test]
     fn a_wrong_key_a_missing_integrity_or_a_changed_byte_is_refused() {
         let mut buf = [0u8; MAX_CHECK_LEN];
-        let n = write_request([1; 12], true, Some(&KEY), &mut buf);
+        let n = write_request([1; 12], (true, true), Some(&KEY), &mut buf);
         assert_eq!(parse(&buf[..n], Some(&[8; 32])), Err(CheckError::Integrity));
         let mut plain = [0u8; MAX_CHECK_LEN];
-        let m = write_request([1; 12], true, None, &mut plain);
+        let m = write_request([1; 12], (true, true), None, &mut plain);
         assert_eq!(parse(&plain[..m], Some(&KEY)), Err(CheckError::Integrity));
         // A flipped transaction-id bit: the fingerprint catches it first; with the
         // fingerprint redone, the integrity does.
@@ -228,7 +260,7 @@ mod tests {
     #[test]
     fn a_call_in_clear_takes_checks_without_integrity() {
         let mut buf = [0u8; MAX_CHECK_LEN];
-        let n = write_request([9; 12], false, None, &mut buf);
+        let n = write_request([9; 12], (false, false), None, &mut buf);
         assert!(matches!(
             parse(&buf[..n], None),
             Ok(Check::Request {
@@ -243,7 +275,7 @@ mod tests {
         // Recomputed independently of `finish`: HMAC-SHA256 over the message before the
         // attribute, with the header length pointing at the end of the attribute.
         let mut buf = [0u8; MAX_CHECK_LEN];
-        let n = write_request([5; 12], false, Some(&KEY), &mut buf);
+        let n = write_request([5; 12], (true, false), Some(&KEY), &mut buf);
         let mi_at = n - 8 - 36;
         assert_eq!(&buf[mi_at..mi_at + 2], &0x001Cu16.to_be_bytes());
         let mut copy = buf[..mi_at].to_vec();

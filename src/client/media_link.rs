@@ -56,6 +56,8 @@ pub enum LinkEvent {
     RecordingFailed(String),
     /// The engine has stopped; its final statistics.
     Stopped(Box<MediaStats>),
+    /// The lookup of our public media address ended: the address, if the server answered.
+    AddressFound(Option<SocketAddr>),
 }
 
 /// Where the call's audio stands, for the faces to show.
@@ -143,27 +145,33 @@ impl MediaLink {
 
     /// Learns, off this thread, the address our NAT maps the media socket to: a STUN Binding
     /// request to the server's STUN port `stun`, sent again twice if unanswered. Stops
-    /// reading as soon as a call's engine starts.
-    pub fn discover(&self, stun: MediaAddr) {
+    /// reading as soon as a call's engine starts. [`LinkEvent::AddressFound`] tells the end;
+    /// returns whether a lookup started.
+    pub fn discover(&self, stun: MediaAddr) -> bool {
         if !self.offer_candidates {
-            return;
+            return false;
         }
         let Ok(socket) = self.socket.try_clone() else {
-            return;
+            return false;
         };
         let (found, in_call) = (self.reflexive.clone(), self.in_call.clone());
+        let report = self.reporter();
         let spawned = std::thread::Builder::new()
             .name("fala-stun".into())
             .spawn(move || {
-                if let Some(addr) = reflexive_address(&socket, SocketAddr::V4(stun.0), &in_call) {
+                let addr = reflexive_address(&socket, SocketAddr::V4(stun.0), &in_call);
+                if let (Some(addr), Ok(mut slot)) = (addr, found.lock()) {
                     tracing::debug!(%addr, "our public media address");
-                    if let Ok(mut slot) = found.lock() {
-                        *slot = Some(addr);
-                    }
+                    *slot = Some(addr);
                 }
+                report(LinkEvent::AddressFound(addr));
             });
-        if let Err(e) = spawned {
-            tracing::warn!("cannot look up our public address: {e}");
+        match spawned {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!("cannot look up our public address: {e}");
+                false
+            }
         }
     }
 

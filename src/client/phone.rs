@@ -55,6 +55,8 @@ pub struct Phone {
     media: Option<MediaLink>,
     /// Our identity and the current call's key agreement, once connected.
     crypto: Option<CallCrypto>,
+    /// The media socket is learning its public address.
+    discovering: bool,
 }
 
 /// Whether calls in clear go on: when allowed, or when we do not encrypt ourselves.
@@ -73,6 +75,7 @@ impl Phone {
             options,
             signal: None,
             media: None,
+            discovering: false,
             crypto: None,
         }
     }
@@ -161,7 +164,7 @@ impl Phone {
             Some(media),
         ) = (&ev, &self.media)
         {
-            media.discover(*stun);
+            self.discovering = media.discover(*stun);
         }
         let fx = self.model.on_event(ev, now, wall);
         let fx = self.run(fx);
@@ -172,8 +175,17 @@ impl Phone {
         fx
     }
 
+    /// Whether the media socket is still learning its public address (a call placed now
+    /// would offer the peer one address less).
+    pub fn discovering(&self) -> bool {
+        self.discovering
+    }
+
     /// One media event (the face shows it too).
     pub fn on_media(&mut self, ev: &LinkEvent) {
+        if let LinkEvent::AddressFound(_) = ev {
+            self.discovering = false;
+        }
         if let Some(media) = &mut self.media {
             media.on_event(ev);
         }

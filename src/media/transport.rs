@@ -145,7 +145,9 @@ impl Transport {
                 .handle_datagram(arrival_us, d.from, &self.buf[..d.len]);
             if fala_proto::stun::is_stun(&self.buf[..d.len]) {
                 // A connectivity check is answered at once: its round trip picks the path.
-                self.flush(now_us);
+                while let Some(t) = self.session.poll_check(now_us) {
+                    let _ = self.socket.send_to(t.contents, t.destination);
+                }
             }
             while let Some(ev) = self.session.poll_event() {
                 match ev {

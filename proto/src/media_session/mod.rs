@@ -132,6 +132,11 @@ pub struct SessionStats {
     pub consented: bool,
     /// When the first media packet arrived, µs on the driver's clock.
     pub first_media_us: Option<u64>,
+    /// When the last media packet arrived, µs on the driver's clock.
+    pub last_media_us: Option<u64>,
+    /// The longest time between two media packets (a path that broke, a peer that stalled;
+    /// with DTX also the pauses in speech), µs.
+    pub longest_media_gap_us: u64,
     /// Media goes through the relay now.
     pub relayed: bool,
     /// The connectivity checks and the path's changes.
@@ -366,8 +371,23 @@ impl MediaSession {
     /// The next datagram to send: a queued media packet, then a report (or probe) when one is
     /// due.
     pub fn poll_transmit(&mut self, now_us: u64) -> Option<Transmit<'_>> {
+        if self.check_due(now_us) {
+            return self.poll_check(now_us);
+        }
+        self.poll_media(now_us)
+    }
+
+    /// Whether a connectivity check (an answer, or a request) is due.
+    fn check_due(&mut self, now_us: u64) -> bool {
         self.expire_consent(now_us);
         self.paths.tick(now_us);
+        self.check_answer.is_some() || self.paths.next_check_us().is_some_and(|t| t <= now_us)
+    }
+
+    /// The next connectivity check to send now, and nothing else: the driver answers a check
+    /// as soon as it arrives (its round trip is what the path is chosen by) without sending
+    /// a report early.
+    pub fn poll_check(&mut self, now_us: u64) -> Option<Transmit<'_>> {
         if let Some((to, len)) = self.check_answer.take() {
             return Some(Transmit {
                 destination: to,
@@ -376,12 +396,18 @@ impl MediaSession {
         }
         if let Some(check) = self.paths.poll_check(now_us) {
             let key = self.check_key.as_ref();
-            let len = path_check::write_request(check.id, check.nominate, key, &mut self.check_tx);
+            let role = (self.paths.controlling(), check.nominate);
+            let len = path_check::write_request(check.id, role, key, &mut self.check_tx);
             return Some(Transmit {
                 destination: check.to,
                 contents: &self.check_tx[..len],
             });
         }
+        None
+    }
+
+    /// The next media packet, relay copy or report.
+    fn poll_media(&mut self, now_us: u64) -> Option<Transmit<'_>> {
         if let (Some(len), Some(relay)) = (self.relay_copy.take(), self.relay) {
             return Some(Transmit {
                 destination: relay.addr,
@@ -455,7 +481,14 @@ impl MediaSession {
     /// answer to ours may move it.
     fn handle_check(&mut self, now_us: u64, from: SocketAddr, datagram: &[u8]) {
         match path_check::parse(datagram, self.check_key.as_ref()) {
-            Ok(Check::Request { id, nominate }) => {
+            Ok(Check::Request { controlling, .. })
+                if controlling == Some(self.paths.controlling()) || self.paths.relay_only() =>
+            {
+                // Our own request come back (the same key is on both sides), or one we must
+                // not answer: always relay tells the peer nothing about our address.
+                self.stats.dropped_foreign += 1;
+            }
+            Ok(Check::Request { id, nominate, .. }) => {
                 self.on_authentic(now_us);
                 self.paths.on_request(now_us, from, nominate);
                 let key = self.check_key.as_ref();
@@ -557,6 +590,11 @@ impl MediaSession {
         self.remote_ssrc = Some(header.ssrc);
         self.on_authentic(arrival_us);
         self.stats.first_media_us.get_or_insert(arrival_us);
+        if let Some(last) = self.stats.last_media_us {
+            let gap = arrival_us.saturating_sub(last);
+            self.stats.longest_media_gap_us = self.stats.longest_media_gap_us.max(gap);
+        }
+        self.stats.last_media_us = Some(arrival_us);
         self.stats.packets_received += 1;
         self.reception
             .on_packet(header.sequence, header.timestamp, arrival_us * 48 / 1000);

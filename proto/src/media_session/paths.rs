@@ -147,6 +147,16 @@ impl PathAgent {
         agent
     }
 
+    /// We placed the call.
+    pub fn controlling(&self) -> bool {
+        self.controlling
+    }
+
+    /// "Always relay": no checks either way.
+    pub fn relay_only(&self) -> bool {
+        self.relay_only
+    }
+
     /// Where media goes now.
     pub fn route(&self) -> Route {
         self.route

@@ -762,6 +762,23 @@ fn a_port_changing_nat_is_crossed_by_learning_the_address_the_checks_come_from()
 }
 
 #[test]
+fn a_side_ignores_its_own_checks_looped_back() {
+    // Both homes use 192.168.1.2: the caller's check to the callee's host candidate
+    // reaches the caller itself. It must not answer itself nor take itself for the peer.
+    let mut call = Call::new(B, Vec::new(), false);
+    call.direct = false;
+    call.run_for(100_000);
+    let own: Vec<_> = checks(&mut call.a, paths::FIRST_RETRY_US * 3);
+    assert!(!own.is_empty());
+    for (_, d) in &own {
+        call.a.handle_datagram(call.now, addr(A), d);
+    }
+    let answers = checks(&mut call.a, call.now);
+    assert!(answers.iter().all(|(to, _)| *to != addr(A)), "no answer to itself");
+    assert!(call.a.via_relay());
+}
+
+#[test]
 fn always_relay_sends_no_check_and_never_goes_direct() {
     let mut call = Call::new(B, Vec::new(), true);
     call.run_for(1_000_000);
@@ -781,7 +798,7 @@ fn a_forged_check_moves_nothing() {
     call.run_for(200_000);
     // Someone without the call's key nominates their own address to the callee.
     let mut forged = [0u8; crate::path_check::MAX_CHECK_LEN];
-    let n = crate::path_check::write_request([3; 12], true, Some(&[0; 32]), &mut forged);
+    let n = crate::path_check::write_request([3; 12], (true, true), Some(&[0; 32]), &mut forged);
     let attacker = addr("203.0.113.66:4444");
     call.b.handle_datagram(call.now, attacker, &forged[..n]);
     assert!(call.b.via_relay(), "still on the relay");

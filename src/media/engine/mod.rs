@@ -108,6 +108,12 @@ pub struct MediaStats {
     pub checks_answered: u64,
     /// From the engine's start (when the call connected) to the first audio packet, ms.
     pub first_audio_ms: Option<f64>,
+    /// The longest time without an audio packet from the peer once audio had come, ms
+    /// (a broken path; with DTX also pauses in speech).
+    pub longest_audio_gap_ms: f64,
+    /// How long since the last audio packet from the peer (or since the start, if none came
+    /// yet), ms: the "no audio" warnings read it.
+    pub silent_for_ms: f64,
     /// RTP packets sent.
     pub packets_sent: u64,
     /// Frames held back because the peer had not answered yet (no media goes to an address

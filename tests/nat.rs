@@ -1,0 +1,373 @@
+//! Calls between two homes behind real NATs. Network namespaces, veth pairs and nftables build
+//! a "public" network with the real `fala-server` on it and two homes behind routers that
+//! translate addresses the ways home and carrier NATs do (RFC 4787); the real `fala call` and
+//! `fala answer` run in the homes, speech in from a WAV file and what each side heard
+//! recorded and scored. Both homes use the same private network (192.168.1.0/24), and both
+//! clients the same port, as two real homes often would.
+//!
+//! Needs root (to make namespaces), `ip` and `nft`: CI runs as root and installs them.
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::audio::{load, score, speech_wav, temp_path};
+use support::{finish, stderr};
+
+/// How a home's router translates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nat {
+    /// Endpoint-independent mapping that keeps the port when it is free (`masquerade`).
+    KeepsPort,
+    /// Endpoint-independent mapping to another port (`snat` to a port range): one public
+    /// port per client socket, whatever the destination.
+    NewPort,
+    /// Address-and-port-dependent mapping: a new random port for every destination
+    /// (`masquerade fully-random`): "symmetric".
+    Symmetric,
+}
+
+impl Nat {
+    /// The router's nftables rules; `wan_ip` is its public address.
+    fn rules(self, wan_ip: &str) -> String {
+        let translate = match self {
+            Nat::KeepsPort => "masquerade".to_string(),
+            // (Port ranges need a protocol; the signaling's TCP is masqueraded.)
+            Nat::NewPort => {
+                format!("meta l4proto udp snat to {wan_ip}:20000-29999\n    oifname \"wan\" masquerade")
+            }
+            Nat::Symmetric => "masquerade fully-random".to_string(),
+        };
+        // Like every home router, a firewall drops what comes unasked from outside. (Without
+        // it Linux would also track the peer's early probe to the router itself, and then
+        // give our own client another port: a lab artefact, not what homes do.)
+        format!(
+            "table ip nat {{\n  chain post {{\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"wan\" {translate}\n  }}\n}}\n\
+             table inet filter {{\n  chain input {{\n    type filter hook input priority filter; policy accept;\n    iifname \"wan\" ct state new drop\n  }}\n  \
+             chain forward {{\n    type filter hook forward priority filter; policy accept;\n    iifname \"wan\" ct state new drop\n  }}\n}}\n"
+        )
+    }
+}
+
+/// The public network, the server's host and the two homes. Namespaces are removed on drop.
+struct Lab {
+    public: String,
+    server_host: String,
+    homes: [String; 2],
+    routers: [String; 2],
+    server: Option<Child>,
+}
+
+const SERVER: &str = "100.64.0.2:7400";
+const MEDIA_PORT: &str = "40000";
+
+/// Runs a command to completion; panics with its error output if it fails.
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (the NAT tests need `ip` and `nft`)", args[0]));
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn run_with_input(args: &[&str], input: &str) {
+    let mut child = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", args[0]));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} failed: {}\n{input}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Lab {
+    /// Builds the networks: home `i` (192.168.1.2) behind router `i` (public 100.64.{i+1}.2),
+    /// both routers and the server's host (100.64.0.2, one address like most servers) on the
+    /// public namespace, which routes between them.
+    fn new(tag: &str, nats: [Nat; 2]) -> Lab {
+        assert!(
+            unsafe_free_is_root(),
+            "the NAT tests make network namespaces: run them as root (CI does)"
+        );
+        let id = format!("fala{}{tag}", std::process::id() % 100_000);
+        let lab = Lab {
+            public: format!("{id}-pub"),
+            server_host: format!("{id}-srv"),
+            homes: [format!("{id}-ha"), format!("{id}-hb")],
+            routers: [format!("{id}-ra"), format!("{id}-rb")],
+            server: None,
+        };
+        for ns in lab.all() {
+            run(&["ip", "netns", "add", ns]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        let p = lab.public.as_str();
+        run(&["ip", "netns", "exec", p, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        let srv = lab.server_host.as_str();
+        run(&["ip", "-n", p, "link", "add", "srv", "type", "veth", "peer", "name", "eth0", "netns", srv]);
+        run(&["ip", "-n", p, "addr", "add", "100.64.0.1/24", "dev", "srv"]);
+        run(&["ip", "-n", p, "link", "set", "srv", "up"]);
+        run(&["ip", "-n", srv, "addr", "add", "100.64.0.2/24", "dev", "eth0"]);
+        run(&["ip", "-n", srv, "link", "set", "eth0", "up"]);
+        run(&["ip", "-n", srv, "route", "add", "default", "via", "100.64.0.1"]);
+        for i in 0..2 {
+            let (r, h) = (lab.routers[i].as_str(), lab.homes[i].as_str());
+            let (pub_if, net) = (format!("p{i}"), i + 1);
+            let (public_side, wan_ip) = (format!("100.64.{net}.1"), format!("100.64.{net}.2"));
+            run(&["ip", "-n", p, "link", "add", &pub_if, "type", "veth", "peer", "name", "wan", "netns", r]);
+            run(&["ip", "-n", r, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", h]);
+            run(&["ip", "-n", p, "addr", "add", &format!("{public_side}/24"), "dev", &pub_if]);
+            run(&["ip", "-n", p, "link", "set", &pub_if, "up"]);
+            run(&["ip", "-n", r, "addr", "add", &format!("{wan_ip}/24"), "dev", "wan"]);
+            run(&["ip", "-n", r, "addr", "add", "192.168.1.1/24", "dev", "lan"]);
+            run(&["ip", "-n", r, "link", "set", "wan", "up"]);
+            run(&["ip", "-n", r, "link", "set", "lan", "up"]);
+            run(&["ip", "-n", r, "route", "add", "default", "via", &public_side]);
+            run(&["ip", "netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            run_with_input(&["ip", "netns", "exec", r, "nft", "-f", "-"], &nats[i].rules(&wan_ip));
+            run(&["ip", "-n", h, "addr", "add", "192.168.1.2/24", "dev", "eth0"]);
+            run(&["ip", "-n", h, "link", "set", "eth0", "up"]);
+            run(&["ip", "-n", h, "route", "add", "default", "via", "192.168.1.1"]);
+            // Deleting the first address keeps a second one (the address-change test).
+            run(&["ip", "netns", "exec", h, "sysctl", "-qw", "net.ipv4.conf.eth0.promote_secondaries=1"]);
+        }
+        lab
+    }
+
+    fn all(&self) -> impl Iterator<Item = &str> {
+        [self.public.as_str(), self.server_host.as_str()]
+            .into_iter()
+            .chain(self.routers.iter().map(String::as_str))
+            .chain(self.homes.iter().map(String::as_str))
+    }
+
+    /// Starts the real server in the public namespace and waits until home A reaches it.
+    fn start_server(&mut self, data: &Path) {
+        let server = Command::new("ip")
+            .args(["netns", "exec", &self.server_host, server_binary().to_str().unwrap()])
+            .args(["--listen", "0.0.0.0:7400", "--plain", "--no-echo", "--data-dir"])
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start fala-server");
+        self.server = Some(server);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            let reached = Command::new("ip")
+                .args(["netns", "exec", &self.homes[0], "bash", "-c"])
+                .arg("exec 3<>/dev/tcp/100.64.0.2/7400")
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if reached {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the server did not come up in the public namespace");
+    }
+
+    /// `fala` with `args` in home `i`, with that person's own config folder.
+    fn fala(&self, i: usize, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.homes[i], env!("CARGO_BIN_EXE_fala")]);
+        support::person_config_dir(&mut cmd, args);
+        cmd.args(args)
+            .args(["--plain", "--media-port", MEDIA_PORT])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        for ns in self.all() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn unsafe_free_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// `fala-server`, built next to `fala` by the workspace's build.
+fn server_binary() -> PathBuf {
+    let fala = Path::new(env!("CARGO_BIN_EXE_fala"));
+    let server = fala.with_file_name("fala-server");
+    assert!(
+        server.exists(),
+        "{} is missing: build the workspace (cargo build --workspace)",
+        server.display()
+    );
+    server
+}
+
+/// What one side of a call left behind.
+struct Side {
+    out: Output,
+    heard: PathBuf,
+    stats: serde_json::Value,
+}
+
+/// Ana (home A) calls Bob (home B) for `seconds`; both send the test speech. `during` runs
+/// while the call is up (after `at` seconds).
+fn call(lab: &mut Lab, tag: &str, seconds: u32, during: Option<(f64, &dyn Fn(&Lab))>) -> [Side; 2] {
+    let data = temp_path(&format!("{tag}-server"));
+    lab.start_server(&data);
+    let speech = speech_wav().to_str().unwrap();
+    let files = |who: &str| {
+        (
+            temp_path(&format!("{tag}-{who}.wav")),
+            temp_path(&format!("{tag}-{who}.json")),
+        )
+    };
+    let ((ana_wav, ana_json), (bob_wav, bob_json)) = (files("ana"), files("bob"));
+    let bob = lab
+        .fala(
+            1,
+            &[
+                "answer", "--name", "bob", "--server", SERVER, "--input", speech, "--output",
+                bob_wav.to_str().unwrap(), "--stats", bob_json.to_str().unwrap(),
+            ],
+        )
+        .spawn()
+        .expect("start fala answer");
+    std::thread::sleep(Duration::from_millis(700));
+    let seconds = seconds.to_string();
+    let ana = lab
+        .fala(
+            0,
+            &[
+                "call", "bob", "--name", "ana", "--server", SERVER, "--input", speech, "--output",
+                ana_wav.to_str().unwrap(), "--stats", ana_json.to_str().unwrap(),
+                "--hangup-after", &seconds,
+            ],
+        )
+        .spawn()
+        .expect("start fala call");
+    if let Some((at, action)) = during {
+        std::thread::sleep(Duration::from_secs_f64(at));
+        action(lab);
+    }
+    let limit = Duration::from_secs(60);
+    let (ana, bob) = (finish(ana, limit), finish(bob, limit));
+    let stats = |p: &Path| -> serde_json::Value {
+        let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        serde_json::from_str(&text).unwrap()
+    };
+    [
+        Side {
+            stats: stats(&ana_json),
+            out: ana,
+            heard: ana_wav,
+        },
+        Side {
+            stats: stats(&bob_json),
+            out: bob,
+            heard: bob_wav,
+        },
+    ]
+}
+
+/// Both sides exited well, heard the other's speech, and took `path`.
+fn assert_speech_both_ways(tag: &str, sides: &[Side; 2], path: &str) {
+    let sent = load(speech_wav());
+    for (who, side) in ["ana", "bob"].iter().zip(sides) {
+        assert!(side.out.status.success(), "{tag}: {who}: {}", stderr(&side.out));
+        let s = score(&sent, &load(&side.heard), 500, 800);
+        eprintln!(
+            "{tag}: {who} heard {s:?}; path {}, first audio after {} ms, {} path changes, stats {}",
+            side.stats["path"], side.stats["first_audio_ms"], side.stats["path_changes"], side.stats
+        );
+        assert!(s.correlation > 0.75, "{tag}: {who} heard {s:?}");
+        assert_eq!(side.stats["path"], path, "{tag}: {who}: {}", side.stats);
+    }
+}
+
+#[test]
+fn homes_behind_port_keeping_nats_talk_directly() {
+    let mut lab = Lab::new("kk", [Nat::KeepsPort, Nat::KeepsPort]);
+    let sides = call(&mut lab, "nat-kk", 6, None);
+    assert_speech_both_ways("keeps-port both", &sides, "direct");
+}
+
+#[test]
+fn homes_behind_port_changing_nats_talk_directly() {
+    let mut lab = Lab::new("nn", [Nat::NewPort, Nat::NewPort]);
+    let sides = call(&mut lab, "nat-nn", 6, None);
+    assert_speech_both_ways("new-port both", &sides, "direct");
+}
+
+#[test]
+fn homes_behind_symmetric_nats_talk_through_the_relay() {
+    let mut lab = Lab::new("ss", [Nat::Symmetric, Nat::Symmetric]);
+    let sides = call(&mut lab, "nat-ss", 6, None);
+    assert_speech_both_ways("symmetric both", &sides, "relay");
+}
+
+#[test]
+fn a_symmetric_nat_facing_a_port_keeping_one_uses_the_relay_and_still_talks() {
+    let mut lab = Lab::new("sk", [Nat::Symmetric, Nat::KeepsPort]);
+    let sides = call(&mut lab, "nat-sk", 6, None);
+    assert_speech_both_ways("symmetric and keeps-port", &sides, "relay");
+}
+
+/// Ana's home gets another address in mid-call (a DHCP renewal, a new access point): the
+/// direct path breaks, the call goes on through the relay, and the gap is measured.
+#[test]
+fn a_call_survives_an_address_change_in_mid_call() {
+    let mut lab = Lab::new("mv", [Nat::KeepsPort, Nat::KeepsPort]);
+    let move_ana = |lab: &Lab| {
+        let h = lab.homes[0].as_str();
+        run(&["ip", "-n", h, "addr", "add", "192.168.1.3/24", "dev", "eth0"]);
+        run(&["ip", "-n", h, "addr", "del", "192.168.1.2/24", "dev", "eth0"]);
+        run(&["ip", "-n", h, "route", "replace", "default", "via", "192.168.1.1"]);
+    };
+    let sides = call(&mut lab, "nat-mv", 10, Some((4.0, &move_ana)));
+    for (who, side) in ["ana", "bob"].iter().zip(&sides) {
+        assert!(side.out.status.success(), "{who}: {}", stderr(&side.out));
+        let s = &side.stats;
+        let gap = s["longest_audio_gap_ms"].as_f64().unwrap();
+        let received = s["packets_received"].as_u64().unwrap();
+        eprintln!("address change: {who} longest gap {gap:.0} ms, path {}, {} fallbacks, {received} packets, stats {s}", s["path"], s["path_fallbacks"]);
+        assert!(gap < 5_000.0, "{who}: the call stalled for {gap} ms");
+        // About 9 s of audio after the first: most of it arrived.
+        assert!(received > 300, "{who} received only {received} packets");
+    }
+    let fallbacks: u64 = sides
+        .iter()
+        .map(|s| s.stats["path_fallbacks"].as_u64().unwrap())
+        .sum();
+    assert!(fallbacks >= 1, "the broken direct path was left for the relay");
+}
