@@ -343,26 +343,31 @@ fn a_symmetric_nat_facing_a_port_keeping_one_uses_the_relay_and_still_talks() {
     assert_speech_both_ways("symmetric and keeps-port", &sides, "relay");
 }
 
-/// Ana's home gets another address in mid-call (a DHCP renewal, a new access point): the
-/// direct path breaks, the call goes on through the relay, and the gap is measured.
+/// The direct path breaks in mid-call (the home router starts dropping the peer's UDP, as a
+/// router that reboots or loses its mapping would): the call goes on through the relay, and
+/// the gap is measured. (A change of the home's own address also drops the signaling
+/// connection, which ends the call today: see docs/PROTOCOL.md.)
 #[test]
-fn a_call_survives_an_address_change_in_mid_call() {
-    let mut lab = Lab::new("mv", [Nat::KeepsPort, Nat::KeepsPort]);
-    let move_ana = |lab: &Lab| {
-        let h = lab.homes[0].as_str();
-        run(&["ip", "-n", h, "addr", "add", "192.168.1.3/24", "dev", "eth0"]);
-        run(&["ip", "-n", h, "addr", "del", "192.168.1.2/24", "dev", "eth0"]);
-        run(&["ip", "-n", h, "route", "replace", "default", "via", "192.168.1.1"]);
+fn a_call_survives_its_direct_path_breaking_in_mid_call() {
+    let mut lab = Lab::new("br", [Nat::KeepsPort, Nat::KeepsPort]);
+    let break_direct = |lab: &Lab| {
+        let rules = "add rule inet filter forward ip saddr 100.64.2.2 meta l4proto udp drop\n\
+                     add rule inet filter forward ip daddr 100.64.2.2 meta l4proto udp drop\n";
+        run_with_input(&["ip", "netns", "exec", &lab.routers[0], "nft", "-f", "-"], rules);
     };
-    let sides = call(&mut lab, "nat-mv", 10, Some((4.0, &move_ana)));
+    let sides = call(&mut lab, "nat-br", 10, Some((4.0, &break_direct)));
     for (who, side) in ["ana", "bob"].iter().zip(&sides) {
         assert!(side.out.status.success(), "{who}: {}", stderr(&side.out));
         let s = &side.stats;
         let gap = s["longest_audio_gap_ms"].as_f64().unwrap();
         let received = s["packets_received"].as_u64().unwrap();
-        eprintln!("address change: {who} longest gap {gap:.0} ms, path {}, {} fallbacks, {received} packets, stats {s}", s["path"], s["path_fallbacks"]);
+        eprintln!(
+            "direct path broken: {who}: longest gap {gap:.0} ms, path {}, {} fallbacks, {received} packets; stats {s}",
+            s["path"], s["path_fallbacks"]
+        );
+        assert_eq!(s["path"], "relay", "{who} ended on the relay");
         assert!(gap < 5_000.0, "{who}: the call stalled for {gap} ms");
-        // About 9 s of audio after the first: most of it arrived.
+        // 10 s of audio: all but the gap arrived.
         assert!(received > 300, "{who} received only {received} packets");
     }
     let fallbacks: u64 = sides
