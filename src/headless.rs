@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::app::store::Store;
+use crate::client::audio_watch::AudioWatch;
 use crate::client::contacts::KeyCheck;
 use crate::client::model::{Effect, Notice};
 use crate::client::{ConnectRequest, LinkEvent, MediaOptions, Phone, PhoneEvents};
@@ -56,7 +57,12 @@ struct Run {
     stats: Option<MediaStats>,
     /// Where the contacts (and their pinned identity keys) are kept.
     store: Store,
+    /// Says when nothing arrives from the peer.
+    watch: AudioWatch,
 }
+
+/// How often the call's audio is checked for silence.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 /// Runs one call to its end.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -72,9 +78,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         engine_running: false,
         stats: None,
         store,
+        watch: AudioWatch::default(),
     };
-    let result = run.until_done(&mut events).await;
+    let mut result = run.until_done(&mut events).await;
     run.finish(&mut events.media).await;
+    if let (Ok(()), Some(stats)) = (&result, &run.stats) {
+        if stats.packets_received == 0 {
+            // Both sides said "connected" and nothing came: not a successful call.
+            result = Err(anyhow!(
+                "the call carried no audio: nothing arrived from the other side in {:.0} s",
+                stats.duration_s
+            ));
+        }
+    }
     if let (Some(path), Some(stats)) = (&opts.stats, &run.stats) {
         let json = serde_json::to_string_pretty(stats)?;
         std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
@@ -92,9 +108,11 @@ impl Run {
     /// Follows signaling, media and the hang-up timer until the call is over (or fails).
     async fn until_done(&mut self, events: &mut PhoneEvents) -> anyhow::Result<()> {
         let mut media_open = true;
+        let mut watch = tokio::time::interval(WATCH_EVERY);
         loop {
             let deadline = self.hangup_at;
             tokio::select! {
+                _ = watch.tick() => self.watch_audio(),
                 ev = events.signal.recv() => {
                     let Some(ev) = ev else {
                         return Err(anyhow!("signaling stopped unexpectedly"));
@@ -116,6 +134,23 @@ impl Run {
                     }
                 }
             }
+        }
+    }
+
+    /// Says on standard error when nothing has arrived from the peer for a while, and when it
+    /// comes back.
+    fn watch_audio(&mut self) {
+        let Some(stats) = self
+            .phone
+            .media()
+            .and_then(|m| m.running())
+            .map(|r| r.stats())
+        else {
+            return;
+        };
+        if let Some(notice) = self.watch.check(&stats) {
+            let peer = self.phone.model().calls.peer().unwrap_or("the other side");
+            eprintln!("warning: {}", notice.describe(peer));
         }
     }
 

@@ -28,6 +28,8 @@ enum Nat {
     /// Address-and-port-dependent mapping: a new random port for every destination
     /// (`masquerade fully-random`): "symmetric".
     Symmetric,
+    /// Outgoing UDP dropped (some offices); TCP goes out masqueraded.
+    UdpBlocked,
 }
 
 impl Nat {
@@ -37,9 +39,16 @@ impl Nat {
             Nat::KeepsPort => "masquerade".to_string(),
             // (Port ranges need a protocol; the signaling's TCP is masqueraded.)
             Nat::NewPort => {
-                format!("meta l4proto udp snat to {wan_ip}:20000-29999\n    oifname \"wan\" masquerade")
+                format!(
+                    "meta l4proto udp snat to {wan_ip}:20000-29999\n    oifname \"wan\" masquerade"
+                )
             }
             Nat::Symmetric => "masquerade fully-random".to_string(),
+            Nat::UdpBlocked => "masquerade".to_string(),
+        };
+        let block = match self {
+            Nat::UdpBlocked => "\n    iifname \"lan\" meta l4proto udp drop",
+            _ => "",
         };
         // Like every home router, a firewall drops what comes unasked from outside. (Without
         // it Linux would also track the peer's early probe to the router itself, and then
@@ -47,7 +56,7 @@ impl Nat {
         format!(
             "table ip nat {{\n  chain post {{\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"wan\" {translate}\n  }}\n}}\n\
              table inet filter {{\n  chain input {{\n    type filter hook input priority filter; policy accept;\n    iifname \"wan\" ct state new drop\n  }}\n  \
-             chain forward {{\n    type filter hook forward priority filter; policy accept;\n    iifname \"wan\" ct state new drop\n  }}\n}}\n"
+             chain forward {{\n    type filter hook forward priority filter; policy accept;\n    iifname \"wan\" ct state new drop{block}\n  }}\n}}\n"
         )
     }
 }
@@ -122,34 +131,133 @@ impl Lab {
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
         let p = lab.public.as_str();
-        run(&["ip", "netns", "exec", p, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            p,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
         let srv = lab.server_host.as_str();
-        run(&["ip", "-n", p, "link", "add", "srv", "type", "veth", "peer", "name", "eth0", "netns", srv]);
+        run(&[
+            "ip", "-n", p, "link", "add", "srv", "type", "veth", "peer", "name", "eth0", "netns",
+            srv,
+        ]);
         run(&["ip", "-n", p, "addr", "add", "100.64.0.1/24", "dev", "srv"]);
         run(&["ip", "-n", p, "link", "set", "srv", "up"]);
-        run(&["ip", "-n", srv, "addr", "add", "100.64.0.2/24", "dev", "eth0"]);
+        run(&[
+            "ip",
+            "-n",
+            srv,
+            "addr",
+            "add",
+            "100.64.0.2/24",
+            "dev",
+            "eth0",
+        ]);
         run(&["ip", "-n", srv, "link", "set", "eth0", "up"]);
-        run(&["ip", "-n", srv, "route", "add", "default", "via", "100.64.0.1"]);
+        run(&[
+            "ip",
+            "-n",
+            srv,
+            "route",
+            "add",
+            "default",
+            "via",
+            "100.64.0.1",
+        ]);
         for i in 0..2 {
             let (r, h) = (lab.routers[i].as_str(), lab.homes[i].as_str());
             let (pub_if, net) = (format!("p{i}"), i + 1);
             let (public_side, wan_ip) = (format!("100.64.{net}.1"), format!("100.64.{net}.2"));
-            run(&["ip", "-n", p, "link", "add", &pub_if, "type", "veth", "peer", "name", "wan", "netns", r]);
-            run(&["ip", "-n", r, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", h]);
-            run(&["ip", "-n", p, "addr", "add", &format!("{public_side}/24"), "dev", &pub_if]);
+            run(&[
+                "ip", "-n", p, "link", "add", &pub_if, "type", "veth", "peer", "name", "wan",
+                "netns", r,
+            ]);
+            run(&[
+                "ip", "-n", r, "link", "add", "lan", "type", "veth", "peer", "name", "eth0",
+                "netns", h,
+            ]);
+            run(&[
+                "ip",
+                "-n",
+                p,
+                "addr",
+                "add",
+                &format!("{public_side}/24"),
+                "dev",
+                &pub_if,
+            ]);
             run(&["ip", "-n", p, "link", "set", &pub_if, "up"]);
-            run(&["ip", "-n", r, "addr", "add", &format!("{wan_ip}/24"), "dev", "wan"]);
+            run(&[
+                "ip",
+                "-n",
+                r,
+                "addr",
+                "add",
+                &format!("{wan_ip}/24"),
+                "dev",
+                "wan",
+            ]);
             run(&["ip", "-n", r, "addr", "add", "192.168.1.1/24", "dev", "lan"]);
             run(&["ip", "-n", r, "link", "set", "wan", "up"]);
             run(&["ip", "-n", r, "link", "set", "lan", "up"]);
-            run(&["ip", "-n", r, "route", "add", "default", "via", &public_side]);
-            run(&["ip", "netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-            run_with_input(&["ip", "netns", "exec", r, "nft", "-f", "-"], &nats[i].rules(&wan_ip));
-            run(&["ip", "-n", h, "addr", "add", "192.168.1.2/24", "dev", "eth0"]);
+            run(&[
+                "ip",
+                "-n",
+                r,
+                "route",
+                "add",
+                "default",
+                "via",
+                &public_side,
+            ]);
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                r,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ]);
+            run_with_input(
+                &["ip", "netns", "exec", r, "nft", "-f", "-"],
+                &nats[i].rules(&wan_ip),
+            );
+            run(&[
+                "ip",
+                "-n",
+                h,
+                "addr",
+                "add",
+                "192.168.1.2/24",
+                "dev",
+                "eth0",
+            ]);
             run(&["ip", "-n", h, "link", "set", "eth0", "up"]);
-            run(&["ip", "-n", h, "route", "add", "default", "via", "192.168.1.1"]);
+            run(&[
+                "ip",
+                "-n",
+                h,
+                "route",
+                "add",
+                "default",
+                "via",
+                "192.168.1.1",
+            ]);
             // Deleting the first address keeps a second one (the address-change test).
-            run(&["ip", "netns", "exec", h, "sysctl", "-qw", "net.ipv4.conf.eth0.promote_secondaries=1"]);
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                h,
+                "sysctl",
+                "-qw",
+                "net.ipv4.conf.eth0.promote_secondaries=1",
+            ]);
         }
         lab
     }
@@ -164,8 +272,19 @@ impl Lab {
     /// Starts the real server in the public namespace and waits until home A reaches it.
     fn start_server(&mut self, data: &Path) {
         let server = Command::new("ip")
-            .args(["netns", "exec", &self.server_host, server_binary().to_str().unwrap()])
-            .args(["--listen", "0.0.0.0:7400", "--plain", "--no-echo", "--data-dir"])
+            .args([
+                "netns",
+                "exec",
+                &self.server_host,
+                server_binary().to_str().unwrap(),
+            ])
+            .args([
+                "--listen",
+                "0.0.0.0:7400",
+                "--plain",
+                "--no-echo",
+                "--data-dir",
+            ])
             .arg(data)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -257,8 +376,17 @@ fn call(lab: &mut Lab, tag: &str, seconds: u32, during: Option<(f64, &dyn Fn(&La
         .fala(
             1,
             &[
-                "answer", "--name", "bob", "--server", SERVER, "--input", speech, "--output",
-                bob_wav.to_str().unwrap(), "--stats", bob_json.to_str().unwrap(),
+                "answer",
+                "--name",
+                "bob",
+                "--server",
+                SERVER,
+                "--input",
+                speech,
+                "--output",
+                bob_wav.to_str().unwrap(),
+                "--stats",
+                bob_json.to_str().unwrap(),
             ],
         )
         .spawn()
@@ -269,9 +397,20 @@ fn call(lab: &mut Lab, tag: &str, seconds: u32, during: Option<(f64, &dyn Fn(&La
         .fala(
             0,
             &[
-                "call", "bob", "--name", "ana", "--server", SERVER, "--input", speech, "--output",
-                ana_wav.to_str().unwrap(), "--stats", ana_json.to_str().unwrap(),
-                "--hangup-after", &seconds,
+                "call",
+                "bob",
+                "--name",
+                "ana",
+                "--server",
+                SERVER,
+                "--input",
+                speech,
+                "--output",
+                ana_wav.to_str().unwrap(),
+                "--stats",
+                ana_json.to_str().unwrap(),
+                "--hangup-after",
+                &seconds,
             ],
         )
         .spawn()
@@ -304,11 +443,18 @@ fn call(lab: &mut Lab, tag: &str, seconds: u32, during: Option<(f64, &dyn Fn(&La
 fn assert_speech_both_ways(tag: &str, sides: &[Side; 2], path: &str) {
     let sent = load(speech_wav());
     for (who, side) in ["ana", "bob"].iter().zip(sides) {
-        assert!(side.out.status.success(), "{tag}: {who}: {}", stderr(&side.out));
+        assert!(
+            side.out.status.success(),
+            "{tag}: {who}: {}",
+            stderr(&side.out)
+        );
         let s = score(&sent, &load(&side.heard), 500, 800);
         eprintln!(
             "{tag}: {who} heard {s:?}; path {}, first audio after {} ms, {} path changes, stats {}",
-            side.stats["path"], side.stats["first_audio_ms"], side.stats["path_changes"], side.stats
+            side.stats["path"],
+            side.stats["first_audio_ms"],
+            side.stats["path_changes"],
+            side.stats
         );
         assert!(s.correlation > 0.75, "{tag}: {who} heard {s:?}");
         assert_eq!(side.stats["path"], path, "{tag}: {who}: {}", side.stats);
@@ -353,7 +499,10 @@ fn a_call_survives_its_direct_path_breaking_in_mid_call() {
     let break_direct = |lab: &Lab| {
         let rules = "add rule inet filter forward ip saddr 100.64.2.2 meta l4proto udp drop\n\
                      add rule inet filter forward ip daddr 100.64.2.2 meta l4proto udp drop\n";
-        run_with_input(&["ip", "netns", "exec", &lab.routers[0], "nft", "-f", "-"], rules);
+        run_with_input(
+            &["ip", "netns", "exec", &lab.routers[0], "nft", "-f", "-"],
+            rules,
+        );
     };
     let sides = call(&mut lab, "nat-br", 10, Some((4.0, &break_direct)));
     for (who, side) in ["ana", "bob"].iter().zip(&sides) {
@@ -374,5 +523,31 @@ fn a_call_survives_its_direct_path_breaking_in_mid_call() {
         .iter()
         .map(|s| s.stats["path_fallbacks"].as_u64().unwrap())
         .sum();
-    assert!(fallbacks >= 1, "the broken direct path was left for the relay");
+    assert!(
+        fallbacks >= 1,
+        "the broken direct path was left for the relay"
+    );
+}
+
+/// A home whose network drops all outgoing UDP (no TCP tunnel yet): both sides say that no
+/// audio arrives while the call is up, and both exit with an error saying the call carried
+/// no audio, instead of "connected, encrypted" and silence.
+#[test]
+fn a_home_without_udp_hears_nothing_and_both_sides_say_so() {
+    let mut lab = Lab::new("ub", [Nat::UdpBlocked, Nat::KeepsPort]);
+    let sides = call(&mut lab, "nat-ub", 6, None);
+    for (who, side) in ["ana", "bob"].iter().zip(&sides) {
+        let err = stderr(&side.out);
+        eprintln!("udp blocked: {who}: {err}");
+        assert!(
+            !side.out.status.success(),
+            "{who} exited 0 after a silent call"
+        );
+        assert!(
+            err.contains("no audio from"),
+            "{who} warned while the call was up: {err}"
+        );
+        assert!(err.contains("carried no audio"), "{who}: {err}");
+        assert_eq!(side.stats["packets_received"], 0);
+    }
 }

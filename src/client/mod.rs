@@ -11,6 +11,7 @@
 //! - [`options`]: how calls sound, from a command line or the window's settings.
 //! - [`identity_file`]: the client's identity key on disk.
 
+pub mod audio_watch;
 pub mod call_crypto;
 pub mod contacts;
 pub mod history;

@@ -134,6 +134,8 @@ pub struct SessionStats {
     pub first_media_us: Option<u64>,
     /// When the last media packet arrived, µs on the driver's clock.
     pub last_media_us: Option<u64>,
+    /// When anything authentic (media, a report, a check) last came from the peer, µs.
+    pub last_heard_us: Option<u64>,
     /// The longest time between two media packets (a path that broke, a peer that stalled;
     /// with DTX also the pauses in speech), µs.
     pub longest_media_gap_us: u64,
@@ -331,6 +333,7 @@ impl MediaSession {
     pub fn stats(&self) -> SessionStats {
         let mut s = self.stats;
         s.consented = self.consented();
+        s.last_heard_us = self.last_authentic_us.max(s.last_media_us);
         s.packets_lost = self.reception.cumulative_lost();
         s.jitter_ms = f64::from(self.reception.jitter()) / 48.0;
         s.relayed = self.via_relay();

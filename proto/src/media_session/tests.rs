@@ -774,7 +774,10 @@ fn a_side_ignores_its_own_checks_looped_back() {
         call.a.handle_datagram(call.now, addr(A), d);
     }
     let answers = checks(&mut call.a, call.now);
-    assert!(answers.iter().all(|(to, _)| *to != addr(A)), "no answer to itself");
+    assert!(
+        answers.iter().all(|(to, _)| *to != addr(A)),
+        "no answer to itself"
+    );
     assert!(call.a.via_relay());
 }
 

@@ -101,6 +101,7 @@ pub(super) static EN: Strings = Strings {
     stat_quality: "Quality",
     stat_path: "Path",
     path_direct: "direct",
+    no_audio_for: "Nothing has arrived from the other side for {} s. The network between you may be blocking the call's audio; Fala keeps trying other ways.",
     path_relay: "via the server",
     quality_good: "good",
     quality_fair: "fair",

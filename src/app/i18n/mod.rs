@@ -145,6 +145,8 @@ pub struct Strings {
     pub stat_quality: &'static str,
     pub stat_path: &'static str,
     pub path_direct: &'static str,
+    /// Nothing from the peer for {} seconds.
+    pub no_audio_for: &'static str,
     pub path_relay: &'static str,
     pub quality_good: &'static str,
     pub quality_fair: &'static str,

@@ -100,6 +100,7 @@ pub(super) static PT_BR: Strings = Strings {
     stat_quality: "Qualidade",
     stat_path: "Caminho",
     path_direct: "direto",
+    no_audio_for: "Nada chegou do outro lado há {} s. A rede entre vocês pode estar bloqueando o áudio da chamada; o Fala continua tentando outros caminhos.",
     path_relay: "pelo servidor",
     quality_good: "boa",
     quality_fair: "razoável",

@@ -246,9 +246,21 @@ fn audio_banners(app: &App, ui: &mut egui::Ui) {
                 ui.add_space(4.0);
                 widgets::banner(ui, Tone::Warning, missing);
             }
+            if let Some(seconds) = silent_seconds(app) {
+                ui.add_space(4.0);
+                let text = fill(tr.no_audio_for, seconds.to_string());
+                widgets::banner(ui, Tone::Warning, &text);
+            }
         }
     }
     ui.add_space(8.0);
+}
+
+/// How long nothing has come from the peer, once that is long enough to say so.
+fn silent_seconds(app: &App) -> Option<u32> {
+    let stats = app.phone.media()?.running()?.stats();
+    let silent = stats.silent_for_ms >= crate::client::audio_watch::NO_AUDIO_AFTER_MS;
+    silent.then_some((stats.silent_for_ms / 1000.0) as u32)
 }
 
 /// One line when the call has no microphone or no speaker (none found, none would open, or

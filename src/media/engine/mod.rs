@@ -111,8 +111,9 @@ pub struct MediaStats {
     /// The longest time without an audio packet from the peer once audio had come, ms
     /// (a broken path; with DTX also pauses in speech).
     pub longest_audio_gap_ms: f64,
-    /// How long since the last audio packet from the peer (or since the start, if none came
-    /// yet), ms: the "no audio" warnings read it.
+    /// How long nothing at all (audio, reports, checks) has come from the peer (since the
+    /// start, if nothing came yet), ms: the "no audio" warnings read it. Reports come every
+    /// second even in DTX pauses, so this grows only when the path is broken.
     pub silent_for_ms: f64,
     /// RTP packets sent.
     pub packets_sent: u64,

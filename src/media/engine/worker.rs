@@ -161,7 +161,7 @@ impl Worker {
             longest_audio_gap_ms: t.longest_media_gap_us as f64 / 1000.0,
             silent_for_ms: {
                 let now_us = elapsed.as_micros() as u64;
-                now_us.saturating_sub(t.last_media_us.unwrap_or(0)) as f64 / 1000.0
+                now_us.saturating_sub(t.last_heard_us.unwrap_or(0)) as f64 / 1000.0
             },
             packets_received: t.packets_received,
             packets_lost: t.packets_lost,
