@@ -91,7 +91,8 @@ struct AudioArgs {
     /// Take calls whose other side sends media in clear (refused by default).
     #[arg(long)]
     allow_unencrypted: bool,
-    /// Send and receive call audio through the server's relay, never directly.
+    /// Send and receive call audio through the server's relay, never directly: the other side
+    /// never learns your address (the server shows it the relay instead).
     #[arg(long)]
     always_relay: bool,
 }

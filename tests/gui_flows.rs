@@ -146,6 +146,7 @@ fn peer_calls_window(w: &World, h: &mut Harness<'static, App>, bob: &mut Raw) {
             to: "ana".into(),
             commit: None,
             candidates: Vec::new(),
+            hide_address: false,
         },
     );
     wait_text(h, "bob is calling you");
@@ -188,6 +189,7 @@ fn finds_people_and_follows_their_presence() {
             to: "bob".into(),
             commit: None,
             candidates: Vec::new(),
+            hide_address: false,
         },
     );
     wait(&mut h, "two users in a call", |h| {
@@ -301,6 +303,7 @@ fn call_accepted_then_hung_up_from_the_window() {
             key: None,
             signature: None,
             candidates: Vec::new(),
+            hide_address: false,
         },
     );
     wait_text(&mut h, "In a call with bob");
@@ -369,6 +372,7 @@ fn hang_up_hotkey_ends_the_call() {
             key: None,
             signature: None,
             candidates: Vec::new(),
+            hide_address: false,
         },
     );
     wait_text(&mut h, "In a call with bob");
@@ -439,6 +443,7 @@ fn calling_a_busy_user_says_busy() {
             to: "bob".into(),
             commit: None,
             candidates: Vec::new(),
+            hide_address: false,
         },
     );
     let id = incoming_id(&w.expect(&mut bob, |m| matches!(m, ServerMsg::IncomingCall { .. })));
@@ -450,6 +455,7 @@ fn calling_a_busy_user_says_busy() {
             key: None,
             signature: None,
             candidates: Vec::new(),
+            hide_address: false,
         },
     );
     wait(&mut h, "bob busy", |h| {
@@ -496,6 +502,7 @@ fn peer_lost_during_a_call() {
             key: None,
             signature: None,
             candidates: Vec::new(),
+            hide_address: false,
         },
     );
     wait_text(&mut h, "In a call with bob");
@@ -637,6 +644,7 @@ fn configured_hang_up_key_works() {
             key: None,
             signature: None,
             candidates: Vec::new(),
+            hide_address: false,
         },
     );
     wait_text(&mut h, "In a call with bob");
@@ -696,6 +704,7 @@ fn a_changed_identity_is_refused_until_the_new_key_is_accepted() {
             key: None,
             signature: None,
             candidates: Vec::new(),
+            hide_address: false,
         },
     );
     wait_text(&mut h, "identity key has changed since your last call");
@@ -714,6 +723,7 @@ fn a_changed_identity_is_refused_until_the_new_key_is_accepted() {
             key: None,
             signature: None,
             candidates: Vec::new(),
+            hide_address: false,
         },
     );
     wait_text(&mut h, "In a call with bob");
@@ -741,6 +751,7 @@ fn an_unusable_key_commitment_declines_instead_of_going_clear() {
             to: "ana".into(),
             commit: Some(serde_bytes::ByteBuf::from(vec![1; 31])),
             candidates: Vec::new(),
+            hide_address: false,
         },
     );
     wait_text(&mut h, "bob is calling you");
@@ -768,6 +779,7 @@ fn a_blocked_caller_never_rings_until_unblocked() {
             to: "ana".into(),
             commit: None,
             candidates: Vec::new(),
+            hide_address: false,
         },
     );
     expect_ended(&w, &mut bob, EndReason::Declined);
@@ -792,6 +804,7 @@ fn a_blocked_caller_never_rings_until_unblocked() {
             to: "ana".into(),
             commit: None,
             candidates: Vec::new(),
+            hide_address: false,
         },
     );
     wait_text(&mut h, "bob is calling you");

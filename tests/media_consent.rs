@@ -1,6 +1,6 @@
 //! A caller who lies about its media address: the real `fala answer` sends nothing there but
-//! small probes until something authentic comes back from that address, and audio as soon
-//! as it does.
+//! small, paced connectivity checks (its probes go through the relay) until that address
+//! answers a check authentically and nominates itself, and audio as soon as it does.
 
 mod support;
 
@@ -9,32 +9,44 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fala_proto::call_keys::CallerKeys;
-use fala_proto::media_crypto::RTCP_OVERHEAD;
-use fala_proto::{rtcp, rtp, ClientMsg, ServerMsg};
+use fala_proto::{path_check, rtp, ClientMsg, ServerMsg};
 use fala_server::Config;
 use serde_bytes::ByteBuf;
 use support::audio::{speech_wav, temp_path};
 use support::{finish, Raw, TestServer};
 
-/// What arrived at a socket in `window`: (RTP datagrams, RTCP datagrams, largest RTCP size).
-fn count_arrivals(socket: &UdpSocket, window: Duration) -> (usize, usize, usize) {
+/// What arrived at a socket in `window`.
+#[derive(Debug, Default)]
+struct Arrivals {
+    rtp: usize,
+    rtcp: usize,
+    /// Connectivity checks (STUN), and the last one.
+    checks: usize,
+    last_check: Vec<u8>,
+    largest: usize,
+}
+
+fn count_arrivals(socket: &UdpSocket, window: Duration) -> Arrivals {
     socket
         .set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
-    let (mut media, mut reports, mut largest) = (0, 0, 0);
+    let mut got = Arrivals::default();
     let mut buf = [0u8; 2048];
     let until = Instant::now() + window;
     while Instant::now() < until {
         if let Ok((n, _)) = socket.recv_from(&mut buf) {
-            if rtp::is_rtcp(&buf[..n]) {
-                reports += 1;
-                largest = largest.max(n);
+            got.largest = got.largest.max(n);
+            if fala_proto::stun::is_stun(&buf[..n]) {
+                got.checks += 1;
+                got.last_check = buf[..n].to_vec();
+            } else if rtp::is_rtcp(&buf[..n]) {
+                got.rtcp += 1;
             } else {
-                media += 1;
+                got.rtp += 1;
             }
         }
     }
-    (media, reports, largest)
+    got
 }
 
 #[test]
@@ -94,6 +106,7 @@ fn a_false_media_address_gets_only_probes_until_it_answers() {
                 to: "bob".into(),
                 commit: Some(ByteBuf::from(caller.commitment().to_vec())),
                 candidates: Vec::new(),
+                hide_address: false,
             })
             .await;
         let connected = mallory
@@ -123,31 +136,50 @@ fn a_false_media_address_gets_only_probes_until_it_answers() {
         (mallory, keys, media, call_id)
     });
 
-    // Two seconds of Bob's call: the victim gets small reports only, never audio.
-    let (media, probes, largest) = count_arrivals(&victim, Duration::from_secs(2));
-    eprintln!("before an answer: {media} RTP, {probes} RTCP (largest {largest} bytes)");
-    assert_eq!(media, 0, "audio went to an address that never answered");
-    // One a frame for half a second, then ten a second.
-    assert!((25..=45).contains(&probes), "{probes} probes in 2 s");
-    assert!(largest <= 100, "a probe of {largest} bytes");
+    // Two seconds of Bob's call: the victim gets a few small checks only, never audio (Bob
+    // talks through the relay meanwhile).
+    let before = count_arrivals(&victim, Duration::from_secs(2));
+    eprintln!("before an answer: {before:?}");
+    assert_eq!(
+        before.rtp, 0,
+        "audio went to an address that never answered"
+    );
+    assert_eq!(before.rtcp, 0, "probes go through the relay");
+    // At 0, 0.1, 0.3, 0.7 and 1.5 s.
+    assert!(
+        (3..=8).contains(&before.checks),
+        "{} checks in 2 s",
+        before.checks
+    );
+    assert!(before.largest <= 96, "a check of {} bytes", before.largest);
 
-    // The address answers with an authentic report (it holds the call's keys): audio flows.
-    let report = rtcp::Report {
-        ssrc: 0x5eed,
-        sender: None,
-        block: None,
+    // The address answers a check (it holds the call's keys) and, as the caller, nominates
+    // itself: audio flows there.
+    let key = keys.check_key();
+    let Ok(path_check::Check::Request { id, .. }) =
+        path_check::parse(&before.last_check, Some(key))
+    else {
+        panic!("not a check keyed for the call");
     };
-    let mut buf = [0u8; rtcp::MAX_REPORT_LEN + RTCP_OVERHEAD];
-    let len = report.write(&mut buf).unwrap();
-    let len = keys.encrypt_rtcp(&mut buf, len, 1).unwrap();
-    victim.send_to(&buf[..len], bob_media.to_string()).unwrap();
-    let (media, _, _) = count_arrivals(&victim, Duration::from_secs(1));
-    eprintln!("after an answer: {media} RTP in 1 s");
+    let bob_addr: std::net::SocketAddr = bob_media.to_string().parse().unwrap();
+    let mut buf = [0u8; path_check::MAX_CHECK_LEN];
+    let n = path_check::write_response(id, bob_addr, Some(key), &mut buf);
+    victim.send_to(&buf[..n], bob_addr).unwrap();
+    let n = path_check::write_request([7; 12], (true, true), Some(key), &mut buf);
+    victim.send_to(&buf[..n], bob_addr).unwrap();
+    let after = count_arrivals(&victim, Duration::from_secs(1));
+    eprintln!("after an answer: {after:?}");
     // Speech at 50 packets a second (fewer in its pauses, with DTX).
-    assert!(media >= 15, "only {media} RTP packets after consent");
+    assert!(
+        after.rtp >= 15,
+        "only {} RTP packets after consent",
+        after.rtp
+    );
 
     rt.block_on(mallory.send(&ClientMsg::Hangup { call_id }));
     let bob = finish(bob, Duration::from_secs(20));
-    assert!(bob.status.success(), "{}", support::stderr(&bob));
+    // Mallory never sent Bob any audio: his call ends as one that carried none.
+    let err = support::stderr(&bob);
+    assert!(!bob.status.success() && err.contains("carried no audio"), "{err}");
     rt.block_on(server.stop());
 }

@@ -123,6 +123,7 @@ fn a_swapped_callee_key_is_refused_by_the_caller() {
             key: other_key(),
             signature,
             candidates: Vec::new(),
+            hide_address: false,
         },
         other => other,
     });

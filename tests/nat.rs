@@ -168,7 +168,7 @@ impl Lab {
             "via",
             "100.64.0.1",
         ]);
-        for i in 0..2 {
+        for (i, nat) in nats.iter().enumerate() {
             let (r, h) = (lab.routers[i].as_str(), lab.homes[i].as_str());
             let (pub_if, net) = (format!("p{i}"), i + 1);
             let (public_side, wan_ip) = (format!("100.64.{net}.1"), format!("100.64.{net}.2"));
@@ -225,7 +225,7 @@ impl Lab {
             ]);
             run_with_input(
                 &["ip", "netns", "exec", r, "nft", "-f", "-"],
-                &nats[i].rules(&wan_ip),
+                &nat.rules(&wan_ip),
             );
             run(&[
                 "ip",
@@ -359,9 +359,12 @@ struct Side {
     stats: serde_json::Value,
 }
 
+/// Something done to the networks `at` seconds into a call.
+type DuringCall<'a> = Option<(f64, &'a dyn Fn(&Lab))>;
+
 /// Ana (home A) calls Bob (home B) for `seconds`; both send the test speech. `during` runs
-/// while the call is up (after `at` seconds).
-fn call(lab: &mut Lab, tag: &str, seconds: u32, during: Option<(f64, &dyn Fn(&Lab))>) -> [Side; 2] {
+/// while the call is up.
+fn call(lab: &mut Lab, tag: &str, seconds: u32, during: DuringCall<'_>) -> [Side; 2] {
     let data = temp_path(&format!("{tag}-server"));
     lab.start_server(&data);
     let speech = speech_wav().to_str().unwrap();

@@ -15,6 +15,7 @@ async fn ring(ana: &mut Raw, bob: &mut Raw) -> CallId {
         to: "bob".into(),
         commit: Some(serde_bytes::ByteBuf::from(vec![1, 2, 3])),
         candidates: Vec::new(),
+        hide_address: false,
     })
     .await;
     let id = match ana.recv().await {
@@ -54,6 +55,7 @@ async fn invite(from: &mut Raw, to: &str) {
         to: to.into(),
         commit: None,
         candidates: Vec::new(),
+        hide_address: false,
     })
     .await;
 }
@@ -95,6 +97,7 @@ async fn accept_then_caller_hangs_up() {
         key: None,
         signature: None,
         candidates: Vec::new(),
+        hide_address: false,
     })
     .await;
     match ana.recv().await {
@@ -145,6 +148,7 @@ async fn callee_hangs_up() {
         key: None,
         signature: None,
         candidates: Vec::new(),
+        hide_address: false,
     })
     .await;
     assert!(
@@ -184,6 +188,7 @@ async fn busy_when_callee_is_ringing_or_talking() {
         key: None,
         signature: None,
         candidates: Vec::new(),
+        hide_address: false,
     })
     .await;
     ana.recv().await;
@@ -210,6 +215,7 @@ async fn caller_cancels_before_answer() {
         key: None,
         signature: None,
         candidates: Vec::new(),
+        hide_address: false,
     })
     .await;
     expect_error(&mut ana, ErrorCode::UnknownCall).await;
@@ -223,6 +229,7 @@ async fn caller_cancels_before_answer() {
         key: None,
         signature: None,
         candidates: Vec::new(),
+        hide_address: false,
     })
     .await;
     expect_error(&mut bob, ErrorCode::UnknownCall).await;
@@ -242,6 +249,7 @@ async fn a_third_party_cannot_touch_a_call() {
             key: None,
             signature: None,
             candidates: Vec::new(),
+            hide_address: false,
         },
         ClientMsg::Decline { call_id: id },
         ClientMsg::Cancel { call_id: id },
@@ -262,6 +270,7 @@ async fn a_third_party_cannot_touch_a_call() {
         key: None,
         signature: None,
         candidates: Vec::new(),
+        hide_address: false,
     })
     .await;
     assert!(matches!(ana.recv().await, ServerMsg::CallConnected { .. }));
@@ -350,6 +359,7 @@ async fn peer_dropping_in_a_call_is_reported_at_once() {
         key: None,
         signature: None,
         candidates: Vec::new(),
+        hide_address: false,
     })
     .await;
     ana.recv().await;
@@ -433,6 +443,7 @@ async fn echo_user_answers_at_once_and_is_never_busy() {
             to: "echo".into(),
             commit: Some(serde_bytes::ByteBuf::from(vec![9u8; 32])),
             candidates: Vec::new(),
+            hide_address: false,
         })
         .await;
         let id = match c.recv().await {
@@ -548,6 +559,7 @@ async fn the_callers_key_is_revealed_only_after_the_callees() {
             to: "bob".into(),
             commit: bytes(1, 32),
             candidates: Vec::new(),
+            hide_address: false,
         })
         .await;
         let id = match ana.recv().await {
@@ -564,6 +576,7 @@ async fn the_callers_key_is_revealed_only_after_the_callees() {
             key: bytes(2, 32),
             signature: bytes(3, 64),
             candidates: Vec::new(),
+            hide_address: false,
         })
         .await;
         match ana.recv().await {
@@ -668,6 +681,7 @@ async fn errors_name_their_request_and_shutdown_ends_calls_first() {
         key: None,
         signature: None,
         candidates: Vec::new(),
+        hide_address: false,
     })
     .await;
     assert!(matches!(ana.recv().await, ServerMsg::CallConnected { .. }));
@@ -703,6 +717,7 @@ async fn the_relay_forwards_between_the_legs_of_a_call_only() {
         key: None,
         signature: None,
         candidates: Vec::new(),
+        hide_address: false,
     })
     .await;
     let relay_of = |m: ServerMsg| match m {
@@ -789,4 +804,73 @@ async fn the_relay_forwards_between_the_legs_of_a_call_only() {
         "forwarded after the call ended"
     );
     server.stop().await;
+}
+
+/// Each side's candidates reach the other side only in `call_connected` (never in
+/// `incoming_call`); a side that hides its addresses is shown as the relay, without
+/// candidates, while it still learns the other side's; more than 8 candidates are refused.
+#[tokio::test]
+async fn candidates_go_to_the_peer_at_connect_and_a_hidden_side_is_shown_as_the_relay() {
+    use fala_proto::Candidate;
+    let server = TestServer::start(Config::default()).await;
+    let (mut ana, mut bob) = pair(&server).await;
+    let cand = |s: &str| Candidate(s.parse().unwrap());
+    let too_many: Vec<_> = (1..=9)
+        .map(|i| cand(&format!("198.51.100.{i}:5000")))
+        .collect();
+    ana.send(&ClientMsg::Invite {
+        to: "bob".into(),
+        commit: None,
+        candidates: too_many,
+        hide_address: false,
+    })
+    .await;
+    match ana.recv().await {
+        ServerMsg::Error { code, .. } => assert_eq!(code, ErrorCode::InvalidMessage),
+        other => panic!("9 candidates taken: {other:?}"),
+    }
+    ana.send(&ClientMsg::Invite {
+        to: "bob".into(),
+        commit: None,
+        candidates: vec![cand("198.51.100.7:6001"), cand("[2001:db8::7]:6001")],
+        hide_address: true,
+    })
+    .await;
+    assert!(matches!(ana.recv().await, ServerMsg::Ringing { .. }));
+    let call_id = match bob.recv().await {
+        // No address of the caller's before the callee accepts.
+        ServerMsg::IncomingCall { call_id, .. } => call_id,
+        other => panic!("unexpected {other:?}"),
+    };
+    bob.send(&ClientMsg::Accept {
+        call_id,
+        media: None,
+        key: None,
+        signature: None,
+        candidates: vec![cand("203.0.113.9:7001")],
+        hide_address: false,
+    })
+    .await;
+    let connected = |m: ServerMsg| match m {
+        ServerMsg::CallConnected {
+            media,
+            relay: Some(relay),
+            candidates,
+            ..
+        } => (media, relay, candidates),
+        other => panic!("unexpected {other:?}"),
+    };
+    let (bob_media_for_ana, _, bob_candidates) = connected(ana.recv().await);
+    assert_eq!(
+        bob_media_for_ana.port(),
+        5002,
+        "Bob does not hide: his address"
+    );
+    assert_eq!(bob_candidates, vec![cand("203.0.113.9:7001")]);
+    let (ana_media_for_bob, bobs_relay, ana_candidates) = connected(bob.recv().await);
+    assert_eq!(
+        ana_media_for_bob, bobs_relay.media,
+        "Ana hides: Bob sees the relay"
+    );
+    assert!(ana_candidates.is_empty(), "and none of her candidates");
 }

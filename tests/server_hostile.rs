@@ -265,6 +265,7 @@ async fn invite_flood_is_limited() {
             to: "ghost".into(),
             commit: None,
             candidates: Vec::new(),
+            hide_address: false,
         })
         .await;
         if let ServerMsg::Error {
@@ -502,6 +503,7 @@ async fn connections_of_one_address_share_their_invites() {
             to: "target".into(),
             commit: None,
             candidates: Vec::new(),
+            hide_address: false,
         })
         .await;
         let reply = c.recv().await;

@@ -186,6 +186,7 @@ async fn list_and_live_presence_events_when_the_operator_opens_the_list() {
         to: "bob".into(),
         commit: None,
         candidates: Vec::new(),
+        hide_address: false,
     })
     .await;
     let call_id = match bob.recv().await {
@@ -477,6 +478,7 @@ async fn watching_follows_only_the_named_people() {
         to: "eve".into(),
         commit: None,
         candidates: Vec::new(),
+        hide_address: false,
     })
     .await;
     assert_eq!(

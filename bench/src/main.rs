@@ -9,6 +9,7 @@
 //! losses and CPU (see `media.rs`).
 
 mod media;
+mod relay;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,6 +55,19 @@ enum Bench {
         #[arg(long)]
         tls: bool,
     },
+    /// The media relay's capacity: concurrent relayed calls at a voice call's packet rate,
+    /// the delay the relay adds and what it loses.
+    Relay {
+        /// Concurrent calls, one level after another (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "250,500,1000,1500")]
+        calls: Vec<usize>,
+        /// Seconds of traffic per level (relayed, then straight for the baseline).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The server binary (default: fala-server next to this program).
+        #[arg(long)]
+        server_bin: Option<PathBuf>,
+    },
     /// Voice quality and latency of live calls on each netsim profile, vs a fixed-buffer
     /// baseline and an offline Opus reference.
     Media {
@@ -97,6 +111,22 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(signaling(clients, calls, concurrency, server_bin, tls))
+        }
+        Bench::Relay {
+            calls,
+            seconds,
+            server_bin,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("fala-bench")
+                .enable_all()
+                .build()?;
+            rt.block_on(relay::run(relay::RelayArgs {
+                levels: calls,
+                seconds,
+                server_bin,
+            }))
         }
         Bench::Media {
             work_dir,
@@ -320,6 +350,7 @@ async fn signaling(
                 to: format!("user{}", 2 * k + 1),
                 commit: None,
                 candidates: Vec::new(),
+                hide_address: false,
             })
             .await?;
         let id = loop {
@@ -434,6 +465,7 @@ async fn call_setups(
                 to,
                 commit: None,
                 candidates: Vec::new(),
+                hide_address: false,
             })
             .await?;
     }

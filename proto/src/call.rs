@@ -183,7 +183,7 @@ impl CallMachine {
         &mut self,
         peer: &str,
         commit: Option<ByteBuf>,
-        candidates: Vec<Candidate>,
+        (candidates, hide_address): (Vec<Candidate>, bool),
         now: Instant,
     ) -> Result<ClientMsg, CallError> {
         if self.is_busy() {
@@ -198,6 +198,7 @@ impl CallMachine {
             to: peer.to_string(),
             commit,
             candidates,
+            hide_address,
         })
     }
 
@@ -207,7 +208,7 @@ impl CallMachine {
         &mut self,
         media: Option<MediaAddr>,
         signed_key: Option<(ByteBuf, ByteBuf)>,
-        candidates: Vec<Candidate>,
+        (candidates, hide_address): (Vec<Candidate>, bool),
     ) -> Result<ClientMsg, CallError> {
         let (key, signature) = signed_key.unzip();
         match &self.state {
@@ -217,6 +218,7 @@ impl CallMachine {
                 key,
                 signature,
                 candidates,
+                hide_address,
             }),
             _ => Err(CallError::NoIncomingCall),
         }
@@ -415,9 +417,12 @@ mod tests {
     fn outgoing_call_rings_connects_and_ends() {
         let t0 = Instant::now();
         let mut m = CallMachine::new();
-        let invite = m.dial("bob", None, Vec::new(), t0).unwrap();
+        let invite = m.dial("bob", None, (Vec::new(), false), t0).unwrap();
         assert!(matches!(invite, ClientMsg::Invite { ref to, .. } if to == "bob"));
-        assert_eq!(m.dial("carol", None, Vec::new(), t0), Err(CallError::Busy));
+        assert_eq!(
+            m.dial("carol", None, (Vec::new(), false), t0),
+            Err(CallError::Busy)
+        );
         let id = CallId(7);
         let ringing = ServerMsg::Ringing {
             call_id: id,
@@ -461,7 +466,7 @@ mod tests {
     fn hangup_while_dialing_cancels_once_id_known() {
         let t0 = Instant::now();
         let mut m = CallMachine::new();
-        m.dial("bob", None, Vec::new(), t0).unwrap();
+        m.dial("bob", None, (Vec::new(), false), t0).unwrap();
         assert_eq!(m.hangup(t0).unwrap(), None);
         assert!(!m.is_busy());
         let ringing = ServerMsg::Ringing {
@@ -478,13 +483,13 @@ mod tests {
     fn not_found_and_busy_end_the_attempt() {
         let t0 = Instant::now();
         let mut m = CallMachine::new();
-        m.dial("ghost", None, Vec::new(), t0).unwrap();
+        m.dial("ghost", None, (Vec::new(), false), t0).unwrap();
         let err = ServerMsg::error(ErrorCode::UserNotFound, "no ghost");
         assert_eq!(
             m.on_server(&err, t0).0,
             Some(CallEvent::Ended(Outcome::NotFound))
         );
-        m.dial("bob", None, Vec::new(), t0).unwrap();
+        m.dial("bob", None, (Vec::new(), false), t0).unwrap();
         let busy = ServerMsg::CallEnded {
             call_id: CallId(3),
             peer: "bob".into(),
@@ -501,7 +506,7 @@ mod tests {
         let t0 = Instant::now();
         let mut m = CallMachine::new();
         assert_eq!(
-            m.accept(None, None, Vec::new()),
+            m.accept(None, None, (Vec::new(), false)),
             Err(CallError::NoIncomingCall)
         );
         let inc = ServerMsg::IncomingCall {
@@ -523,7 +528,7 @@ mod tests {
             Some(ClientMsg::Decline { call_id: CallId(6) })
         );
         assert!(matches!(
-            m.accept(None, None, Vec::new()),
+            m.accept(None, None, (Vec::new(), false)),
             Ok(ClientMsg::Accept {
                 call_id: CallId(5),
                 ..

@@ -44,6 +44,10 @@ pub struct RelayOffer {
     pub token: ByteBuf,
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// Most candidate addresses in one `invite` or `accept`; more get `error invalid_message`.
 pub const CANDIDATES_MAX: usize = 8;
 
@@ -307,6 +311,9 @@ pub enum ClientMsg {
         /// only in `call_connected`, once it has accepted.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         candidates: Vec<Candidate>,
+        /// Show the callee the relay instead of our addresses ("always relay").
+        #[serde(default, skip_serializing_if = "is_false")]
+        hide_address: bool,
     },
     /// Answer an incoming call; `media` overrides the registered media address for this call.
     /// `key` is the callee's public media key and `signature` signs it with the callee's
@@ -322,6 +329,9 @@ pub enum ClientMsg {
         /// Our other media addresses (at most [`CANDIDATES_MAX`]).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         candidates: Vec<Candidate>,
+        /// Show the caller the relay instead of our addresses ("always relay").
+        #[serde(default, skip_serializing_if = "is_false")]
+        hide_address: bool,
     },
     /// The caller's public media key (the one `commit` committed to), signed with its identity;
     /// sent once the callee's key has arrived in `call_connected`.

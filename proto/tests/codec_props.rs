@@ -54,27 +54,30 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         proptest::collection::vec(".{0,20}", 0..4).prop_map(|names| ClientMsg::Watch { names }),
         Just(ClientMsg::Subscribe),
         Just(ClientMsg::Unsubscribe),
-        (".{0,40}", key(), candidates()).prop_map(|(to, commit, candidates)| {
-            ClientMsg::Invite {
+        (".{0,40}", key(), candidates(), any::<bool>()).prop_map(
+            |(to, commit, candidates, hide_address)| ClientMsg::Invite {
                 to,
                 commit,
                 candidates,
+                hide_address,
             }
-        }),
+        ),
         (
             call_id(),
             proptest::option::of(media()),
             key(),
             key(),
-            candidates()
+            candidates(),
+            any::<bool>()
         )
             .prop_map(
-                |(call_id, media, key, signature, candidates)| ClientMsg::Accept {
+                |(call_id, media, key, signature, candidates, hide_address)| ClientMsg::Accept {
                     call_id,
                     media,
                     key,
                     signature,
                     candidates,
+                    hide_address,
                 }
             ),
         (call_id(), bytes(), bytes()).prop_map(|(call_id, key, signature)| ClientMsg::Reveal {

@@ -39,6 +39,23 @@ pub(crate) struct Call {
     /// side only in `call_connected`.
     pub caller_candidates: Vec<Candidate>,
     pub callee_candidates: Vec<Candidate>,
+    /// The side asked that the other see the relay instead of its addresses.
+    pub caller_hidden: bool,
+    pub callee_hidden: bool,
+}
+
+/// What one side of a call is shown of the other's addresses: the other's own, or, when the
+/// other hides them ("always relay") and a relay carries the call, the address of the relay
+/// leg given to this side and no candidates (only the relay reaches the hidden side).
+fn shown(
+    (media, candidates): (MediaAddr, Vec<Candidate>),
+    hidden: bool,
+    viewer_relay: &Option<RelayOffer>,
+) -> (MediaAddr, Vec<Candidate>) {
+    match viewer_relay {
+        Some(relay) if hidden => (relay.media, Vec::new()),
+        _ => (media, candidates),
+    }
 }
 
 /// A fresh call id from the OS random generator (unguessable, 64 bits).
@@ -148,7 +165,7 @@ impl State {
         &mut self,
         conn: ConnId,
         to: &str,
-        (commit, candidates): (Option<ByteBuf>, Vec<Candidate>),
+        (commit, (candidates, hidden)): (Option<ByteBuf>, (Vec<Candidate>, bool)),
         now: Instant,
     ) -> InviteOutcome {
         let Some(caller) = self.user_key_of(conn) else {
@@ -213,6 +230,8 @@ impl State {
                 callee_media: None,
                 caller_candidates: candidates,
                 callee_candidates: Vec::new(),
+                caller_hidden: hidden,
+                callee_hidden: false,
             },
         );
         self.set_call(&caller, Some(call_id));
@@ -262,12 +281,13 @@ impl State {
         call_id: CallId,
         media: Option<MediaAddr>,
         signed_key: (Option<ByteBuf>, Option<ByteBuf>),
-        candidates: Vec<Candidate>,
+        (candidates, hidden): (Vec<Candidate>, bool),
     ) {
         match self.own_call(conn, call_id) {
             Some((call, false)) if call.phase == Phase::Ringing => {
                 if let Some(c) = self.calls.get_mut(&call_id) {
                     c.callee_candidates = candidates;
+                    c.callee_hidden = hidden;
                 }
                 let peer_ip = self.conns.get(&conn).map(|c| c.peer_ip);
                 let callee_media = match (media, peer_ip) {
@@ -307,13 +327,12 @@ impl State {
         let Some(callee) = self.users.get(&call.callee) else {
             return;
         };
-        let to_caller = callee.connected(
-            call_id,
-            callee_media,
-            Some((key, signature)),
-            relay,
-            call.callee_candidates,
+        let (media, candidates) = shown(
+            (callee_media, call.callee_candidates),
+            call.callee_hidden,
+            &relay,
         );
+        let to_caller = callee.connected(call_id, media, Some((key, signature)), relay, candidates);
         self.send_user(&call.caller, &to_caller);
     }
 
@@ -370,13 +389,12 @@ impl State {
             return;
         }
         let (_, relay) = self.relay_offers(call_id, &call);
-        let to_callee = caller.connected(
-            call_id,
-            caller.media,
-            Some((key, signature)),
-            relay,
-            call.caller_candidates,
+        let (media, candidates) = shown(
+            (caller.media, call.caller_candidates),
+            call.caller_hidden,
+            &relay,
         );
+        let to_callee = caller.connected(call_id, media, Some((key, signature)), relay, candidates);
         self.send_user(&call.callee, &to_callee);
     }
 
@@ -393,20 +411,18 @@ impl State {
             return;
         };
         let (caller_relay, callee_relay) = self.relay_offers(call_id, &call);
-        let to_caller = callee.connected(
-            call_id,
-            callee_media,
-            None,
-            caller_relay,
-            call.callee_candidates.clone(),
+        let (media, candidates) = shown(
+            (callee_media, call.callee_candidates),
+            call.callee_hidden,
+            &caller_relay,
         );
-        let to_callee = caller.connected(
-            call_id,
-            caller.media,
-            None,
-            callee_relay,
-            call.caller_candidates,
+        let to_caller = callee.connected(call_id, media, None, caller_relay, candidates);
+        let (media, candidates) = shown(
+            (caller.media, call.caller_candidates),
+            call.caller_hidden,
+            &callee_relay,
         );
+        let to_callee = caller.connected(call_id, media, None, callee_relay, candidates);
         self.send_user(&call.caller, &to_caller);
         self.send_user(&call.callee, &to_callee);
     }

@@ -333,8 +333,10 @@ impl Session {
                 to,
                 commit,
                 candidates,
+                hide_address,
             } => {
-                let invite = state.invite(conn, &to, (commit, candidates), now);
+                let addresses = (candidates, hide_address);
+                let invite = state.invite(conn, &to, (commit, addresses), now);
                 if let InviteOutcome::Ringing(call_id) = invite {
                     drop(state);
                     self.arm_ring_timer(call_id);
@@ -346,7 +348,11 @@ impl Session {
                 key,
                 signature,
                 candidates,
-            } => state.accept(conn, call_id, media, (key, signature), candidates),
+                hide_address,
+            } => {
+                let addresses = (candidates, hide_address);
+                state.accept(conn, call_id, media, (key, signature), addresses)
+            }
             ClientMsg::Reveal {
                 call_id,
                 key,

@@ -15,7 +15,7 @@ pub struct MediaOptions {
     /// Take calls whose other side offers no encryption (off: they are refused).
     pub allow_unencrypted: bool,
     /// Send and receive media through the server's relay whenever it offers one, never
-    /// directly (the peer's packets then come from the server, not from you).
+    /// directly, and ask the server to show the peer the relay instead of our addresses.
     pub always_relay: bool,
 }
 

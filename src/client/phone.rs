@@ -196,12 +196,16 @@ impl Phone {
         self.options.as_ref().is_none_or(|o| o.encrypt)
     }
 
-    /// Our media socket's other addresses, for the peer to check.
-    fn candidates(&self) -> Vec<fala_proto::Candidate> {
-        self.media
+    /// Our media socket's other addresses, for the peer to check, and whether the peer is to
+    /// see the relay instead of them ("always relay").
+    fn candidates(&self) -> (Vec<fala_proto::Candidate>, bool) {
+        let hide = self.options.as_ref().is_some_and(|o| o.always_relay);
+        let candidates = self
+            .media
             .as_ref()
             .map(|m| m.candidates())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        (candidates, hide)
     }
 
     /// Starts calling `peer`, committing to a fresh media key.

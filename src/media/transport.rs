@@ -200,7 +200,16 @@ mod tests {
         };
         let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
         let (mut a, mut b) = (
-            Transport::new(a, ba, ka, PathSetup::default()).unwrap(),
+            Transport::new(
+                a,
+                ba,
+                ka,
+                PathSetup {
+                    controlling: true,
+                    ..PathSetup::default()
+                },
+            )
+            .unwrap(),
             Transport::new(b, aa, kb, PathSetup::default()).unwrap(),
         );
         // Each side's first probe reaches the other: both consent to media.

@@ -231,7 +231,7 @@ pub struct MediaSession {
 
 impl MediaSession {
     pub fn new(config: SessionConfig) -> Self {
-        let relay = config.relay.is_some();
+        let relay = config.relay.map(|r| r.addr);
         Self {
             paths: PathAgent::new(
                 config.controlling,

@@ -119,9 +119,11 @@ impl PathAgent {
         controlling: bool,
         registered: SocketAddr,
         candidates: &[SocketAddr],
-        (relay, relay_only): (bool, bool),
+        (relay, relay_only): (Option<SocketAddr>, bool),
         seed: u64,
     ) -> Self {
+        let relay_addr = relay;
+        let relay = relay.is_some();
         let mut agent = Self {
             controlling,
             relay,
@@ -138,7 +140,10 @@ impl PathAgent {
             rng: seed | 1,
             stats: PathStats::default(),
         };
-        let signaled = std::iter::once(registered).chain(candidates.iter().copied());
+        // A peer that hides its addresses is shown as the relay: nothing to check there.
+        let signaled = std::iter::once(registered)
+            .chain(candidates.iter().copied())
+            .filter(|a| Some(*a) != relay_addr);
         for addr in signaled.take(MAX_CANDIDATES) {
             if agent.find(addr).is_none() {
                 agent.add(addr, false);

@@ -31,7 +31,7 @@ pub(super) static EN: Strings = Strings {
     safety_number_help: "Read it to each other once (or compare in person). If it matches, mark verified: from then on Fala warns if their identity ever changes.",
     mark_verified: "Verified",
     allow_unencrypted_calls: "Take calls without encryption (others can listen in)",
-    always_relay: "Send call audio through the server (for networks where calls connect but stay silent)",
+    always_relay: "Always send call audio through the server (the people you call never learn your address)",
     server_untrusted: "This is not the server you connected to before: {}",
     register: "Register",
     back: "← Back",

@@ -31,7 +31,7 @@ pub(super) static PT_BR: Strings = Strings {
     safety_number_help: "Leiam um para o outro uma vez (ou comparem pessoalmente). Se for igual, marque verificado: daí em diante o Fala avisa se a identidade mudar.",
     mark_verified: "Verificado",
     allow_unencrypted_calls: "Aceitar chamadas sem criptografia (outros podem ouvir)",
-    always_relay: "Enviar o áudio das chamadas pelo servidor (para redes onde a chamada conecta mas fica muda)",
+    always_relay: "Sempre enviar o áudio das chamadas pelo servidor (quem você chama nunca fica sabendo o seu endereço)",
     server_untrusted: "Este não é o servidor ao qual você se conectou antes: {}",
     register: "Registrar",
     back: "← Voltar",

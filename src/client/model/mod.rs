@@ -681,12 +681,12 @@ impl Model {
     pub fn dial(
         &mut self,
         peer: &str,
-        (commitment, candidates): (Option<[u8; COMMITMENT_LEN]>, Vec<Candidate>),
+        (commitment, addresses): (Option<[u8; COMMITMENT_LEN]>, (Vec<Candidate>, bool)),
         now: Instant,
         wall: SystemTime,
     ) -> Result<Vec<Effect>, CallError> {
         let commit = commitment.map(|c| ByteBuf::from(c.to_vec()));
-        let invite = self.calls.dial(peer, commit, candidates, now)?;
+        let invite = self.calls.dial(peer, commit, addresses, now)?;
         self.meta = Some(CallMeta {
             direction: CallDirection::Outgoing,
             started: wall,
@@ -696,11 +696,12 @@ impl Model {
         Ok(vec![Effect::Send(invite)])
     }
 
-    /// Accepts the ringing call with our signed media key and our other media addresses.
+    /// Accepts the ringing call with our signed media key and our other media addresses
+    /// (and whether to hide them behind the relay).
     pub fn accept(
         &mut self,
         answer: Option<SignedKey>,
-        candidates: Vec<Candidate>,
+        addresses: (Vec<Candidate>, bool),
     ) -> Result<Vec<Effect>, CallError> {
         let signed = answer.map(|a| {
             (
@@ -708,7 +709,7 @@ impl Model {
                 ByteBuf::from(a.signature.to_vec()),
             )
         });
-        let msg = self.calls.accept(None, signed, candidates)?;
+        let msg = self.calls.accept(None, signed, addresses)?;
         Ok(vec![Effect::StopRinging, Effect::Send(msg)])
     }
 

@@ -125,7 +125,7 @@ fn incoming_call_rings_connects_and_logs() {
     assert!(fx.contains(&Effect::NotifyIncoming("bob".into())));
     assert_eq!(m.disconnect(), vec![]);
     assert_eq!(m.notice, Some(Notice::HangUpFirst));
-    let fx = m.accept(None, Vec::new()).unwrap();
+    let fx = m.accept(None, (Vec::new(), false)).unwrap();
     assert!(matches!(fx[1], Effect::Send(ClientMsg::Accept { .. })));
     let fx = m.on_event(
         Event::Server(ServerMsg::CallConnected {
@@ -182,7 +182,7 @@ fn incoming_call_rings_connects_and_logs() {
 #[test]
 fn cancel_while_dialing_ends_at_once_and_is_logged() {
     let (mut m, t, w) = online();
-    m.dial("bob", (None, Vec::new()), t, w).unwrap();
+    m.dial("bob", (None, (Vec::new(), false)), t, w).unwrap();
     let fx = m.hangup(t).unwrap();
     assert!(fx.iter().any(|e| matches!(e, Effect::Log(_))));
     assert!(!m.calls.is_busy());
@@ -191,7 +191,7 @@ fn cancel_while_dialing_ends_at_once_and_is_logged() {
 #[test]
 fn connection_lost_ends_the_call_and_keeps_the_name() {
     let (mut m, t, w) = online();
-    m.dial("bob", (None, Vec::new()), t, w).unwrap();
+    m.dial("bob", (None, (Vec::new(), false)), t, w).unwrap();
     m.on_event(
         Event::ConnectionLost {
             message: "gone".into(),
@@ -317,7 +317,7 @@ fn a_call_in_clear_is_declined_unless_allowed() {
 fn a_changed_identity_ends_an_outgoing_call_before_audio() {
     let (mut m, t, w) = online();
     m.contacts.check("bob", &[1; 32]);
-    m.dial("bob", (None, Vec::new()), t, w).unwrap();
+    m.dial("bob", (None, (Vec::new(), false)), t, w).unwrap();
     let id = CallId(3);
     m.on_event(
         Event::Server(ServerMsg::Ringing {
