@@ -53,7 +53,8 @@ pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
         None => std::env::current_exe()?.with_file_name("fala-server"),
     };
     println!(
-        "relay capacity: {} s per level, {PAYLOAD}-byte packets every 20 ms each way",
+        "relay capacity: {} s per level, {PAYLOAD}-byte packets every 20 ms each way; server and \
+         load generator share the machine's CPUs",
         args.seconds
     );
     println!(
