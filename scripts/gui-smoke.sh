@@ -71,6 +71,7 @@ peer() {
     mkdir -p "$WORK/$name"
     FALA_CONFIG_DIR="$WORK/$name" "$FALA_BIN" term --name "$name" --server "$SERVER" <"$WORK/$name.in" >"$WORK/$name.out" 2>&1 &
     GUI_CLEANUP+=("kill $!")
+    eval "PID_$name=$!"
     exec {fd}>"$WORK/$name.in"
     eval "FD_$name=$fd"
 }
@@ -100,6 +101,13 @@ key y
 wait_out bob "connected" 200 || { echo "FAIL: the call did not connect" >&2; cat "$WORK/bob.out" "$WORK/ana.log" >&2; exit 1; }
 sleep 2.2
 snap in-call
+# Bob's process freezes (as a peer whose network drops everything would look): after 3 s
+# without anything from him the window says so.
+kill -STOP "$PID_bob"
+sleep 4
+snap in-call-no-audio
+kill -CONT "$PID_bob"
+sleep 1
 key Escape
 sleep 0.5
 click "${TAB_SETTINGS[@]}"

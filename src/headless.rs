@@ -15,7 +15,6 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::app::store::Store;
-use crate::client::audio_watch::AudioWatch;
 use crate::client::contacts::KeyCheck;
 use crate::client::model::{Effect, Notice};
 use crate::client::{ConnectRequest, LinkEvent, MediaOptions, Phone, PhoneEvents};
@@ -57,8 +56,6 @@ struct Run {
     stats: Option<MediaStats>,
     /// Where the contacts (and their pinned identity keys) are kept.
     store: Store,
-    /// Says when nothing arrives from the peer.
-    watch: AudioWatch,
 }
 
 /// How often the call's audio is checked for silence.
@@ -78,7 +75,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         engine_running: false,
         stats: None,
         store,
-        watch: AudioWatch::default(),
     };
     let mut result = run.until_done(&mut events).await;
     run.finish(&mut events.media).await;
@@ -140,17 +136,8 @@ impl Run {
     /// Says on standard error when nothing has arrived from the peer for a while, and when it
     /// comes back.
     fn watch_audio(&mut self) {
-        let Some(stats) = self
-            .phone
-            .media()
-            .and_then(|m| m.running())
-            .map(|r| r.stats())
-        else {
-            return;
-        };
-        if let Some(notice) = self.watch.check(&stats) {
-            let peer = self.phone.model().calls.peer().unwrap_or("the other side");
-            eprintln!("warning: {}", notice.describe(peer));
+        if let Some(notice) = self.phone.audio_notice() {
+            eprintln!("warning: {notice}");
         }
     }
 

@@ -81,8 +81,14 @@ pub async fn run(opts: TermOptions, media: MediaOptions) -> anyhow::Result<()> {
     };
     println!("Connecting to {server} as {name:?}...");
     let (mut stdin_open, mut media_open) = (true, true);
+    let mut watch = tokio::time::interval(std::time::Duration::from_millis(500));
     loop {
         tokio::select! {
+            _ = watch.tick() => {
+                if let Some(notice) = term.phone.audio_notice() {
+                    println!("{notice}.");
+                }
+            }
             ev = events.signal.recv() => {
                 let Some(ev) = ev else { break };
                 if term.on_signal(ev)? {

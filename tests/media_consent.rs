@@ -180,6 +180,9 @@ fn a_false_media_address_gets_only_probes_until_it_answers() {
     let bob = finish(bob, Duration::from_secs(20));
     // Mallory never sent Bob any audio: his call ends as one that carried none.
     let err = support::stderr(&bob);
-    assert!(!bob.status.success() && err.contains("carried no audio"), "{err}");
+    assert!(
+        !bob.status.success() && err.contains("carried no audio"),
+        "{err}"
+    );
     rt.block_on(server.stop());
 }

@@ -14,6 +14,7 @@ use fala_proto::ClientMsg;
 use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
+use super::audio_watch::AudioWatch;
 use super::call_crypto::CallCrypto;
 use super::media_link::{Advertise, LinkEvent, MediaLink, Notify};
 use super::model::{ConnectProblem, Effect, Model, Notice};
@@ -57,6 +58,8 @@ pub struct Phone {
     crypto: Option<CallCrypto>,
     /// The media socket is learning its public address.
     discovering: bool,
+    /// Says when nothing arrives from the peer.
+    audio_watch: AudioWatch,
 }
 
 /// Whether calls in clear go on: when allowed, or when we do not encrypt ourselves.
@@ -76,6 +79,7 @@ impl Phone {
             signal: None,
             media: None,
             discovering: false,
+            audio_watch: AudioWatch::default(),
             crypto: None,
         }
     }
@@ -173,6 +177,15 @@ impl Phone {
             self.media = None;
         }
         fx
+    }
+
+    /// A line to tell the person when the running call just went silent (nothing from the
+    /// peer for a few seconds) or came back; call it a few times a second.
+    pub fn audio_notice(&mut self) -> Option<String> {
+        let stats = self.media.as_ref()?.running()?.stats();
+        let notice = self.audio_watch.check(&stats)?;
+        let peer = self.model.calls.peer().unwrap_or("the other side");
+        Some(notice.describe(peer))
     }
 
     /// Whether the media socket is still learning its public address (a call placed now
@@ -376,6 +389,7 @@ impl Phone {
                                 });
                             }
                             if let Some(media) = &mut self.media {
+                                self.audio_watch.reset();
                                 media.start(call, agreed.keys);
                                 media.set_muted(self.model.muted);
                             }

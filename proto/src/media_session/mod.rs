@@ -112,6 +112,8 @@ pub struct SessionStats {
     /// Dropped: failed authentication.
     pub dropped_auth: u64,
     /// Dropped: authentic, but seen before or too old for the replay window (encrypted calls).
+    /// A report seen twice is not counted when the call has a relay leg: a peer that sends
+    /// straight sends each report through the relay too, by design.
     pub dropped_replay: u64,
     /// Dropped: not RTP/RTCP we understand.
     pub dropped_malformed: u64,
@@ -628,7 +630,9 @@ impl MediaSession {
             let at = len - RTCP_INDEX_LEN;
             let index = u32::from_be_bytes(self.rx[at..len].try_into().unwrap_or_default());
             if !self.rtcp_replay.accept(u64::from(index)) {
-                self.stats.dropped_replay += 1;
+                if self.relay.is_none() {
+                    self.stats.dropped_replay += 1;
+                }
                 return None;
             }
         }

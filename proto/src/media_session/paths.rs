@@ -17,6 +17,9 @@
 //!   the relay while the direct address has been quiet for [`FOLLOW_RELAY_US`], the peer did
 //!   that first and we follow. On the relay, the checks run again every [`RECHECK_US`].
 //! - With "always relay" no check is sent: the peer never learns our address from us.
+//! - A peer that does no checks (a client written before them, or from an older protocol
+//!   text) is followed where its authentic packets come from straight: it sends to the
+//!   address it was given and expects the same back.
 //!
 //! Unlike the `is` crate (str0m's agent, read before writing this), which keeps the nominated
 //! pair until it is pruned about 20 s after its last answer, a direct path here is given up
@@ -107,6 +110,8 @@ pub struct PathAgent {
     round_us: Option<u64>,
     /// The caller's nomination of the current direct route has been answered.
     nomination_answered: bool,
+    /// A verified check request came from the peer: it takes part in the checks.
+    peer_checks: bool,
     rng: u64,
     stats: PathStats,
 }
@@ -137,6 +142,7 @@ impl PathAgent {
             route_since_us: 0,
             round_us: None,
             nomination_answered: false,
+            peer_checks: false,
             rng: seed | 1,
             stats: PathStats::default(),
         };
@@ -331,6 +337,7 @@ impl PathAgent {
         if self.relay_only {
             return;
         }
+        self.peer_checks = true;
         let i = match self.find(from) {
             Some(i) => i,
             None => self.add(from, true),
@@ -392,8 +399,13 @@ impl PathAgent {
     /// relay, `media`: it was media.
     pub fn on_authentic(&mut self, now_us: u64, from: SocketAddr, via_relay: bool, media: bool) {
         if !via_relay {
-            if let Some(r) = self.find(from).and_then(|i| self.remotes[i].as_mut()) {
-                r.last_rx_us = Some(now_us);
+            let Some(r) = self.find(from).and_then(|i| self.remotes[i].as_mut()) else {
+                return;
+            };
+            r.last_rx_us = Some(now_us);
+            // A peer without checks talks straight from where it is: answer it there.
+            if !self.peer_checks && !self.relay_only && self.route != Route::Direct(from) {
+                self.set_route(Route::Direct(from), now_us);
             }
             return;
         }

@@ -549,6 +549,9 @@ struct Call {
     /// Sequence numbers of the media each side received (first copies only).
     heard_by_a: Vec<u16>,
     heard_by_b: Vec<u16>,
+    /// This side (0: A, 1: B) is a client written before the checks: it ignores the relay
+    /// and STUN (its checks are dropped here, as are those sent to it).
+    old: Option<usize>,
 }
 
 impl Call {
@@ -594,7 +597,43 @@ impl Call {
             now: 0,
             heard_by_a: Vec::new(),
             heard_by_b: Vec::new(),
+            old: None,
         }
+    }
+
+    /// Like [`Call::new`], with side `old` (0: the caller, 1: the callee) an old client.
+    fn with_old(old: usize) -> Self {
+        let mut call = Call::new(B, Vec::new(), false);
+        let (x, y) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+        let (px, py) = (x.public_bytes(), y.public_bytes());
+        let (ka, kb) = (
+            x.derive(Role::Caller, &py, &[]).unwrap(),
+            y.derive(Role::Callee, &px, &[]).unwrap(),
+        );
+        let session = |peer: &str, crypto, ssrc, relay, controlling| {
+            MediaSession::new(SessionConfig {
+                peer: addr(peer),
+                crypto: Some(crypto),
+                ssrc,
+                first_seq: 1,
+                first_timestamp: 0,
+                relay,
+                via_relay: false,
+                candidates: Vec::new(),
+                controlling,
+                path_seed: u64::from(ssrc),
+            })
+        };
+        let leg = |token: u8| {
+            Some(RelayLeg {
+                addr: addr(RELAY),
+                token: [0x40 | token, 0, 0, 0, 0, 0, 0, token],
+            })
+        };
+        call.a = session(B, ka, 0xa1, if old == 0 { None } else { leg(1) }, true);
+        call.b = session(A, kb, 0xb2, if old == 1 { None } else { leg(2) }, false);
+        call.old = Some(old);
+        call
     }
 
     /// One 20 ms frame: each side sends one, and everything due is delivered at once.
@@ -614,6 +653,16 @@ impl Call {
                 .map(|t| (t.destination, t.contents.to_vec()))
         })
         .collect();
+        let old = self.old;
+        let keep = move |side: usize, d: &[u8]| !(old == Some(side) && crate::stun::is_stun(d));
+        let from_a: Vec<_> = from_a
+            .into_iter()
+            .filter(|(_, d)| keep(0, d) && keep(1, d))
+            .collect();
+        let from_b: Vec<_> = from_b
+            .into_iter()
+            .filter(|(_, d)| keep(1, d) && keep(0, d))
+            .collect();
         for (to, d) in from_a {
             let arrived = match to {
                 to if to == addr(RELAY) => Some((addr(RELAY), &d[8..])),
@@ -811,4 +860,27 @@ fn a_forged_check_moves_nothing() {
         out.iter().all(|(to, _)| *to != attacker),
         "no answer, no check to it"
     );
+}
+
+#[test]
+fn a_peer_that_does_no_checks_is_answered_where_its_packets_come_from() {
+    // A client written before the checks sends to the address it was given, answers no STUN
+    // and ignores the relay. Fala, offered a relay, starts on it and moves to where the old
+    // client's authentic packets come from, as caller and as callee: audio both ways.
+    for old in [0, 1] {
+        let mut call = Call::with_old(old);
+        call.run_for(1_000_000);
+        let fala = if old == 0 { &call.b } else { &call.a };
+        assert!(
+            !fala.via_relay(),
+            "old side {old}: Fala answers it straight"
+        );
+        for (side, heard) in [("a", &call.heard_by_a), ("b", &call.heard_by_b)] {
+            assert!(
+                heard.len() > 40,
+                "old side {old}: {side} heard {}",
+                heard.len()
+            );
+        }
+    }
 }
