@@ -55,6 +55,10 @@ pub const PROBE_INTERVAL_US: u64 = 100_000;
 pub const FAST_PROBING_US: u64 = 5_000_000;
 /// Consent lapses when nothing authentic came from the peer for this long (RFC 7675), µs.
 pub const CONSENT_TIMEOUT_US: u64 = 30_000_000;
+/// Check requests answered per second at most: a peer checks a handful of addresses a few
+/// times a second; more is someone bouncing answers off us (in a call in clear, where checks
+/// carry no integrity) and is dropped.
+pub const CHECK_ANSWERS_PER_SECOND: u32 = 50;
 /// Largest datagram taken in; longer ones are malformed for Fala.
 pub const MAX_DATAGRAM: usize = 2048;
 
@@ -225,6 +229,8 @@ pub struct MediaSession {
     check_tx: [u8; MAX_CHECK_LEN],
     /// An answer to a check request, waiting for poll_transmit: where and how long.
     check_answer: Option<(SocketAddr, usize)>,
+    /// Answers sent in the current second (starting at the first of the pair, µs).
+    answers: (u64, u32),
     /// When the last authentic packet came from the peer (consent), µs.
     last_authentic_us: Option<u64>,
     /// When the current wait for consent began (the first poll, or consent lapsing), µs.
@@ -245,6 +251,7 @@ impl MediaSession {
             check_key: config.crypto.as_ref().map(|c| *c.check_key()),
             check_tx: [0; MAX_CHECK_LEN],
             check_answer: None,
+            answers: (0, 0),
             crypto: config.crypto,
             sender: Sender::new(config.ssrc, config.first_seq, config.first_timestamp),
             remote_ssrc: None,
@@ -439,6 +446,16 @@ impl MediaSession {
         })
     }
 
+    /// Whether one more check may be answered now ([`CHECK_ANSWERS_PER_SECOND`]).
+    fn may_answer(&mut self, now_us: u64) -> bool {
+        let (since, count) = &mut self.answers;
+        if now_us.saturating_sub(*since) >= 1_000_000 {
+            (*since, *count) = (now_us, 0);
+        }
+        *count += 1;
+        *count <= CHECK_ANSWERS_PER_SECOND
+    }
+
     /// Whether media goes through the relay now.
     pub fn via_relay(&self) -> bool {
         self.paths.route() == Route::Relay
@@ -492,6 +509,9 @@ impl MediaSession {
                 // Our own request come back (the same key is on both sides), or one we must
                 // not answer: always relay tells the peer nothing about our address.
                 self.stats.dropped_foreign += 1;
+            }
+            Ok(Check::Request { .. }) if !self.may_answer(now_us) => {
+                self.stats.dropped_malformed += 1;
             }
             Ok(Check::Request { id, nominate, .. }) => {
                 self.on_authentic(now_us);

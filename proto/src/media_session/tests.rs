@@ -884,3 +884,25 @@ fn a_peer_that_does_no_checks_is_answered_where_its_packets_come_from() {
         }
     }
 }
+
+#[test]
+fn check_answers_are_bounded_per_second() {
+    // A call in clear: anyone can make a check. A flood from a spoofed address gets at most
+    // CHECK_ANSWERS_PER_SECOND answers a second bounced at it, never one more each.
+    let (_, mut b) = strangers(false);
+    let victim = addr("198.51.100.66:53");
+    let mut buf = [0u8; crate::path_check::MAX_CHECK_LEN];
+    let mut answered = 0;
+    for i in 0..1000u32 {
+        let mut id = [0u8; 12];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        let n = crate::path_check::write_request(id, (true, false), None, &mut buf);
+        b.handle_datagram(u64::from(i) * 500, victim, &buf[..n]);
+        answered += checks(&mut b, u64::from(i) * 500)
+            .iter()
+            .filter(|(to, d)| *to == victim && d[..2] == [0x01, 0x01])
+            .count();
+    }
+    // 1 000 requests over half a second.
+    assert_eq!(answered, CHECK_ANSWERS_PER_SECOND as usize);
+}
