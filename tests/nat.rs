@@ -87,6 +87,29 @@ fn run(args: &[&str]) {
     );
 }
 
+/// `ip -n NS ARGS…`
+fn ip(ns: &str, args: &[&str]) {
+    run(&[&["ip", "-n", ns][..], args].concat());
+}
+
+fn sysctl(ns: &str, setting: &str) {
+    run(&["ip", "netns", "exec", ns, "sysctl", "-qw", setting]);
+}
+
+/// A veth pair from namespace `a` to namespace `b`, each end named, addressed and up.
+fn veth((a, a_if, a_addr): (&str, &str, &str), (b, b_if, b_addr): (&str, &str, &str)) {
+    ip(
+        a,
+        &[
+            "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b,
+        ],
+    );
+    for (ns, name, addr) in [(a, a_if, a_addr), (b, b_if, b_addr)] {
+        ip(ns, &["addr", "add", addr, "dev", name]);
+        ip(ns, &["link", "set", name, "up"]);
+    }
+}
+
 fn run_with_input(args: &[&str], input: &str) {
     let mut child = Command::new(args[0])
         .args(&args[1..])
@@ -115,7 +138,7 @@ impl Lab {
     /// public namespace, which routes between them.
     fn new(tag: &str, nats: [Nat; 2]) -> Lab {
         assert!(
-            unsafe_free_is_root(),
+            is_root(),
             "the NAT tests make network namespaces: run them as root (CI does)"
         );
         let id = format!("fala{}{tag}", std::process::id() % 100_000);
@@ -128,136 +151,31 @@ impl Lab {
         };
         for ns in lab.all() {
             run(&["ip", "netns", "add", ns]);
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            ip(ns, &["link", "set", "lo", "up"]);
         }
-        let p = lab.public.as_str();
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            p,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ]);
-        let srv = lab.server_host.as_str();
-        run(&[
-            "ip", "-n", p, "link", "add", "srv", "type", "veth", "peer", "name", "eth0", "netns",
-            srv,
-        ]);
-        run(&["ip", "-n", p, "addr", "add", "100.64.0.1/24", "dev", "srv"]);
-        run(&["ip", "-n", p, "link", "set", "srv", "up"]);
-        run(&[
-            "ip",
-            "-n",
-            srv,
-            "addr",
-            "add",
-            "100.64.0.2/24",
-            "dev",
-            "eth0",
-        ]);
-        run(&["ip", "-n", srv, "link", "set", "eth0", "up"]);
-        run(&[
-            "ip",
-            "-n",
-            srv,
-            "route",
-            "add",
-            "default",
-            "via",
-            "100.64.0.1",
-        ]);
+        let (p, srv) = (lab.public.as_str(), lab.server_host.as_str());
+        sysctl(p, "net.ipv4.ip_forward=1");
+        veth((p, "srv", "100.64.0.1/24"), (srv, "eth0", "100.64.0.2/24"));
+        ip(srv, &["route", "add", "default", "via", "100.64.0.1"]);
         for (i, nat) in nats.iter().enumerate() {
             let (r, h) = (lab.routers[i].as_str(), lab.homes[i].as_str());
-            let (pub_if, net) = (format!("p{i}"), i + 1);
+            let net = i + 1;
             let (public_side, wan_ip) = (format!("100.64.{net}.1"), format!("100.64.{net}.2"));
-            run(&[
-                "ip", "-n", p, "link", "add", &pub_if, "type", "veth", "peer", "name", "wan",
-                "netns", r,
-            ]);
-            run(&[
-                "ip", "-n", r, "link", "add", "lan", "type", "veth", "peer", "name", "eth0",
-                "netns", h,
-            ]);
-            run(&[
-                "ip",
-                "-n",
-                p,
-                "addr",
-                "add",
-                &format!("{public_side}/24"),
-                "dev",
-                &pub_if,
-            ]);
-            run(&["ip", "-n", p, "link", "set", &pub_if, "up"]);
-            run(&[
-                "ip",
-                "-n",
-                r,
-                "addr",
-                "add",
-                &format!("{wan_ip}/24"),
-                "dev",
-                "wan",
-            ]);
-            run(&["ip", "-n", r, "addr", "add", "192.168.1.1/24", "dev", "lan"]);
-            run(&["ip", "-n", r, "link", "set", "wan", "up"]);
-            run(&["ip", "-n", r, "link", "set", "lan", "up"]);
-            run(&[
-                "ip",
-                "-n",
-                r,
-                "route",
-                "add",
-                "default",
-                "via",
-                &public_side,
-            ]);
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                r,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-            ]);
+            let pub_if = format!("p{i}");
+            veth(
+                (p, &pub_if, &format!("{public_side}/24")),
+                (r, "wan", &format!("{wan_ip}/24")),
+            );
+            veth((r, "lan", "192.168.1.1/24"), (h, "eth0", "192.168.1.2/24"));
+            ip(r, &["route", "add", "default", "via", &public_side]);
+            sysctl(r, "net.ipv4.ip_forward=1");
             run_with_input(
                 &["ip", "netns", "exec", r, "nft", "-f", "-"],
                 &nat.rules(&wan_ip),
             );
-            run(&[
-                "ip",
-                "-n",
-                h,
-                "addr",
-                "add",
-                "192.168.1.2/24",
-                "dev",
-                "eth0",
-            ]);
-            run(&["ip", "-n", h, "link", "set", "eth0", "up"]);
-            run(&[
-                "ip",
-                "-n",
-                h,
-                "route",
-                "add",
-                "default",
-                "via",
-                "192.168.1.1",
-            ]);
-            // Deleting the first address keeps a second one (the address-change test).
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                h,
-                "sysctl",
-                "-qw",
-                "net.ipv4.conf.eth0.promote_secondaries=1",
-            ]);
+            ip(h, &["route", "add", "default", "via", "192.168.1.1"]);
+            // Deleting the first address keeps a second one.
+            sysctl(h, "net.ipv4.conf.eth0.promote_secondaries=1");
         }
         lab
     }
@@ -333,7 +251,7 @@ impl Drop for Lab {
     }
 }
 
-fn unsafe_free_is_root() -> bool {
+fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -464,32 +382,47 @@ fn assert_speech_both_ways(tag: &str, sides: &[Side; 2], path: &str) {
     }
 }
 
+/// A 6 s call between homes behind `nats`: speech both ways, on `path`.
+fn speech_between(tag: &str, nats: [Nat; 2], label: &str, path: &str) {
+    let mut lab = Lab::new(tag, nats);
+    let sides = call(&mut lab, &format!("nat-{tag}"), 6, None);
+    assert_speech_both_ways(label, &sides, path);
+}
+
 #[test]
 fn homes_behind_port_keeping_nats_talk_directly() {
-    let mut lab = Lab::new("kk", [Nat::KeepsPort, Nat::KeepsPort]);
-    let sides = call(&mut lab, "nat-kk", 6, None);
-    assert_speech_both_ways("keeps-port both", &sides, "direct");
+    speech_between(
+        "kk",
+        [Nat::KeepsPort, Nat::KeepsPort],
+        "keeps-port both",
+        "direct",
+    );
 }
 
 #[test]
 fn homes_behind_port_changing_nats_talk_directly() {
-    let mut lab = Lab::new("nn", [Nat::NewPort, Nat::NewPort]);
-    let sides = call(&mut lab, "nat-nn", 6, None);
-    assert_speech_both_ways("new-port both", &sides, "direct");
+    speech_between(
+        "nn",
+        [Nat::NewPort, Nat::NewPort],
+        "new-port both",
+        "direct",
+    );
 }
 
 #[test]
 fn homes_behind_symmetric_nats_talk_through_the_relay() {
-    let mut lab = Lab::new("ss", [Nat::Symmetric, Nat::Symmetric]);
-    let sides = call(&mut lab, "nat-ss", 6, None);
-    assert_speech_both_ways("symmetric both", &sides, "relay");
+    speech_between(
+        "ss",
+        [Nat::Symmetric, Nat::Symmetric],
+        "symmetric both",
+        "relay",
+    );
 }
 
 #[test]
 fn a_symmetric_nat_facing_a_port_keeping_one_uses_the_relay_and_still_talks() {
-    let mut lab = Lab::new("sk", [Nat::Symmetric, Nat::KeepsPort]);
-    let sides = call(&mut lab, "nat-sk", 6, None);
-    assert_speech_both_ways("symmetric and keeps-port", &sides, "relay");
+    let nats = [Nat::Symmetric, Nat::KeepsPort];
+    speech_between("sk", nats, "symmetric and keeps-port", "relay");
 }
 
 /// The direct path breaks in mid-call (the home router starts dropping the peer's UDP, as a

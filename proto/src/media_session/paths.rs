@@ -250,6 +250,16 @@ impl PathAgent {
         }
     }
 
+    /// When the direct route to `addr` last showed life: something authentic from it, or
+    /// its start (a new route gets its full time before it counts as silent).
+    fn direct_heard_us(&self, addr: SocketAddr) -> u64 {
+        self.find(addr)
+            .and_then(|i| self.remotes[i])
+            .and_then(|r| r.last_rx_us)
+            .unwrap_or(0)
+            .max(self.route_since_us)
+    }
+
     fn set_route(&mut self, route: Route, now_us: u64) {
         if route != self.route {
             self.route = route;
@@ -271,12 +281,7 @@ impl PathAgent {
         }
         match self.route {
             Route::Direct(addr) => {
-                let heard = self
-                    .find(addr)
-                    .and_then(|i| self.remotes[i])
-                    .and_then(|r| r.last_rx_us)
-                    .unwrap_or(0)
-                    .max(self.route_since_us);
+                let heard = self.direct_heard_us(addr);
                 let silent = now_us.saturating_sub(heard) >= DIRECT_SILENCE_US;
                 if silent && self.relay {
                     self.stats.fallbacks += 1;
@@ -413,12 +418,7 @@ impl PathAgent {
         // gone quiet, the peer left it first; follow rather than wait for our own timeout.
         // (Its reports always come both ways, so only media counts.)
         if let (Route::Direct(addr), true) = (self.route, media) {
-            let heard = self
-                .find(addr)
-                .and_then(|i| self.remotes[i])
-                .and_then(|r| r.last_rx_us)
-                .unwrap_or(0)
-                .max(self.route_since_us);
+            let heard = self.direct_heard_us(addr);
             if now_us.saturating_sub(heard) >= FOLLOW_RELAY_US {
                 self.stats.fallbacks += 1;
                 self.set_route(Route::Relay, now_us);
