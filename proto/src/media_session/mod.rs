@@ -10,10 +10,11 @@
 //!   [`MediaSession::poll_transmit`] until it says `None` (reports come out of it when due;
 //!   [`MediaSession::poll_timeout`] says when the next one is).
 //!
-//! **Consent** (after RFC 7675): no media goes to the peer's address until an authentic packet
-//! (RTP or RTCP that passes authentication and the replay window; in clear, any packet we
-//! understand) has come *from* it: an address someone merely advertised, a third party's,
-//! gets nothing but small reports. Until then reports go out as probes every
+//! **Consent** (after RFC 7675): no media goes a way (one of the peer's addresses, or the
+//! relay) until an authentic packet (RTP, RTCP or a check that passes authentication and the
+//! replay window; in clear, any packet we understand) has come *that way*: an address someone
+//! merely advertised, a third party's, gets nothing but small reports and checks, whatever
+//! came by another way. Until then reports go out as probes every
 //! [`FIRST_PROBE_INTERVAL_US`] for [`FIRST_PROBES_US`] (a lost probe must not cost the first
 //! words), then every [`PROBE_INTERVAL_US`] until [`FAST_PROBING_US`], then at the usual
 //! interval, and the frames
@@ -282,7 +283,7 @@ impl MediaSession {
 
     /// Whether the peer consented: media goes out.
     pub fn consented(&self) -> bool {
-        self.last_authentic_us.is_some()
+        self.last_authentic_us.is_some() && self.paths.route_heard()
     }
 
     /// Something authentic came from the peer at `now_us`.

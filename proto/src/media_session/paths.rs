@@ -112,6 +112,8 @@ pub struct PathAgent {
     nomination_answered: bool,
     /// A verified check request came from the peer: it takes part in the checks.
     peer_checks: bool,
+    /// Something authentic has come through the relay.
+    relay_heard: bool,
     rng: u64,
     stats: PathStats,
 }
@@ -143,6 +145,7 @@ impl PathAgent {
             round_us: None,
             nomination_answered: false,
             peer_checks: false,
+            relay_heard: false,
             rng: seed | 1,
             stats: PathStats::default(),
         };
@@ -166,6 +169,19 @@ impl PathAgent {
     /// "Always relay": no checks either way.
     pub fn relay_only(&self) -> bool {
         self.relay_only
+    }
+
+    /// Whether something authentic has come the way media goes now: consent (RFC 7675) is
+    /// per path, so that no media goes to an address that never showed it listens, whatever
+    /// came by another way.
+    pub fn route_heard(&self) -> bool {
+        match self.route {
+            Route::Relay => self.relay_heard,
+            Route::Direct(addr) => self
+                .find(addr)
+                .and_then(|i| self.remotes[i])
+                .is_some_and(|r| r.last_rx_us.is_some()),
+        }
     }
 
     /// Where media goes now.
@@ -414,6 +430,7 @@ impl PathAgent {
             }
             return;
         }
+        self.relay_heard = true;
         // The peer's media through the relay while ours goes direct: if the direct path has
         // gone quiet, the peer left it first; follow rather than wait for our own timeout.
         // (Its reports always come both ways, so only media counts.)

@@ -906,3 +906,43 @@ fn check_answers_are_bounded_per_second() {
     // 1 000 requests over half a second.
     assert_eq!(answered, CHECK_ANSWERS_PER_SECOND as usize);
 }
+
+#[test]
+fn consent_is_per_path_an_advertised_address_gets_no_audio_for_what_came_another_way() {
+    // Mallory registered a victim's address and offers her own as a candidate; no relay. Her
+    // authentic check from her own address must not send Bob's audio to the victim.
+    let victim = addr("198.51.100.66:4000");
+    let mallory = addr("203.0.113.5:4000");
+    let (x, y) = (KeyPair::generate().unwrap(), KeyPair::generate().unwrap());
+    let (px, py) = (x.public_bytes(), y.public_bytes());
+    let mallory_keys = x.derive(Role::Caller, &py, &[]).unwrap();
+    let mut bob = MediaSession::new(SessionConfig {
+        peer: victim,
+        crypto: Some(y.derive(Role::Callee, &px, &[]).unwrap()),
+        ssrc: 0xb2,
+        first_seq: 1,
+        first_timestamp: 0,
+        relay: None,
+        via_relay: false,
+        candidates: vec![mallory],
+        controlling: false,
+        path_seed: 5,
+    });
+    let mut buf = [0u8; crate::path_check::MAX_CHECK_LEN];
+    let n = crate::path_check::write_request(
+        [1; 12],
+        (true, false),
+        Some(mallory_keys.check_key()),
+        &mut buf,
+    );
+    bob.handle_datagram(1_000, mallory, &buf[..n]);
+    for frame in 0..10u64 {
+        bob.send_frame(&[3; 40], 960, 0);
+        let out = all_transmits(&mut bob, 1_000 + frame * 20_000);
+        assert!(
+            out.iter().all(|(to, d)| *to != victim || rtp::is_rtcp(d)),
+            "audio went to the advertised address"
+        );
+    }
+    assert!(bob.stats().frames_held >= 10);
+}
