@@ -12,6 +12,7 @@ source scripts/test-env.sh
 trap stop_test_env EXIT
 start_pulse >/dev/null
 LOG=$(mktemp)
+cargo build --quiet --workspace --bins
 for run in $(seq 1 "$RUNS"); do
   echo "run $run of $RUNS" >&2
   cargo nextest run --workspace --no-fail-fast -E 'binary(nat)' --no-capture --retries 0 \

@@ -67,8 +67,9 @@ pub const MAX_DATAGRAM: usize = 2048;
 /// of our stream (RFC 3550 wants SSRC, sequence and timestamp to start unpredictably).
 #[derive(Debug)]
 pub struct SessionConfig {
-    /// The peer's own address: where media goes unless it goes through the relay. Media is
-    /// accepted from it and from the relay only.
+    /// The peer's address from `call_connected.media`: the first one checked, and where
+    /// media goes when no relay is offered. Media is accepted from the peer's addresses
+    /// (this one, its candidates, the ones its checks came from) and from the relay.
     pub peer: SocketAddr,
     /// Keys from the call's key exchange; `None` sends clear RTP.
     pub crypto: Option<SessionKeys>,

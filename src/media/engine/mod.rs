@@ -47,7 +47,8 @@ const ROOM_WAIT_FRAMES: u32 = 15;
 pub struct MediaConfig {
     /// UDP socket already bound by the caller (the client binds its media port at registration).
     pub socket: UdpSocket,
-    /// Where the peer's media goes (and the only address media is accepted from).
+    /// The peer's address from `call_connected.media`: the first one checked, and where media
+    /// goes when no relay is offered.
     pub peer: SocketAddr,
     /// Session keys from the key exchange; `None` sends clear RTP.
     pub crypto: Option<SessionKeys>,
