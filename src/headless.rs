@@ -169,6 +169,12 @@ impl Run {
             return Some(done);
         }
         match ev {
+            Event::Registered {
+                reconnected: true, ..
+            } => {
+                eprintln!("registered again; the call goes on");
+                None
+            }
             Event::Registered { name, media, .. } => {
                 eprintln!("registered as {name:?}, media at {media}");
                 if self.phone.discovering() {
@@ -180,6 +186,14 @@ impl Run {
             Event::Refused { message, .. } => Some(Err(anyhow!("registration refused: {message}"))),
             Event::Unreachable { message } | Event::Untrusted { message } => {
                 Some(Err(anyhow!(message)))
+            }
+            // The call goes on (its audio does not pass the signaling) while the connection is
+            // made again; the server holds the call meanwhile.
+            Event::ConnectionLost { message, .. }
+                if matches!(self.phone.model().calls.state(), CallState::InCall { .. }) =>
+            {
+                eprintln!("lost the server ({message}); reconnecting, the call goes on");
+                None
             }
             Event::ConnectionLost { .. } => Some(Err(anyhow!(Outcome::ServerLost.describe()))),
             Event::Stopped => Some(Err(anyhow!("signaling stopped unexpectedly"))),

@@ -132,10 +132,14 @@ impl Term {
                 name,
                 media,
                 reconnected,
+                resumed,
                 ..
             } => {
                 if reconnected {
                     println!("Reconnected and registered again as {name:?}.");
+                    if resumed.is_some() {
+                        println!("The call goes on.");
+                    }
                 } else {
                     println!("Registered as {name:?}; others send audio to {media}.");
                     self.menu();

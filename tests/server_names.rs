@@ -121,6 +121,7 @@ async fn registering_proves_possession_of_the_key() {
         media: support::media(5000),
         identity: ByteBuf::from(ana.public().to_vec()),
         signature: ByteBuf::from(ana.sign_register(&watcher.challenge, "ana").to_vec()),
+        resume: None,
     };
     // Replayed on another connection (another challenge).
     let mut thief = Raw::hello(server.addr).await;
@@ -144,6 +145,7 @@ async fn registering_proves_possession_of_the_key() {
         media,
         identity: identity.clone(),
         signature: signature.clone(),
+        resume: None,
     };
     watcher.send(&other_name).await;
     assert!(refused_with(
@@ -156,6 +158,7 @@ async fn registering_proves_possession_of_the_key() {
         media,
         identity: ByteBuf::from(vec![1; 31]),
         signature,
+        resume: None,
     };
     watcher.send(&short).await;
     assert!(refused_with(

@@ -11,7 +11,9 @@ async fn register_then_duplicate_name_is_refused_ignoring_case() {
     let server = TestServer::start(Config::default()).await;
     let mut ana = Raw::hello(server.addr).await;
     match ana.register("  Ana ", 5000).await {
-        ServerMsg::Registered { name, media, stun } => {
+        ServerMsg::Registered {
+            name, media, stun, ..
+        } => {
             assert_eq!(name, "Ana");
             assert_eq!(media.port(), 5000);
             // The STUN port is where the client reached the server, on its UDP port.

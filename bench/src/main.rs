@@ -270,6 +270,7 @@ async fn register(
         identity: ByteBuf::from(identity.public().to_vec()),
         name,
         media: MediaAddr::new([127, 0, 0, 1].into(), 9),
+        resume: None,
     })
     .await?;
     match conn.recv().await? {

@@ -258,9 +258,36 @@ impl CallMachine {
         }
     }
 
-    /// The server connection dropped: any call is over.
+    /// The server is gone for good (the client stopped): any call is over.
     pub fn server_lost(&mut self, now: Instant) -> Option<CallEvent> {
         self.end(Outcome::ServerLost, now)
+    }
+
+    /// The server connection dropped and is being made again: an answered call goes on (its
+    /// media does not pass through the signaling, and the server holds the call for us to
+    /// come back); one still being set up is over.
+    pub fn signaling_lost(&mut self, now: Instant) -> Option<CallEvent> {
+        match self.state {
+            CallState::InCall { .. } => None,
+            _ => self.end(Outcome::ServerLost, now),
+        }
+    }
+
+    /// Registered again after a lost connection; `kept` is the call the server held for us.
+    /// A call of ours it did not keep ended meanwhile.
+    pub fn resumed(&mut self, kept: Option<CallId>, now: Instant) -> Option<CallEvent> {
+        match self.state {
+            CallState::InCall { call_id, .. } if Some(call_id) != kept => {
+                self.end(Outcome::ServerLost, now)
+            }
+            _ => None,
+        }
+    }
+
+    /// Hung up while the server cannot be told (it is told on reconnecting): the call ends
+    /// here at once.
+    pub fn hung_up_offline(&mut self, now: Instant) -> Option<CallEvent> {
+        self.end(Outcome::Ended(EndReason::HungUp), now)
     }
 
     /// Refuses the call that just connected because it would not be private: returns the

@@ -248,6 +248,9 @@ pub enum ErrorCode {
     IdleTimeout,
     /// The connection could not keep up with the messages sent to it; it is closed.
     TooSlow,
+    /// The same identity registered again on another connection (resuming after a network
+    /// change): this connection is closed.
+    Replaced,
     /// The server does not offer this request (`list` and `subscribe` are off unless its
     /// operator opened the whole online list); use `search` and `watch` instead.
     NotOffered,
@@ -275,6 +278,12 @@ pub enum ClientMsg {
         media: MediaAddr,
         identity: ByteBuf,
         signature: ByteBuf,
+        /// "I am coming back": the connection this identity had was lost (a network change,
+        /// a dead path) while in this call. The server hands the name over from the old
+        /// connection, if it still holds it, and keeps the call if it is still on (see
+        /// PROTOCOL.md, resuming); `registered.call` says whether it is.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<CallId>,
     },
     /// Ask whether a user is online.
     Lookup { name: String },
@@ -403,6 +412,10 @@ pub enum ServerMsg {
         /// the address its NAT maps that socket to, a candidate for its calls.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         stun: Option<MediaAddr>,
+        /// After a `register` with `resume`: the call that went on while we were away (the
+        /// one named there); absent when it ended meanwhile.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        call: Option<CallId>,
     },
     /// Reply to `lookup` when the user is online.
     UserFound { user: UserInfo },

@@ -36,14 +36,19 @@ fn call_id() -> impl Strategy<Value = CallId> {
 fn client_msg() -> impl Strategy<Value = ClientMsg> {
     prop_oneof![
         (any::<u32>(), ".{0,20}").prop_map(|(version, agent)| ClientMsg::Hello { version, agent }),
-        (".{0,40}", media(), bytes(), bytes()).prop_map(|(name, media, identity, signature)| {
-            ClientMsg::Register {
-                name,
-                media,
-                identity,
-                signature,
-            }
-        }),
+        (
+            (".{0,40}", media(), bytes(), bytes()),
+            proptest::option::of(call_id())
+        )
+            .prop_map(|((name, media, identity, signature), resume)| {
+                ClientMsg::Register {
+                    name,
+                    media,
+                    identity,
+                    signature,
+                    resume,
+                }
+            }),
         ".{0,40}".prop_map(|name| ClientMsg::Lookup { name }),
         Just(ClientMsg::List {
             after: None,
@@ -133,8 +138,20 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                 }
             }
         ),
-        (".{0,40}", media(), proptest::option::of(media()))
-            .prop_map(|(name, media, stun)| { ServerMsg::Registered { name, media, stun } }),
+        (
+            ".{0,40}",
+            media(),
+            proptest::option::of(media()),
+            proptest::option::of(call_id())
+        )
+            .prop_map(|(name, media, stun, call)| {
+                ServerMsg::Registered {
+                    name,
+                    media,
+                    stun,
+                    call,
+                }
+            }),
         user().prop_map(|user| ServerMsg::UserFound { user }),
         ".{0,40}".prop_map(|name| ServerMsg::UserNotFound { name }),
         (proptest::collection::vec(user(), 0..5), any::<bool>())

@@ -454,6 +454,12 @@ impl State {
         self.send_user(&call.caller, &caller_msg);
         self.send_user(&call.callee, &callee_msg);
         self.service_call_ended(call_id);
+        // A side lost mid-call was held for its call only.
+        for key in [&call.caller, &call.callee] {
+            if self.users.get(key).is_some_and(|u| u.away_since.is_some()) {
+                self.leave(key);
+            }
+        }
     }
 
     /// The callee says no; also while its accept waits for the caller's key.

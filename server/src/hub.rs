@@ -53,6 +53,9 @@ pub(crate) struct User {
     /// `None` for a service hosted by the server itself (the echo user).
     pub conn: Option<ConnId>,
     pub call: Option<CallId>,
+    /// Its connection was lost mid-call at this time: the name and the call wait
+    /// [`crate::limits::Timeouts::resume`] for it to come back on a new connection.
+    pub away_since: Option<Instant>,
 }
 
 impl User {

@@ -182,7 +182,9 @@ fn start_session(
             None => session::serve(hub, stream, (conn, slot, hello_by), rx).await,
             Some(tls) => match handshake(&tls, stream, hello_by).await {
                 Some(stream) => session::serve(hub, stream, (conn, slot, hello_by), rx).await,
-                None => hub.lock().disconnect(conn),
+                None => {
+                    hub.lock().disconnect(conn, false);
+                }
             },
         }
         live.fetch_sub(1, Ordering::Relaxed);

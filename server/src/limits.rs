@@ -152,6 +152,10 @@ pub struct Timeouts {
     pub ring: Duration,
     /// A write to a client that takes longer (it stopped reading) drops the connection.
     pub write: Duration,
+    /// A connection lost without `bye` in the middle of a call keeps the name and the call
+    /// this long, for the client to come back (`register` with `resume`) from its new
+    /// network; then the peer hears `peer_lost`.
+    pub resume: Duration,
 }
 
 impl Default for Timeouts {
@@ -162,6 +166,7 @@ impl Default for Timeouts {
             heartbeat: Duration::from_secs(10),
             ring: Duration::from_secs(30),
             write: Duration::from_secs(10),
+            resume: Duration::from_secs(20),
         }
     }
 }

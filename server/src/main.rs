@@ -23,6 +23,10 @@ struct Args {
     /// Seconds of silence after which a client is dropped and its name freed.
     #[arg(long, default_value_t = 30)]
     idle_timeout: u64,
+    /// Seconds a caller whose connection dropped mid-call (a network change) has to come
+    /// back before the call ends for the other side (0: it ends at once).
+    #[arg(long, default_value_t = 20)]
+    resume_grace: u64,
     /// Do not host the `echo` user (a sound test that plays your voice back).
     #[arg(long)]
     no_echo: bool,
@@ -114,6 +118,7 @@ fn run() -> anyhow::Result<()> {
         timeouts: Timeouts {
             ring: Duration::from_secs(args.ring_timeout),
             idle: Duration::from_secs(args.idle_timeout),
+            resume: Duration::from_secs(args.resume_grace),
             ..Timeouts::default()
         },
         limits: Limits {

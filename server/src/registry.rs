@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 use std::ops::Bound;
+use std::time::Instant;
 
 use fala_proto::identity::IDENTITY_LEN;
 use fala_proto::name::{name_key, validate_name};
@@ -9,7 +10,7 @@ use fala_proto::name::{name_key, validate_name};
 use std::collections::HashSet;
 
 use fala_proto::{
-    ErrorCode, MediaAddr, ServerMsg, UserInfo, LIST_PAGE_MAX, SEARCH_PAGE_MAX, WATCH_MAX,
+    CallId, ErrorCode, MediaAddr, ServerMsg, UserInfo, LIST_PAGE_MAX, SEARCH_PAGE_MAX, WATCH_MAX,
 };
 
 use crate::hub::{ConnId, State, User};
@@ -33,6 +34,7 @@ impl State {
         raw_name: &str,
         media: MediaAddr,
         identity: [u8; IDENTITY_LEN],
+        resume: Option<CallId>,
     ) {
         let Some(c) = self.conns.get(&conn) else {
             return;
@@ -52,6 +54,9 @@ impl State {
         };
         let key = name_key(&name);
         if let Some(holder) = self.users.get(&key) {
+            if holder.identity == identity && holder.conn.is_some() && resume.is_some() {
+                return self.take_over(conn, key, media, resume);
+            }
             let (code, msg) = if holder.identity == identity {
                 let msg = format!(
                     "you are already online as {:?} on another connection",
@@ -86,13 +91,8 @@ impl State {
             self.send(conn, &ServerMsg::error(code, msg));
             return;
         }
-        let Some(c) = self.conns.get(&conn) else {
+        let Some(media) = self.media_seen(conn, media) else {
             return;
-        };
-        let media = if media.ip().is_unspecified() {
-            MediaAddr::new(c.peer_ip, media.port())
-        } else {
-            media
         };
         self.users.insert(
             key.clone(),
@@ -102,20 +102,86 @@ impl State {
                 identity,
                 conn: Some(conn),
                 call: None,
+                away_since: None,
             },
         );
         if let Some(c) = self.conns.get_mut(&conn) {
             c.user = Some(key.clone());
         }
         tracing::debug!(conn, %name, %media, "registered");
-        let stun = self.relay.as_ref().and_then(|(_, port)| {
-            let local_ip = self.conns.get(&conn)?.local_ip;
-            Some(MediaAddr::new(local_ip, *port))
-        });
-        self.send(conn, &ServerMsg::Registered { name, media, stun });
+        let stun = self.stun_for(conn);
+        let registered = ServerMsg::Registered {
+            name,
+            media,
+            stun,
+            call: None,
+        };
+        self.send(conn, &registered);
         if let Some(user) = self.user_info(&key) {
             self.broadcast(&key, &ServerMsg::UserJoined { user }, Some(conn));
         }
+    }
+
+    /// `media` as registered by `conn`: an unspecified IP means the one its connection
+    /// comes from. `None` when the connection is gone.
+    fn media_seen(&self, conn: ConnId, media: MediaAddr) -> Option<MediaAddr> {
+        let c = self.conns.get(&conn)?;
+        Some(if media.ip().is_unspecified() {
+            MediaAddr::new(c.peer_ip, media.port())
+        } else {
+            media
+        })
+    }
+
+    /// The STUN port at the address `conn` reached us on, when the relay's port is bound.
+    fn stun_for(&self, conn: ConnId) -> Option<MediaAddr> {
+        let (_, port) = self.relay.as_ref()?;
+        Some(MediaAddr::new(self.conns.get(&conn)?.local_ip, *port))
+    }
+
+    /// The holder of the name under `key` comes back on `conn` (it proved the same identity
+    /// and asked to `resume`): the old connection, if the server still has it (a path that
+    /// died without a word), is closed; the call named in `resume` goes on, any other call
+    /// of the user ends (the client no longer knows it).
+    fn take_over(&mut self, conn: ConnId, key: String, media: MediaAddr, resume: Option<CallId>) {
+        let Some(media) = self.media_seen(conn, media) else {
+            return;
+        };
+        let Some(old) = self.users.get(&key).and_then(|u| u.conn) else {
+            return;
+        };
+        if old != conn && self.conns.contains_key(&old) {
+            let msg = "you registered again on another connection; closing this one";
+            self.send(old, &ServerMsg::error(ErrorCode::Replaced, msg));
+            if let Some(c) = self.conns.get_mut(&old) {
+                c.user = None;
+                c.tx = None;
+            }
+        }
+        let Some(user) = self.users.get_mut(&key) else {
+            return;
+        };
+        user.conn = Some(conn);
+        user.away_since = None;
+        user.media = media;
+        let name = user.name.clone();
+        let stale = user.call.filter(|c| Some(*c) != resume);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.user = Some(key.clone());
+        }
+        if let Some(call_id) = stale {
+            self.end_call_lost(call_id, &key);
+        }
+        let call = self.users.get(&key).and_then(|u| u.call);
+        tracing::debug!(conn, old, %name, ?call, "resumed");
+        let stun = self.stun_for(conn);
+        let registered = ServerMsg::Registered {
+            name,
+            media,
+            stun,
+            call,
+        };
+        self.send(conn, &registered);
     }
 
     /// How the user under `key` looks to others.
@@ -224,22 +290,53 @@ impl State {
     }
 
     /// A connection is gone (bye, closed socket, timeout, kicked): end its call, free its name.
-    pub fn disconnect(&mut self, conn: ConnId) {
+    /// `hold`: the connection ended without `bye` and the server gives lost clients time to
+    /// come back. A user so lost in the middle of an answered call keeps its name and its call
+    /// (the peer's media may well still flow): returns its name key and the call, for the
+    /// caller to end them with [`State::resume_expired`] when the time is up (with the
+    /// returned instant, which tells this loss from a later one).
+    pub fn disconnect(&mut self, conn: ConnId, hold: bool) -> Option<(String, Instant)> {
         self.subscribers.remove(&conn);
         self.unwatch_all(conn);
-        let Some(c) = self.conns.remove(&conn) else {
-            return;
-        };
-        let Some(key) = c.user else {
-            return;
-        };
+        let key = self.conns.remove(&conn)?.user?;
         if let Some(call) = self.users.get(&key).and_then(|u| u.call) {
+            let answered = self
+                .calls
+                .get(&call)
+                .is_some_and(|c| c.phase == crate::calls::Phase::Active);
+            if hold && answered {
+                let now = Instant::now();
+                if let Some(user) = self.users.get_mut(&key) {
+                    user.away_since = Some(now);
+                    tracing::debug!(conn, name = %user.name, %call, "lost mid-call; holding");
+                }
+                return Some((key, now));
+            }
             self.end_call_lost(call, &key);
         }
-        if let Some(user) = self.users.remove(&key) {
-            tracing::debug!(conn, name = %user.name, "left");
-            self.names.seen(&key, unix_now());
-            self.broadcast(&key, &ServerMsg::UserLeft { name: user.name }, None);
+        self.leave(&key);
+        None
+    }
+
+    /// The time for the user under `key`, away since `since`, to come back is up: if it is
+    /// still away from that loss, its call ends for the peer (`peer_lost`) and its name is
+    /// free.
+    pub fn resume_expired(&mut self, key: &str, since: Instant) {
+        let Some(user) = self.users.get(key).filter(|u| u.away_since == Some(since)) else {
+            return;
+        };
+        if let Some(call) = user.call {
+            self.end_call_lost(call, key);
+        }
+        self.leave(key);
+    }
+
+    /// The user under `key` is gone: its name is free and its watchers are told.
+    pub(crate) fn leave(&mut self, key: &str) {
+        if let Some(user) = self.users.remove(key) {
+            tracing::debug!(name = %user.name, "left");
+            self.names.seen(key, unix_now());
+            self.broadcast(key, &ServerMsg::UserLeft { name: user.name }, None);
         }
     }
 }

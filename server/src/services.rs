@@ -19,6 +19,7 @@ impl State {
                 identity,
                 conn: None,
                 call: None,
+                away_since: None,
             },
         );
         self.echo = Some(echo);

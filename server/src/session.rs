@@ -44,6 +44,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         challenge: new_challenge(),
         limiter: ConnLimiter::new(&hub.config.limits, std_now()),
         ip_slot,
+        path_lost: false,
     };
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut rx = rx;
@@ -51,7 +52,17 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     if let Err(e) = result {
         tracing::debug!(conn, "connection error: {e}");
     }
-    hub.lock().disconnect(conn);
+    // A client lost without a word mid-call gets time to come back from its new network.
+    let grace = hub.config.timeouts.resume;
+    let hold = session.path_lost && !grace.is_zero();
+    let held = hub.lock().disconnect(conn, hold);
+    if let Some((key, since)) = held {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            hub.lock().resume_expired(&key, since);
+        });
+    }
     // Deliver what was queued before the end (a final error or shutdown notice), briefly.
     let _ = timeout(Duration::from_secs(1), async {
         while let Some(frame) = rx.recv().await {
@@ -99,6 +110,11 @@ struct Session {
     limiter: ConnLimiter,
     /// This connection's place among its address's connections, and their shared invites.
     ip_slot: Slot,
+    /// The connection died under the client (a reset, a read or write that failed or timed
+    /// out, silence), rather than being closed by it or by us: a network change, maybe, so
+    /// its call is held for it to come back. A client that closes cleanly (quit, crashed:
+    /// the kernel closes for it) or says `bye` left, and its peer is told at once.
+    path_lost: bool,
 }
 
 impl Session {
@@ -139,9 +155,14 @@ impl Session {
                             wr.flush().await
                         };
                         match timeout(timeouts.write, write).await {
-                            Ok(written) => written?,
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => {
+                                self.path_lost = true;
+                                return Err(e);
+                            }
                             Err(_) => {
                                 tracing::debug!(conn = self.conn, "client stopped reading; dropping it");
+                                self.path_lost = true;
                                 return Ok(());
                             }
                         }
@@ -152,7 +173,12 @@ impl Session {
                     None => return Ok(()),
                 },
                 n = rd.read_buf(&mut buf) => {
-                    if n? == 0 {
+                    // A TLS peer that closed without close_notify (its process died and the
+                    // kernel closed for it) closed all the same; anything else broke.
+                    let n = n.inspect_err(|e| {
+                        self.path_lost = e.kind() != std::io::ErrorKind::UnexpectedEof;
+                    })?;
+                    if n == 0 {
                         return Ok(());
                     }
                     let (next, whole) = self.drain_frames(&mut buf);
@@ -165,6 +191,7 @@ impl Session {
                 }
                 _ = &mut silence => {
                     let (code, msg) = if self.hello_done {
+                        self.path_lost = true;
                         (ErrorCode::IdleTimeout, format!("nothing received for {} s", timeouts.idle.as_secs()))
                     } else {
                         (ErrorCode::HelloTimeout, format!("no hello within {} s", timeouts.hello.as_secs()))
@@ -295,6 +322,7 @@ impl Session {
                 media,
                 identity,
                 signature,
+                resume,
             } => {
                 // Checked before taking the lock: a signature costs tens of microseconds.
                 drop(state);
@@ -305,7 +333,7 @@ impl Session {
                     });
                 let mut state = self.answering(kind);
                 match checked {
-                    Ok(identity) => state.register(conn, &name, media, identity),
+                    Ok(identity) => state.register(conn, &name, media, identity, resume),
                     Err(e) => {
                         let msg = format!("registration refused: {e}");
                         state.send(conn, &ServerMsg::error(ErrorCode::InvalidIdentity, msg));

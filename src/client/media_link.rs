@@ -19,6 +19,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use super::model::StartMedia;
+use super::net_watch::NetWatch;
 use super::options::MediaOptions;
 use crate::media::{MediaConfig, MediaEngine, MediaHandle, MediaStats, PathSetup};
 
@@ -105,6 +106,8 @@ pub struct MediaLink {
     reflexive: Arc<Mutex<Option<SocketAddr>>>,
     /// A call's engine reads the socket: discovery must not.
     in_call: Arc<AtomicBool>,
+    /// Counts our address changes, for a call to leave a direct path at once.
+    net_watch: NetWatch,
 }
 
 impl MediaLink {
@@ -139,6 +142,7 @@ impl MediaLink {
             offer_candidates: !matches!(advertise, Advertise::Addr(_)),
             reflexive: Arc::new(Mutex::new(None)),
             in_call: Arc::new(AtomicBool::new(false)),
+            net_watch: NetWatch::start(),
         };
         Ok((link, rx))
     }
@@ -248,6 +252,7 @@ impl MediaLink {
                 always_relay: options.always_relay,
                 candidates: call.candidates.iter().map(|c| c.0).collect(),
                 controlling: call.outgoing,
+                address_changes: Some(self.net_watch.changes()),
             },
             input: options.input.clone(),
             output: options.output.clone(),

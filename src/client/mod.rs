@@ -18,6 +18,7 @@ pub mod history;
 pub mod identity_file;
 pub mod media_link;
 pub mod model;
+pub mod net_watch;
 pub mod options;
 pub mod paths;
 pub mod phone;

@@ -6,6 +6,8 @@
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use fala_proto::media_crypto::SessionKeys;
 use fala_proto::media_session::{
@@ -30,6 +32,9 @@ pub struct PathSetup {
     pub candidates: Vec<SocketAddr>,
     /// We placed the call (we nominate the direct path).
     pub controlling: bool,
+    /// Counts this host's address changes (see `client::net_watch`); a change sends media
+    /// through the relay at once and checks again.
+    pub address_changes: Option<Arc<AtomicU64>>,
 }
 
 /// The call's media session on its socket.
@@ -39,6 +44,8 @@ pub struct Transport {
     buf: Box<[u8; MAX_DATAGRAM]>,
     /// The loss the peer reported last, until the send path takes it.
     peer_loss: Option<u8>,
+    /// The host's address-change count, and the value the session last heard of.
+    address_changes: Option<(Arc<AtomicU64>, u64)>,
 }
 
 fn random_u32() -> u32 {
@@ -76,11 +83,16 @@ impl Transport {
             controlling: paths.controlling,
             path_seed: u64::from(random_u32()) << 32 | u64::from(random_u32()),
         });
+        let address_changes = paths.address_changes.map(|c| {
+            let seen = c.load(Ordering::Relaxed);
+            (c, seen)
+        });
         Ok(Self {
             socket,
             session,
             buf: Box::new([0; MAX_DATAGRAM]),
             peer_loss: None,
+            address_changes,
         })
     }
 
@@ -127,6 +139,13 @@ impl Transport {
     /// is the current time on the caller's clock (arrival times are given on it: the kernel's
     /// receive timestamp moved onto that clock, or the poll time where the kernel gave none).
     pub fn poll(&mut self, now_us: u64, mut on_packet: impl FnMut(MediaPacket<'_>)) {
+        if let Some((changes, seen)) = &mut self.address_changes {
+            let now = changes.load(Ordering::Relaxed);
+            if now != *seen {
+                *seen = now;
+                self.session.local_address_changed(now_us);
+            }
+        }
         let realtime_now = super::rx_time::realtime_now_ns();
         for _ in 0..MAX_READS_PER_TICK {
             let d = match super::rx_time::recv(&self.socket, &mut self.buf[..]) {

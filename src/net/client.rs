@@ -1,11 +1,12 @@
 //! The signaling task: connect, hello, register, then relay commands and events; reconnect
 //! with backoff when the server goes away, and register the same name again.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fala_proto::identity::Identity;
-use fala_proto::{ClientMsg, ErrorCode, MediaAddr, ServerMsg, PROTOCOL_VERSION};
+use fala_proto::{CallId, ClientMsg, ErrorCode, MediaAddr, ServerMsg, PROTOCOL_VERSION};
 use serde_bytes::ByteBuf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -59,6 +60,9 @@ pub enum Event {
         /// address.
         stun: Option<MediaAddr>,
         reconnected: bool,
+        /// After a reconnect in the middle of a call: the call, when the server kept it for
+        /// us (it goes on); `None` when it ended meanwhile.
+        resumed: Option<CallId>,
     },
     /// The server refused the registration (name taken or invalid): the task has stopped.
     Refused { code: ErrorCode, message: String },
@@ -67,7 +71,9 @@ pub enum Event {
     /// The server presented another certificate than the one pinned for it: the task has
     /// stopped (a man in the middle, or a server that changed its certificate).
     Untrusted { message: String },
-    /// The connection dropped after registration; the task retries after `retry_in`.
+    /// The connection dropped after registration; the task retries after `retry_in`. A call
+    /// goes on meanwhile: the server holds it for a while, and the reconnect asks for it
+    /// back (see `resumed`).
     ConnectionLost { message: String, retry_in: Duration },
     /// Any other server message.
     Server(ServerMsg),
@@ -105,6 +111,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Backoff bounds for reconnecting.
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(8);
+/// How often the connection's health is looked at: our address still ours, and, in a call,
+/// the server still answering.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+/// In a call, a ping goes this often...
+const CALL_PING_EVERY: Duration = Duration::from_secs(1);
+/// ... and a server silent this long is given up for a new connection: a call waits on a
+/// dead path (a network change) no longer than this before asking the server for it back.
+const CALL_SILENCE_LIMIT: Duration = Duration::from_secs(3);
 
 /// Starts the signaling task on the current tokio runtime.
 pub fn spawn(config: SignalConfig) -> (SignalHandle, mpsc::Receiver<Event>) {
@@ -114,6 +128,8 @@ pub fn spawn(config: SignalConfig) -> (SignalHandle, mpsc::Receiver<Event>) {
         config,
         events: ev_tx,
         commands: cmd_rx,
+        call: None,
+        hangup_pending: None,
     };
     tokio::spawn(task.run());
     (SignalHandle { commands: cmd_tx }, ev_rx)
@@ -123,6 +139,40 @@ struct Task {
     config: SignalConfig,
     events: mpsc::Sender<Event>,
     commands: mpsc::Receiver<Command>,
+    /// The answered call we are in, as the messages through here tell: asked back when a
+    /// lost connection is made again.
+    call: Option<CallId>,
+    /// The user hung up that call while we were offline: said once we are back.
+    hangup_pending: Option<CallId>,
+}
+
+/// The socket under the current connection, to look at its address and to abort it.
+#[derive(Clone, Copy)]
+struct SocketInfo {
+    fd: std::os::fd::RawFd,
+    local_ip: IpAddr,
+}
+
+impl SocketInfo {
+    /// Whether our end's address is still one of this host's (a network change takes it).
+    fn address_still_ours(&self) -> bool {
+        if self.local_ip.is_loopback() {
+            return true;
+        }
+        if_addrs::get_if_addrs()
+            .map(|all| all.iter().any(|i| i.ip() == self.local_ip))
+            .unwrap_or(true)
+    }
+
+    /// Makes the close of the socket a reset rather than an orderly close: the server then
+    /// knows the path broke (and holds our call) instead of taking it for a goodbye. Must be
+    /// called while the connection still owns the socket.
+    fn abort_on_close(&self) {
+        // SAFETY: the fd belongs to the live connection the caller still holds; the borrow
+        // ends before that connection is dropped.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) };
+        let _ = socket2::SockRef::from(&fd).set_linger(Some(Duration::ZERO));
+    }
 }
 
 /// How one connected period ended.
@@ -150,10 +200,10 @@ impl Task {
         let mut backoff = BACKOFF_START;
         loop {
             let end = match self.connect_and_register(registered_once).await {
-                Ok((conn, heartbeat)) => {
+                Ok((conn, heartbeat, socket)) => {
                     registered_once = true;
                     backoff = BACKOFF_START;
-                    self.serve(conn, heartbeat).await
+                    self.serve(conn, heartbeat, socket).await
                 }
                 Err(End::Lost(message)) if !registered_once => {
                     self.emit(Event::Unreachable { message }).await;
@@ -196,19 +246,30 @@ impl Task {
                 _ = tokio::time::sleep_until(until) => return false,
                 cmd = self.commands.recv() => match cmd {
                     None | Some(Command::Disconnect) => return true,
+                    Some(Command::Send(ClientMsg::Hangup { call_id })) if self.call == Some(call_id) => {
+                        self.hangup_pending = Some(call_id);
+                    }
                     Some(Command::Send(_)) => {}
                 },
             }
         }
     }
 
-    async fn connect_and_register(&mut self, again: bool) -> Result<(Connection, Duration), End> {
+    async fn connect_and_register(
+        &mut self,
+        again: bool,
+    ) -> Result<(Connection, Duration, SocketInfo), End> {
+        use std::os::fd::AsRawFd;
         let lost = |e: &dyn std::fmt::Display| End::Lost(e.to_string());
         let attempt = async {
             let stream = TcpStream::connect(&self.config.server)
                 .await
                 .map_err(|e| End::Lost(format!("cannot reach {}: {e}", self.config.server)))?;
             let _ = stream.set_nodelay(true);
+            let socket = SocketInfo {
+                fd: stream.as_raw_fd(),
+                local_ip: stream.local_addr().map_err(|e| lost(&e))?.ip(),
+            };
             let mut conn = match &self.config.security {
                 Security::Plain => Connection::new(stream),
                 Security::Tls(known) => {
@@ -247,48 +308,102 @@ impl Task {
                 identity: ByteBuf::from(identity.public().to_vec()),
                 name,
                 media: self.config.media,
+                resume: self.call.filter(|_| again),
             };
             conn.send(&register).await.map_err(|e| lost(&e))?;
             match conn.recv().await.map_err(|e| lost(&e))? {
-                ServerMsg::Registered { name, media, stun } => {
-                    Ok((conn, heartbeat, name, (media, stun)))
-                }
+                ServerMsg::Registered {
+                    name,
+                    media,
+                    stun,
+                    call,
+                } => Ok((conn, heartbeat, socket, name, (media, stun, call))),
                 ServerMsg::Error { code, message, .. } => Err(End::Refused(code, message)),
                 other => Err(End::Lost(format!(
                     "unexpected reply to register: {other:?}"
                 ))),
             }
         };
-        let (conn, heartbeat, name, (media, stun)) = timeout(CONNECT_TIMEOUT, attempt)
-            .await
-            .map_err(|_| End::Lost(format!("{} did not answer in time", self.config.server)))??;
+        let (conn, heartbeat, socket, name, (media, stun, call)) =
+            timeout(CONNECT_TIMEOUT, attempt).await.map_err(|_| {
+                End::Lost(format!("{} did not answer in time", self.config.server))
+            })??;
+        self.call = call;
         self.emit(Event::Registered {
             name,
             media,
             stun,
             reconnected: again,
+            resumed: call,
         })
         .await;
-        Ok((conn, heartbeat))
+        Ok((conn, heartbeat, socket))
     }
 
-    /// Relays commands and server messages until the connection ends.
-    async fn serve(&mut self, mut conn: Connection, heartbeat: Duration) -> End {
-        let mut ping = tokio::time::interval(heartbeat);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ping.tick().await;
+    /// Follows the call we are in from what goes through here.
+    fn note_sent(&mut self, msg: &ClientMsg) {
+        match msg {
+            ClientMsg::Hangup { call_id } | ClientMsg::Decline { call_id }
+                if self.call == Some(*call_id) =>
+            {
+                self.call = None
+            }
+            ClientMsg::Bye => self.call = None,
+            _ => {}
+        }
+    }
+
+    fn note_received(&mut self, msg: &ServerMsg) {
+        match msg {
+            ServerMsg::CallConnected { call_id, .. } => self.call = Some(*call_id),
+            ServerMsg::CallEnded { call_id, .. } if self.call == Some(*call_id) => self.call = None,
+            _ => {}
+        }
+    }
+
+    /// Relays commands and server messages until the connection ends. A connection lost in
+    /// the middle of a call is aborted (see [`SocketInfo::abort_on_close`]).
+    async fn serve(
+        &mut self,
+        mut conn: Connection,
+        heartbeat: Duration,
+        socket: SocketInfo,
+    ) -> End {
+        let end = self.relay_until_end(&mut conn, heartbeat, socket).await;
+        if matches!(end, End::Lost(_)) && self.call.is_some() {
+            socket.abort_on_close();
+        }
+        end
+    }
+
+    async fn relay_until_end(
+        &mut self,
+        conn: &mut Connection,
+        heartbeat: Duration,
+        socket: SocketInfo,
+    ) -> End {
+        let mut watch = tokio::time::interval(WATCH_EVERY);
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut nonce = 0u64;
-        // A server that says nothing (not even pong) for three heartbeats is gone.
-        let silence_limit = heartbeat * 3;
         let mut last_heard = Instant::now();
+        let mut last_ping = Instant::now();
+        if let Some(call_id) = self.hangup_pending.take().filter(|c| self.call == Some(*c)) {
+            let hangup = ClientMsg::Hangup { call_id };
+            self.note_sent(&hangup);
+            if let Err(e) = conn.send(&hangup).await {
+                return End::Lost(e.to_string());
+            }
+        }
         loop {
             tokio::select! {
                 cmd = self.commands.recv() => match cmd {
                     None | Some(Command::Disconnect) => {
                         let _ = conn.send(&ClientMsg::Bye).await;
+                        self.call = None;
                         return End::Disconnected;
                     }
                     Some(Command::Send(msg)) => {
+                        self.note_sent(&msg);
                         if let Err(e) = conn.send(&msg).await {
                             return End::Lost(e.to_string());
                         }
@@ -302,18 +417,31 @@ impl Task {
                     }
                     Ok(msg) => {
                         last_heard = Instant::now();
+                        self.note_received(&msg);
                         self.emit(Event::Server(msg)).await;
                     }
                     Err(ConnError::Closed) => return End::Lost("the server closed the connection".into()),
                     Err(e) => return End::Lost(e.to_string()),
                 },
-                _ = ping.tick() => {
+                _ = watch.tick() => {
+                    // In a call a dead path is found within seconds (the call is held for
+                    // us only so long); otherwise three silent heartbeats are enough.
+                    let (ping_every, silence_limit) = match self.call {
+                        Some(_) => (CALL_PING_EVERY, CALL_SILENCE_LIMIT),
+                        None => (heartbeat, heartbeat * 3),
+                    };
                     if last_heard.elapsed() > silence_limit {
                         return End::Lost("the server stopped answering".into());
                     }
-                    nonce += 1;
-                    if let Err(e) = conn.send(&ClientMsg::Ping { nonce }).await {
-                        return End::Lost(e.to_string());
+                    if !socket.address_still_ours() {
+                        return End::Lost("our network address changed".into());
+                    }
+                    if last_ping.elapsed() >= ping_every {
+                        last_ping = Instant::now();
+                        nonce += 1;
+                        if let Err(e) = conn.send(&ClientMsg::Ping { nonce }).await {
+                            return End::Lost(e.to_string());
+                        }
                     }
                 }
             }

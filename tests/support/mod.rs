@@ -215,6 +215,7 @@ impl Raw {
             media,
             identity: ByteBuf::from(self.identity.public().to_vec()),
             signature: ByteBuf::from(self.identity.sign_register(&self.challenge, name).to_vec()),
+            resume: None,
         }
     }
 

@@ -458,6 +458,11 @@ impl MediaSession {
         *count <= CHECK_ANSWERS_PER_SECOND
     }
 
+    /// Our own address changed: see [`PathAgent::local_address_changed`].
+    pub fn local_address_changed(&mut self, now_us: u64) {
+        self.paths.local_address_changed(now_us);
+    }
+
     /// Whether media goes through the relay now.
     pub fn via_relay(&self) -> bool {
         self.paths.route() == Route::Relay

@@ -313,6 +313,21 @@ impl PathAgent {
         }
     }
 
+    /// Our own address changed (another network, a VPN up or down): a direct path is as
+    /// good as gone, so media goes through the relay at once (the relay follows our new
+    /// address from the first datagram) and the checks start again from the new address,
+    /// rather than after [`DIRECT_SILENCE_US`] of silence.
+    pub fn local_address_changed(&mut self, now_us: u64) {
+        if self.relay_only || self.round_us.is_none() {
+            return;
+        }
+        if self.relay && self.route != Route::Relay {
+            self.stats.fallbacks += 1;
+            self.set_route(Route::Relay, now_us);
+        }
+        self.restart(now_us);
+    }
+
     /// When [`PathAgent::poll_check`] will next have something (µs), if ever.
     pub fn next_check_us(&self) -> Option<u64> {
         if self.round_us.is_none() {

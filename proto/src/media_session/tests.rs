@@ -778,6 +778,39 @@ fn a_silent_direct_path_falls_back_to_the_relay_within_seconds_and_comes_back() 
 }
 
 #[test]
+fn a_side_whose_address_changed_goes_to_the_relay_at_once_and_the_other_follows() {
+    let mut call = Call::new(B, Vec::new(), false);
+    call.run_for(1_000_000);
+    assert!(!call.a.via_relay() && !call.b.via_relay());
+    // The callee moves to another network: the direct path is gone both ways, and it knows.
+    call.direct = false;
+    let moved_at = call.now;
+    let heard_before = (call.heard_by_a.len(), call.heard_by_b.len());
+    call.b.local_address_changed(call.now);
+    assert!(call.b.via_relay(), "the side that moved leaves at once");
+    while !call.a.via_relay() {
+        call.frame();
+        assert!(call.now - moved_at < 1_500_000, "the other follows in time");
+    }
+    let followed = call.now - moved_at;
+    assert!(followed < paths::DIRECT_SILENCE_US, "{followed}");
+    call.run_for(1_000_000);
+    // What the moved side says is not lost at all; what it hears waits for the other to
+    // follow (about a second), not for the silence rule.
+    let heard_a = &call.heard_by_a[heard_before.0..];
+    assert_eq!(gaps(heard_a), 0, "nothing from the moved side lost");
+    let heard_b = &call.heard_by_b[heard_before.1 - 1..];
+    let lost = heard_b
+        .windows(2)
+        .map(|w| w[1].wrapping_sub(w[0]).wrapping_sub(1) as u64)
+        .sum::<u64>();
+    assert!(
+        lost * 20_000 <= paths::FOLLOW_RELAY_US + 100_000,
+        "{lost} frames lost"
+    );
+}
+
+#[test]
 fn where_direct_never_works_the_call_stays_on_the_relay_and_checking_stops() {
     let mut call = Call::new(B, vec![addr("192.0.2.1:5000")], false);
     call.direct = false;

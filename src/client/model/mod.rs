@@ -383,7 +383,18 @@ impl Model {
     pub fn on_event(&mut self, ev: Event, now: Instant, wall: SystemTime) -> Vec<Effect> {
         let mut fx = Vec::new();
         match ev {
-            Event::Registered { name, media, .. } => {
+            Event::Registered {
+                name,
+                media,
+                reconnected,
+                resumed,
+                ..
+            } => {
+                if reconnected {
+                    if let Some(CallEvent::Ended(outcome)) = self.calls.resumed(resumed, now) {
+                        self.call_ended(&outcome, &mut fx);
+                    }
+                }
                 self.problem = None;
                 self.registration = Registration::Online { name, media };
                 self.users.clear();
@@ -436,7 +447,7 @@ impl Model {
                 self.go_offline(now, &mut fx);
             }
             Event::ConnectionLost { message, .. } => {
-                if let Some(CallEvent::Ended(outcome)) = self.calls.server_lost(now) {
+                if let Some(CallEvent::Ended(outcome)) = self.calls.signaling_lost(now) {
                     self.call_ended(&outcome, &mut fx);
                 }
                 self.users.clear();
@@ -732,6 +743,14 @@ impl Model {
     pub fn hangup(&mut self, now: Instant) -> Result<Vec<Effect>, CallError> {
         let mut fx = Vec::new();
         match self.calls.hangup(now)? {
+            // Offline mid-call: the signaling task says it when it is back; the call ends
+            // here now.
+            Some(msg) if matches!(self.registration, Registration::Reconnecting { .. }) => {
+                fx.push(Effect::Send(msg));
+                if let Some(CallEvent::Ended(outcome)) = self.calls.hung_up_offline(now) {
+                    self.call_ended(&outcome, &mut fx);
+                }
+            }
             Some(msg) => fx.push(Effect::Send(msg)),
             // Cancelled while dialing: the machine ended the call itself.
             None => {

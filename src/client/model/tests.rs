@@ -35,6 +35,7 @@ fn register_ana(m: &mut Model) -> Vec<Effect> {
             media: "127.0.0.1:4000".parse().unwrap(),
             stun: None,
             reconnected: false,
+            resumed: None,
         },
         Instant::now(),
         SystemTime::UNIX_EPOCH,
@@ -209,6 +210,87 @@ fn connection_lost_ends_the_call_and_keeps_the_name() {
     ));
     assert_eq!(m.my_name(), Some("ana"));
     assert!(matches!(m.registration, Registration::Reconnecting { .. }));
+}
+
+/// A model in an answered call with bob (in clear, no relay).
+fn in_call_with_bob(id: CallId) -> (Model, Instant, SystemTime) {
+    let (mut m, t, w) = online();
+    let incoming = ServerMsg::IncomingCall {
+        call_id: id,
+        caller: "bob".into(),
+        identity: ByteBuf::from(vec![8; 32]),
+        commit: None,
+    };
+    m.on_event(Event::Server(incoming), t, w);
+    m.accept(None, (Vec::new(), false)).unwrap();
+    let connected = ServerMsg::CallConnected {
+        call_id: id,
+        peer: "bob".into(),
+        media: "127.0.0.1:5002".parse().unwrap(),
+        identity: ByteBuf::from(vec![8; 32]),
+        key: None,
+        signature: None,
+        relay: None,
+        candidates: Vec::new(),
+    };
+    m.allow_unencrypted = true;
+    m.on_event(Event::Server(connected), t, w);
+    assert!(matches!(m.calls.state(), CallState::InCall { .. }));
+    (m, t, w)
+}
+
+fn lost() -> Event {
+    Event::ConnectionLost {
+        message: "our network address changed".into(),
+        retry_in: std::time::Duration::from_millis(250),
+    }
+}
+
+fn back(resumed: Option<CallId>) -> Event {
+    Event::Registered {
+        name: "ana".into(),
+        media: "127.0.0.1:4000".parse().unwrap(),
+        stun: None,
+        reconnected: true,
+        resumed,
+    }
+}
+
+#[test]
+fn an_answered_call_survives_a_lost_connection_when_the_server_kept_it() {
+    let id = CallId(11);
+    let (mut m, t, w) = in_call_with_bob(id);
+    let fx = m.on_event(lost(), t, w);
+    assert!(!fx.contains(&Effect::StopMedia), "{fx:?}");
+    assert!(matches!(m.calls.state(), CallState::InCall { .. }));
+    assert!(matches!(m.registration, Registration::Reconnecting { .. }));
+    let fx = m.on_event(back(Some(id)), t, w);
+    assert!(!fx.contains(&Effect::StopMedia), "{fx:?}");
+    assert!(matches!(m.calls.state(), CallState::InCall { .. }));
+
+    // Lost again, and this time the server had ended it meanwhile.
+    m.on_event(lost(), t, w);
+    let fx = m.on_event(back(None), t, w);
+    assert!(fx.contains(&Effect::StopMedia), "{fx:?}");
+    assert!(matches!(
+        m.calls.state(),
+        CallState::Ended {
+            outcome: Outcome::ServerLost,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn hanging_up_while_reconnecting_ends_the_call_at_once() {
+    let id = CallId(12);
+    let (mut m, t, w) = in_call_with_bob(id);
+    m.on_event(lost(), t, w);
+    let fx = m.hangup(t).unwrap();
+    // The hang-up is still handed to the signaling task, which says it once back.
+    assert!(fx.contains(&Effect::Send(ClientMsg::Hangup { call_id: id })));
+    assert!(fx.contains(&Effect::StopMedia), "{fx:?}");
+    assert!(!m.calls.is_busy());
 }
 
 #[test]
