@@ -874,3 +874,119 @@ async fn candidates_go_to_the_peer_at_connect_and_a_hidden_side_is_shown_as_the_
     );
     assert!(ana_candidates.is_empty(), "and none of her candidates");
 }
+
+/// Closes a raw client's connection with a reset, as a path that broke does (its client gave
+/// it up for a new one): not the orderly close of a client that quit.
+fn reset(client: Raw) {
+    socket2::SockRef::from(&client.stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(client);
+}
+
+async fn answer_in_clear(ana: &mut Raw, bob: &mut Raw, id: CallId) {
+    bob.send(&ClientMsg::Accept {
+        call_id: id,
+        media: None,
+        key: None,
+        signature: None,
+        candidates: Vec::new(),
+        hide_address: false,
+    })
+    .await;
+    assert!(matches!(ana.recv().await, ServerMsg::CallConnected { .. }));
+    assert!(matches!(bob.recv().await, ServerMsg::CallConnected { .. }));
+}
+
+/// Registers `old`'s identity again on a new connection, asking for `call` back.
+async fn come_back(
+    server: &TestServer,
+    old: &fala_proto::identity::Identity,
+    call: Option<CallId>,
+) -> (Raw, ServerMsg) {
+    let mut again = Raw::hello_as(server.addr, old).await;
+    let mut register = again.register_msg("ana", support::media(5003));
+    if let ClientMsg::Register { resume, .. } = &mut register {
+        *resume = call;
+    }
+    again.send(&register).await;
+    let reply = again.recv().await;
+    (again, reply)
+}
+
+#[tokio::test]
+async fn a_call_waits_for_a_side_whose_connection_broke_and_goes_on_when_it_comes_back() {
+    let grace = Duration::from_secs(2);
+    let config = Config {
+        timeouts: Timeouts {
+            resume: grace,
+            ..Timeouts::default()
+        },
+        ..Config::default()
+    };
+    let server = TestServer::start(config).await;
+    let (mut ana, mut bob) = pair(&server).await;
+    let id = ring(&mut ana, &mut bob).await;
+    answer_in_clear(&mut ana, &mut bob, id).await;
+    let identity = fala_proto::identity::Identity::from_seed(ana.identity.seed());
+
+    // Ana's network changed: her old connection is still open on the server (nothing told
+    // it otherwise) when she registers again from the new one, asking for the call.
+    let (mut ana2, reply) = come_back(&server, &identity, Some(id)).await;
+    assert!(
+        matches!(reply, ServerMsg::Registered { call: Some(c), .. } if c == id),
+        "{reply:?}"
+    );
+    assert!(matches!(
+        ana.recv().await,
+        ServerMsg::Error {
+            code: ErrorCode::Replaced,
+            ..
+        }
+    ));
+    // Without resume, the same identity is still refused while online.
+    let mut twin = Raw::hello_as(server.addr, &identity).await;
+    assert!(matches!(
+        twin.register("ana", 5004).await,
+        ServerMsg::Error {
+            code: ErrorCode::NameTaken,
+            ..
+        }
+    ));
+
+    // Now the new connection breaks (a reset): the call is held, Bob hears nothing yet.
+    reset(ana2);
+    let quiet = tokio::time::timeout(grace / 2, bob.recv()).await;
+    assert!(
+        quiet.is_err(),
+        "bob is not told while ana may come back: {quiet:?}"
+    );
+    let (mut ana3, reply) = come_back(&server, &identity, Some(id)).await;
+    assert!(
+        matches!(reply, ServerMsg::Registered { call: Some(c), .. } if c == id),
+        "{reply:?}"
+    );
+    // The call is whole again: a hang-up from the new connection ends it for Bob.
+    ana3.send(&ClientMsg::Hangup { call_id: id }).await;
+    assert_eq!(bob.recv().await, ended(id, "ana", EndReason::PeerHungUp));
+    assert_eq!(ana3.recv().await, ended(id, "bob", EndReason::HungUp));
+
+    // A broken connection that never comes back: Bob hears `peer_lost` after the grace,
+    // and the name is free again.
+    let id = ring(&mut ana3, &mut bob).await;
+    answer_in_clear(&mut ana3, &mut bob, id).await;
+    let lost_at = std::time::Instant::now();
+    reset(ana3);
+    assert_eq!(
+        bob.recv_within(grace * 3).await,
+        ended(id, "ana", EndReason::PeerLost)
+    );
+    let waited = lost_at.elapsed();
+    assert!(waited >= grace && waited < grace * 2, "{waited:?}");
+    let (_ana4, reply) = come_back(&server, &identity, Some(id)).await;
+    assert!(
+        matches!(reply, ServerMsg::Registered { call: None, .. }),
+        "the call is not there any more: {reply:?}"
+    );
+    server.stop().await;
+}
