@@ -364,6 +364,10 @@ pub enum ClientMsg {
     Unblock { name: String },
     /// Leave: frees the name and ends any call. The server closes the connection.
     Bye,
+    /// A relayed datagram through this connection instead of UDP (networks that block UDP):
+    /// `token ‖ datagram` exactly as it would go to the relay's UDP port. Not rate-limited
+    /// as a message; held to the relay leg's rate (see PROTOCOL.md, the TCP fallback).
+    Media { data: ByteBuf },
 }
 
 /// The `type` values of [`ClientMsg`], for telling unknown messages from invalid ones.
@@ -386,6 +390,7 @@ pub const CLIENT_MSG_TYPES: &[&str] = &[
     "block",
     "unblock",
     "bye",
+    "media",
 ];
 
 /// Messages the server sends.
@@ -494,6 +499,9 @@ pub enum ServerMsg {
     },
     /// The server is going away; the connection closes next.
     Shutdown { message: String },
+    /// A datagram from the other leg of our call's relay, sent through this connection
+    /// because our leg's last datagram came through it (`media` from the client).
+    Media { data: ByteBuf },
 }
 
 /// The `type` values of [`ServerMsg`].
@@ -515,6 +523,7 @@ pub const SERVER_MSG_TYPES: &[&str] = &[
     "pong",
     "error",
     "shutdown",
+    "media",
 ];
 
 impl ServerMsg {
@@ -538,6 +547,7 @@ impl ServerMsg {
             ServerMsg::Pong { .. } => "pong",
             ServerMsg::Error { .. } => "error",
             ServerMsg::Shutdown { .. } => "shutdown",
+            ServerMsg::Media { .. } => "media",
         }
     }
 
@@ -584,6 +594,7 @@ impl ClientMsg {
             ClientMsg::Block { .. } => "block",
             ClientMsg::Unblock { .. } => "unblock",
             ClientMsg::Bye => "bye",
+            ClientMsg::Media { .. } => "media",
         }
     }
 }

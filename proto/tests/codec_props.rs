@@ -97,6 +97,7 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         ".{0,40}".prop_map(|name| ClientMsg::Block { name }),
         ".{0,40}".prop_map(|name| ClientMsg::Unblock { name }),
         Just(ClientMsg::Bye),
+        bytes().prop_map(|data| ClientMsg::Media { data }),
     ]
 }
 
@@ -216,6 +217,7 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
             call_id: Some(id),
         }),
         ".{0,60}".prop_map(|message| ServerMsg::Shutdown { message }),
+        bytes().prop_map(|data| ServerMsg::Media { data }),
     ]
 }
 

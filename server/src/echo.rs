@@ -25,7 +25,7 @@ use fala_proto::stun;
 use fala_proto::{CallId, MediaAddr};
 use tokio::net::UdpSocket;
 
-use crate::relay::{self, Relay};
+use crate::relay::{self, LegAddr, Relay};
 use tokio::time::{sleep_until, Instant};
 
 /// Settings of the echo user.
@@ -268,7 +268,11 @@ async fn serve(socket: UdpSocket, calls: Arc<Mutex<Calls>>, delay: Duration, rel
                     };
                     let datagram = &buf[..len];
                     if relay::is_relayed(datagram) {
-                        if let Some(to) = relay.forward(datagram, from, std::time::Instant::now()) {
+                        let to = relay.forward(datagram, LegAddr::Udp(from), std::time::Instant::now());
+                        if let Some(LegAddr::Tunnel(conn)) = &to {
+                            relay.send_down(datagram, conn);
+                        }
+                        if let Some(LegAddr::Udp(to)) = to {
                             send_now(&socket, &datagram[relay::TOKEN_LEN..], to).await;
                         }
                         continue;

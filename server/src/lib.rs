@@ -74,6 +74,8 @@ pub async fn run(
     let local = listener.local_addr()?;
     let socket = echo::bind(ipv4_of(local.ip()), local.port()).await?;
     let relay = relay::Relay::default();
+    // A clone of the socket, for relayed datagrams that came through a connection.
+    relay.set_udp(socket2::SockRef::from(&socket).try_clone()?.into());
     let (echo, task) = echo::spawn(
         socket,
         echo_config.unwrap_or_default(),

@@ -16,7 +16,7 @@ use tokio::time::{timeout, Instant};
 
 use crate::calls::InviteOutcome;
 use crate::hub::{ConnId, Hub};
-use crate::limits::{ConnLimiter, Verdict};
+use crate::limits::{ConnLimiter, TokenBucket, Verdict};
 use crate::per_ip::Slot;
 
 /// Starting size of a connection's read buffer; signaling frames are small, and idle clients
@@ -45,6 +45,8 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         limiter: ConnLimiter::new(&hub.config.limits, std_now()),
         ip_slot,
         path_lost: false,
+        tunnel: None,
+        media_budget: TokenBucket::new(MEDIA_BURST, MEDIA_PER_SECOND, std_now()),
     };
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut rx = rx;
@@ -115,7 +117,17 @@ struct Session {
     /// its call is held for it to come back. A client that closes cleanly (quit, crashed:
     /// the kernel closes for it) or says `bye` left, and its peer is told at once.
     path_lost: bool,
+    /// This connection's outgoing queue, for the relay to send media down (weakly: it must
+    /// not keep the queue open), once a `media` message came.
+    tunnel: Option<mpsc::WeakSender<Bytes>>,
+    /// `media` messages taken; beyond, they are dropped without a word (a lost datagram).
+    media_budget: TokenBucket,
 }
+
+/// `media` messages one connection may send at once, and per second: a call's 50 packets
+/// and its reports and checks, with room to spare; the relay leg's byte rate applies too.
+const MEDIA_BURST: u32 = 100;
+const MEDIA_PER_SECOND: f64 = 150.0;
 
 impl Session {
     async fn run(
@@ -279,6 +291,11 @@ impl Session {
         if !self.hello_done {
             return self.handle_hello(msg);
         }
+        if let ClientMsg::Media { data } = &msg {
+            // Media is not a request: it has its own budget, and the relay's token and rate.
+            self.tunnel_media(data);
+            return Next::Continue;
+        }
         let kind = msg.kind();
         let limits = &self.hub.config.limits;
         let is_invite = matches!(msg, ClientMsg::Invite { .. });
@@ -393,8 +410,29 @@ impl Session {
             ClientMsg::Block { name } => state.block(conn, &name),
             ClientMsg::Unblock { name } => state.unblock(conn, &name),
             ClientMsg::Bye => return Next::Close,
+            ClientMsg::Media { .. } => {}
         }
         Next::Continue
+    }
+
+    /// A relayed datagram that came through this connection goes on to the call's other leg.
+    fn tunnel_media(&mut self, data: &[u8]) {
+        let now = std_now();
+        if !self.media_budget.try_take(now) || !crate::relay::is_relayed(data) {
+            return;
+        }
+        if self.tunnel.is_none() {
+            let state = self.hub.lock();
+            self.tunnel = state
+                .conns
+                .get(&self.conn)
+                .and_then(|c| c.tx.as_ref())
+                .map(|tx| tx.downgrade());
+        }
+        let relay = self.hub.lock().relay.as_ref().map(|(r, _)| r.clone());
+        if let (Some(relay), Some(tunnel)) = (relay, &self.tunnel) {
+            relay.forward_from_tunnel(data, tunnel, now);
+        }
     }
 
     fn handle_hello(&mut self, msg: ClientMsg) -> Next {
