@@ -19,6 +19,7 @@ fn config(addr: std::net::SocketAddr, name: &str) -> SignalConfig {
         identity: std::sync::Arc::new(fala_proto::identity::Identity::generate().unwrap()),
         media: "0.0.0.0:5555".parse().unwrap(),
         notify: None,
+        tunnel: Default::default(),
     }
 }
 

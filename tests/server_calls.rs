@@ -932,7 +932,7 @@ async fn a_call_waits_for_a_side_whose_connection_broke_and_goes_on_when_it_come
 
     // Ana's network changed: her old connection is still open on the server (nothing told
     // it otherwise) when she registers again from the new one, asking for the call.
-    let (mut ana2, reply) = come_back(&server, &identity, Some(id)).await;
+    let (ana2, reply) = come_back(&server, &identity, Some(id)).await;
     assert!(
         matches!(reply, ServerMsg::Registered { call: Some(c), .. } if c == id),
         "{reply:?}"

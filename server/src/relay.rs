@@ -189,11 +189,13 @@ impl Relay {
     /// its queue has room to spare; counted against the sending leg when not.
     pub fn send_down(&self, datagram: &[u8], to: &mpsc::WeakSender<Bytes>) {
         let to = to.upgrade();
-        let sent = to.is_some_and(|to| to.capacity() > TUNNEL_QUEUE_RESERVE && {
-            let msg = ServerMsg::Media {
-                data: ByteBuf::from(&datagram[TOKEN_LEN..]),
-            };
-            encode_frame(&msg).is_ok_and(|frame| to.try_send(frame).is_ok())
+        let sent = to.is_some_and(|to| {
+            to.capacity() > TUNNEL_QUEUE_RESERVE && {
+                let msg = ServerMsg::Media {
+                    data: ByteBuf::from(&datagram[TOKEN_LEN..]),
+                };
+                encode_frame(&msg).is_ok_and(|frame| to.try_send(frame).is_ok())
+            }
         });
         if sent {
             return;
@@ -296,15 +298,27 @@ mod tests {
         // Ana speaks first: Bob's address is not known yet, nothing goes out.
         assert_eq!(relay.forward(&datagram(a, 100), ana.clone(), t0), None);
         // Bob speaks: it goes to Ana; then Ana's go to Bob.
-        assert_eq!(relay.forward(&datagram(b, 100), bob.clone(), t0), Some(ana.clone()));
-        assert_eq!(relay.forward(&datagram(a, 100), ana.clone(), t0), Some(bob.clone()));
+        assert_eq!(
+            relay.forward(&datagram(b, 100), bob.clone(), t0),
+            Some(ana.clone())
+        );
+        assert_eq!(
+            relay.forward(&datagram(a, 100), ana.clone(), t0),
+            Some(bob.clone())
+        );
         // Bob's NAT gives him another port: the relay follows.
         let bob2 = udp("203.0.113.9:5999");
         relay.forward(&datagram(b, 100), bob2.clone(), t0);
-        assert_eq!(relay.forward(&datagram(a, 100), ana.clone(), t0), Some(bob2.clone()));
+        assert_eq!(
+            relay.forward(&datagram(a, 100), ana.clone(), t0),
+            Some(bob2.clone())
+        );
         // A token nobody has, and one of another call's, go nowhere near this call.
         let stranger = [0x41; TOKEN_LEN];
-        assert_eq!(relay.forward(&datagram(stranger, 100), ana.clone(), t0), None);
+        assert_eq!(
+            relay.forward(&datagram(stranger, 100), ana.clone(), t0),
+            None
+        );
         assert_eq!(relay.unknown_tokens(), 1);
         let (c, _) = relay.open(CallId(2), t0);
         assert_eq!(relay.forward(&datagram(c, 100), ana.clone(), t0), None);

@@ -19,8 +19,8 @@ pub struct CallStats {
     pub restored_pct: Option<f32>,
     /// Redundant copies we add to each packet now (0–2).
     pub copies_sent: Option<u8>,
-    /// Our audio goes through the server's relay (`None` before the engine reports).
-    pub relayed: Option<bool>,
+    /// Which way our audio goes (`None` before the engine reports).
+    pub path: Option<crate::media::MediaPath>,
 }
 
 /// A rough verdict a person can read at a glance.
@@ -67,7 +67,7 @@ impl From<&MediaStats> for CallStats {
                 (100.0 * restored / s.packets_lost as f32).min(100.0)
             }),
             copies_sent: Some(s.copies_sent),
-            relayed: Some(s.path == crate::media::MediaPath::Relay),
+            path: Some(s.path),
         }
     }
 }

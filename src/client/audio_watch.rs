@@ -23,6 +23,7 @@ impl AudioNotice {
                 let via = match path {
                     MediaPath::Direct => "directly",
                     MediaPath::Relay => "through the server",
+                    MediaPath::Tcp => "through the server by TCP",
                 };
                 format!(
                     "no audio from {peer} for {seconds} s (sending {via}); the network between you may be blocking it"

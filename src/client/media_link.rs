@@ -22,6 +22,7 @@ use super::model::StartMedia;
 use super::net_watch::NetWatch;
 use super::options::MediaOptions;
 use crate::media::{MediaConfig, MediaEngine, MediaHandle, MediaStats, PathSetup};
+use crate::net::{Command, TunnelSlot};
 
 /// How long the media socket waits for the server's STUN answer, in all.
 const DISCOVERY_TIME: Duration = Duration::from_millis(1500);
@@ -108,6 +109,13 @@ pub struct MediaLink {
     in_call: Arc<AtomicBool>,
     /// Counts our address changes, for a call to leave a direct path at once.
     net_watch: NetWatch,
+    /// Media through the signaling connection when UDP is blocked: where it comes down...
+    tunnel: TunnelSlot,
+    /// ... and the signaling task's queue it goes up by, once attached.
+    tunnel_up: Option<mpsc::Sender<Command>>,
+    /// The server's STUN port did not answer our media socket: UDP to the server looks
+    /// blocked, so calls start on the tunnel.
+    udp_blocked: Arc<AtomicBool>,
 }
 
 impl MediaLink {
@@ -143,6 +151,9 @@ impl MediaLink {
             reflexive: Arc::new(Mutex::new(None)),
             in_call: Arc::new(AtomicBool::new(false)),
             net_watch: NetWatch::start(),
+            tunnel: TunnelSlot::default(),
+            tunnel_up: None,
+            udp_blocked: Arc::new(AtomicBool::new(false)),
         };
         Ok((link, rx))
     }
@@ -159,11 +170,15 @@ impl MediaLink {
             return false;
         };
         let (found, in_call) = (self.reflexive.clone(), self.in_call.clone());
+        let blocked = self.udp_blocked.clone();
         let report = self.reporter();
         let spawned = std::thread::Builder::new()
             .name("fala-stun".into())
             .spawn(move || {
                 let addr = reflexive_address(&socket, SocketAddr::V4(stun.0), &in_call);
+                // Unanswered for the whole time (not cut short by a call): UDP is blocked.
+                let unanswered = addr.is_none() && !in_call.load(Ordering::Relaxed);
+                blocked.store(unanswered, Ordering::Relaxed);
                 if let (Some(addr), Ok(mut slot)) = (addr, found.lock()) {
                     tracing::debug!(%addr, "our public media address");
                     *slot = Some(addr);
@@ -202,6 +217,16 @@ impl MediaLink {
         out.dedup();
         out.truncate(CANDIDATES_MAX);
         out
+    }
+
+    /// Where the signaling task delivers media that comes down the connection.
+    pub fn tunnel_slot(&self) -> TunnelSlot {
+        self.tunnel.clone()
+    }
+
+    /// The signaling task's queue: calls can send media through the connection.
+    pub fn attach_tunnel(&mut self, commands: mpsc::Sender<Command>) {
+        self.tunnel_up = Some(commands);
     }
 
     /// The bound media address.
@@ -253,6 +278,8 @@ impl MediaLink {
                 candidates: call.candidates.iter().map(|c| c.0).collect(),
                 controlling: call.outgoing,
                 address_changes: Some(self.net_watch.changes()),
+                tunnel: self.tunnel_up.clone().map(|up| self.tunnel.open(up)),
+                udp_blocked: self.udp_blocked.load(Ordering::Relaxed),
             },
             input: options.input.clone(),
             output: options.output.clone(),

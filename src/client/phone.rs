@@ -130,7 +130,7 @@ impl Phone {
                 })?;
                 Ok((name, bound))
             });
-        let (name, (media, media_events)) = match checked {
+        let (name, (mut media, media_events)) = match checked {
             Ok(ok) => ok,
             Err(problem) => {
                 self.model.refuse_locally(problem.clone());
@@ -144,7 +144,9 @@ impl Phone {
             identity: req.identity.clone(),
             media: media.advertised(),
             notify: req.notify,
+            tunnel: media.tunnel_slot(),
         });
+        media.attach_tunnel(handle.sender().clone());
         self.model
             .connecting(&req.server, &name, req.server_is_local);
         self.signal = Some(handle);

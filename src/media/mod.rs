@@ -13,6 +13,7 @@ pub mod jitter;
 pub mod player;
 pub mod protection;
 pub mod recorder;
+pub mod relay_way;
 pub mod resample;
 pub mod rx_time;
 pub mod stretch;

@@ -10,6 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fala_proto::media_crypto::SessionKeys;
+use fala_proto::stun;
+
+use super::relay_way::RelayWay;
+use crate::net::TunnelEnd;
 use fala_proto::media_session::{
     MediaSession, RelayLeg, SessionConfig, SessionEvent, MAX_DATAGRAM,
 };
@@ -21,7 +25,7 @@ const MAX_READS_PER_TICK: usize = 256;
 
 /// How a call may reach the peer (the choice itself is
 /// [`fala_proto::media_session::PathAgent`]'s).
-#[derive(Debug, Clone, Default)]
+#[derive(Default)]
 pub struct PathSetup {
     /// Our leg of the server's relay, if it offered one.
     pub relay: Option<RelayLeg>,
@@ -35,6 +39,11 @@ pub struct PathSetup {
     /// Counts this host's address changes (see `client::net_watch`); a change sends media
     /// through the relay at once and checks again.
     pub address_changes: Option<Arc<AtomicU64>>,
+    /// The call's end of the tunnel through the signaling connection, for the relay's
+    /// datagrams when UDP does not get through.
+    pub tunnel: Option<TunnelEnd>,
+    /// UDP to the server looked blocked before the call: start on the tunnel.
+    pub udp_blocked: bool,
 }
 
 /// The call's media session on its socket.
@@ -46,6 +55,17 @@ pub struct Transport {
     peer_loss: Option<u8>,
     /// The host's address-change count, and the value the session last heard of.
     address_changes: Option<(Arc<AtomicU64>, u64)>,
+    /// The tunnel, and which way the relay's datagrams go (with a relay leg only).
+    tunnel: Option<(TunnelEnd, RelayWay)>,
+}
+
+/// A fresh STUN transaction id for a probe.
+fn random_id() -> [u8; 12] {
+    let mut id = [0u8; 12];
+    for chunk in id.chunks_mut(4) {
+        chunk.copy_from_slice(&random_u32().to_ne_bytes());
+    }
+    id
 }
 
 fn random_u32() -> u32 {
@@ -83,6 +103,11 @@ impl Transport {
             controlling: paths.controlling,
             path_seed: u64::from(random_u32()) << 32 | u64::from(random_u32()),
         });
+        let has_relay = paths.relay.is_some();
+        let tunnel = paths
+            .tunnel
+            .filter(|_| has_relay)
+            .map(|end| (end, RelayWay::new(0, paths.udp_blocked)));
         let address_changes = paths.address_changes.map(|c| {
             let seen = c.load(Ordering::Relaxed);
             (c, seen)
@@ -93,12 +118,23 @@ impl Transport {
             buf: Box::new([0; MAX_DATAGRAM]),
             peer_loss: None,
             address_changes,
+            tunnel,
         })
     }
 
     /// Whether media goes through the server's relay now.
     pub fn relayed(&self) -> bool {
         self.session.via_relay()
+    }
+
+    /// Times the relay's datagrams moved between UDP and the tunnel.
+    pub fn tunnel_changes(&self) -> u32 {
+        self.tunnel.as_ref().map_or(0, |(_, way)| way.changes())
+    }
+
+    /// Whether the relay's datagrams go through the signaling connection now (UDP blocked).
+    pub fn tunneled(&self) -> bool {
+        self.session.via_relay() && self.tunnel.as_ref().is_some_and(|(_, way)| way.tunnel())
     }
 
     /// Our SSRC.
@@ -160,19 +196,68 @@ impl Transport {
                 ((realtime_now - t) / 1000).clamp(0, 1_000_000) as u64
             });
             let arrival_us = now_us.saturating_sub(ago_us);
-            self.session
-                .handle_datagram(arrival_us, d.from, &self.buf[..d.len]);
-            if fala_proto::stun::is_stun(&self.buf[..d.len]) {
-                // A connectivity check is answered at once: its round trip picks the path.
-                while let Some(t) = self.session.poll_check(now_us) {
-                    let _ = self.socket.send_to(t.contents, t.destination);
+            let relay = self.session.relay().map(|r| r.addr);
+            if let Some((_, way)) = self.tunnel.as_mut().filter(|_| relay == Some(d.from)) {
+                // The answer to our UDP probe of the relay's port, when on the tunnel.
+                let probe = way.probe_id();
+                let datagram = &self.buf[..d.len];
+                if let Some(id) =
+                    probe.filter(|id| stun::binding_response_address(datagram, *id).is_ok())
+                {
+                    way.on_probe_answer(now_us, id);
+                    continue;
                 }
             }
-            while let Some(ev) = self.session.poll_event() {
-                match ev {
-                    SessionEvent::Media(packet) => on_packet(packet),
-                    SessionEvent::PeerLoss(lost) => self.peer_loss = Some(lost),
+            let relay_heard = self.session.relay_heard_us();
+            self.take_in(now_us, arrival_us, d.from, d.len, &mut on_packet);
+            if let Some((_, way)) = self.tunnel.as_mut() {
+                if self.session.relay_heard_us() != relay_heard && relay == Some(d.from) {
+                    way.on_udp_heard(now_us);
                 }
+            }
+        }
+        self.poll_tunnel(now_us, &mut on_packet);
+    }
+
+    /// Takes in what came down the tunnel, as from the relay.
+    fn poll_tunnel(&mut self, now_us: u64, on_packet: &mut impl FnMut(MediaPacket<'_>)) {
+        let Some(relay) = self.session.relay().map(|r| r.addr) else {
+            return;
+        };
+        for _ in 0..MAX_READS_PER_TICK {
+            let Some(datagram) = self.tunnel.as_ref().and_then(|(end, _)| end.try_recv()) else {
+                return;
+            };
+            let Some(buf) = self.buf.get_mut(..datagram.len()) else {
+                continue;
+            };
+            buf.copy_from_slice(&datagram);
+            self.take_in(now_us, now_us, relay, datagram.len(), on_packet);
+        }
+    }
+
+    /// Hands the datagram in `buf[..len]` to the session, answers a check at once, and passes
+    /// on what it carried.
+    fn take_in(
+        &mut self,
+        now_us: u64,
+        arrival_us: u64,
+        from: SocketAddr,
+        len: usize,
+        on_packet: &mut impl FnMut(MediaPacket<'_>),
+    ) {
+        self.session
+            .handle_datagram(arrival_us, from, &self.buf[..len]);
+        if stun::is_stun(&self.buf[..len]) {
+            // A connectivity check is answered at once: its round trip picks the path.
+            while let Some(t) = self.session.poll_check(now_us) {
+                let _ = self.socket.send_to(t.contents, t.destination);
+            }
+        }
+        while let Some(ev) = self.session.poll_event() {
+            match ev {
+                SessionEvent::Media(packet) => on_packet(packet),
+                SessionEvent::PeerLoss(lost) => self.peer_loss = Some(lost),
             }
         }
     }
@@ -182,11 +267,32 @@ impl Transport {
         self.flush(now_us);
     }
 
-    /// Sends what the session has to send now.
+    /// Sends what the session has to send now: the relay's datagrams through the tunnel
+    /// when it is on, the rest by UDP.
     fn flush(&mut self, now_us: u64) {
+        let relay = self.session.relay().map(|r| r.addr);
+        if let Some((_, way)) = self.tunnel.as_mut() {
+            way.tick(
+                now_us,
+                self.session.via_relay(),
+                self.session.peer_heard_us_us(),
+            );
+            if let (Some(relay), Some(id)) = (relay, way.poll_probe(now_us, random_id)) {
+                let mut probe = [0u8; stun::MAX_RESPONSE_LEN];
+                let len = stun::binding_request(id, &mut probe);
+                let _ = self.socket.send_to(&probe[..len], relay);
+            }
+        }
         while let Some(t) = self.session.poll_transmit(now_us) {
-            // A failed send is a lost packet; the peer's reports will say so.
-            let _ = self.socket.send_to(t.contents, t.destination);
+            match &self.tunnel {
+                Some((end, way)) if way.tunnel() && Some(t.destination) == relay => {
+                    end.send(t.contents);
+                }
+                // A failed send is a lost packet; the peer's reports will say so.
+                _ => {
+                    let _ = self.socket.send_to(t.contents, t.destination);
+                }
+            }
         }
     }
 }

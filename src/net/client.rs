@@ -14,6 +14,7 @@ use tokio::time::{timeout, Instant};
 
 use super::conn::{ConnError, Connection};
 use super::tls::{self, KnownServers};
+use super::tunnel::TunnelSlot;
 
 /// How the connection to the server is protected.
 #[derive(Clone, Debug)]
@@ -37,6 +38,8 @@ pub struct SignalConfig {
     pub media: MediaAddr,
     /// Called after every event is queued, e.g. to wake the window (`request_repaint`).
     pub notify: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Where media that comes down the connection goes (the call's tunnel end).
+    pub tunnel: TunnelSlot,
 }
 
 /// What the program asks of the signaling task.
@@ -46,6 +49,9 @@ pub enum Command {
     Send(ClientMsg),
     /// Say goodbye and stop (the original's "0").
     Disconnect,
+    /// Send this relayed datagram (`token ‖ datagram`) through the connection; dropped while
+    /// offline.
+    Media(Vec<u8>),
 }
 
 /// What the signaling task reports.
@@ -249,7 +255,7 @@ impl Task {
                     Some(Command::Send(ClientMsg::Hangup { call_id })) if self.call == Some(call_id) => {
                         self.hangup_pending = Some(call_id);
                     }
-                    Some(Command::Send(_)) => {}
+                    Some(Command::Send(_) | Command::Media(_)) => {}
                 },
             }
         }
@@ -408,9 +414,19 @@ impl Task {
                             return End::Lost(e.to_string());
                         }
                     }
+                    Some(Command::Media(datagram)) => {
+                        let media = ClientMsg::Media { data: ByteBuf::from(datagram) };
+                        if let Err(e) = conn.send(&media).await {
+                            return End::Lost(e.to_string());
+                        }
+                    }
                 },
                 msg = conn.recv() => match msg {
                     Ok(ServerMsg::Pong { .. }) => last_heard = Instant::now(),
+                    Ok(ServerMsg::Media { data }) => {
+                        last_heard = Instant::now();
+                        self.config.tunnel.deliver(data.into_vec());
+                    }
                     Ok(ServerMsg::Shutdown { message }) => {
                         self.emit(Event::Server(ServerMsg::Shutdown { message: message.clone() })).await;
                         return End::Lost(format!("server shut down: {message}"));

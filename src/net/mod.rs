@@ -7,6 +7,8 @@
 mod client;
 mod conn;
 pub mod tls;
+mod tunnel;
 
 pub use client::{spawn, wait_for, Command, Event, Security, SignalConfig, SignalHandle};
 pub use conn::{ConnError, Connection};
+pub use tunnel::{TunnelEnd, TunnelSlot};

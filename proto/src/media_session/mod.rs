@@ -237,6 +237,11 @@ pub struct MediaSession {
     last_authentic_us: Option<u64>,
     /// When the current wait for consent began (the first poll, or consent lapsing), µs.
     probing_since: Option<u64>,
+    /// When something authentic last came through the relay, µs.
+    relay_heard_us: Option<u64>,
+    /// The peer's last report's echo of our last sender report (LSR), and when a report
+    /// first showed it: a new echo means the peer got our reports.
+    peer_echo: (u32, Option<u64>),
 }
 
 impl MediaSession {
@@ -279,6 +284,8 @@ impl MediaSession {
             relay: config.relay,
             last_authentic_us: None,
             probing_since: None,
+            relay_heard_us: None,
+            peer_echo: (0, None),
         }
     }
 
@@ -463,6 +470,23 @@ impl MediaSession {
         self.paths.local_address_changed(now_us);
     }
 
+    /// When something authentic last came through the relay (µs on the driver's clock): the
+    /// driver tells by this whether the relay's way (UDP, or a tunnel) works.
+    pub fn relay_heard_us(&self) -> Option<u64> {
+        self.relay_heard_us
+    }
+
+    /// When a report from the peer last showed that it got one of ours (µs): a peer whose
+    /// reports come but stop echoing ours no longer hears us (our way out is blocked).
+    pub fn peer_heard_us_us(&self) -> Option<u64> {
+        self.peer_echo.1
+    }
+
+    /// Our leg of the relay, if the call has one.
+    pub fn relay(&self) -> Option<RelayLeg> {
+        self.relay
+    }
+
     /// Whether media goes through the relay now.
     pub fn via_relay(&self) -> bool {
         self.paths.route() == Route::Relay
@@ -503,6 +527,9 @@ impl MediaSession {
         };
         if let Some(media) = authentic {
             self.paths.on_authentic(arrival_us, from, via_relay, media);
+            if via_relay {
+                self.relay_heard_us = Some(arrival_us);
+            }
         }
     }
 
@@ -676,6 +703,14 @@ impl MediaSession {
         let now_ntp = rtcp::ntp_from_micros(now_us);
         if let Some(s) = report.sender {
             self.reception.on_sender_report(s.ntp, now_ntp);
+        }
+        if let Some(b) = report
+            .block
+            .filter(|b| b.ssrc == self.sender.ssrc && b.lsr != 0)
+        {
+            if b.lsr != self.peer_echo.0 {
+                self.peer_echo = (b.lsr, Some(now_us));
+            }
         }
         if let Some(b) = report.block.filter(|b| b.ssrc == self.sender.ssrc) {
             if let Some(rtt) = rtcp::rtt_ms(now_ntp, &b) {

@@ -103,6 +103,7 @@ pub(super) static EN: Strings = Strings {
     path_direct: "direct",
     no_audio_for: "Nothing has arrived from the other side for {} s. The network between you may be blocking the call's audio; Fala keeps trying other ways.",
     path_relay: "via the server",
+    path_tcp: "via the server (TCP)",
     quality_good: "good",
     quality_fair: "fair",
     quality_poor: "poor",

@@ -148,6 +148,8 @@ pub struct Strings {
     /// Nothing from the peer for {} seconds.
     pub no_audio_for: &'static str,
     pub path_relay: &'static str,
+    /// Through the server over the TCP connection (UDP is blocked).
+    pub path_tcp: &'static str,
     pub quality_good: &'static str,
     pub quality_fair: &'static str,
     pub quality_poor: &'static str,

@@ -102,6 +102,7 @@ pub(super) static PT_BR: Strings = Strings {
     path_direct: "direto",
     no_audio_for: "Nada chegou do outro lado há {} s. A rede entre vocês pode estar bloqueando o áudio da chamada; o Fala continua tentando outros caminhos.",
     path_relay: "pelo servidor",
+    path_tcp: "pelo servidor (TCP)",
     quality_good: "boa",
     quality_fair: "razoável",
     quality_poor: "ruim",

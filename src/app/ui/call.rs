@@ -11,6 +11,7 @@ use crate::app::App;
 use crate::client::contacts::KeyCheck;
 use crate::client::history::clock;
 use crate::client::AudioState;
+use crate::media::MediaPath;
 
 /// "Calling NAME…" until the server answers, then "Ringing NAME…", with Cancel.
 pub fn outgoing(app: &mut App, ui: &mut egui::Ui) {
@@ -317,9 +318,10 @@ fn stats_grid(app: &App, ui: &mut egui::Ui) {
                 (tr.stat_protection, protection(tr, &stats)),
                 (
                     tr.stat_path,
-                    match stats.relayed {
-                        Some(true) => tr.path_relay.to_string(),
-                        Some(false) => tr.path_direct.to_string(),
+                    match stats.path {
+                        Some(MediaPath::Relay) => tr.path_relay.to_string(),
+                        Some(MediaPath::Tcp) => tr.path_tcp.to_string(),
+                        Some(MediaPath::Direct) => tr.path_direct.to_string(),
                         None => tr.no_value.to_string(),
                     },
                 ),

@@ -73,6 +73,8 @@ pub enum MediaPath {
     Direct,
     /// Through the server's relay.
     Relay,
+    /// Through the server's relay, by the signaling connection (UDP does not get through).
+    Tcp,
 }
 
 /// The engine could not start.
@@ -104,6 +106,8 @@ pub struct MediaStats {
     pub path_changes: u64,
     /// Times a direct path fell silent and the call went back to the relay.
     pub path_fallbacks: u64,
+    /// Times the relay's datagrams moved between UDP and the TCP connection.
+    pub tcp_switches: u32,
     /// Connectivity checks sent, and answered.
     pub checks_sent: u64,
     pub checks_answered: u64,

@@ -148,13 +148,16 @@ impl Worker {
             duration_s: secs,
             packets_sent: t.packets_sent,
             frames_held: t.frames_held,
-            path: if t.relayed {
+            path: if self.transport.tunneled() {
+                super::MediaPath::Tcp
+            } else if t.relayed {
                 super::MediaPath::Relay
             } else {
                 super::MediaPath::Direct
             },
             path_changes: t.paths.route_changes,
             path_fallbacks: t.paths.fallbacks,
+            tcp_switches: self.transport.tunnel_changes(),
             checks_sent: t.paths.checks_sent,
             checks_answered: t.paths.checks_answered,
             first_audio_ms: t.first_media_us.map(|us| us as f64 / 1000.0),
