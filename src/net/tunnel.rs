@@ -5,7 +5,7 @@
 //! The signaling task and the call's media thread meet here through bounded queues: a
 //! datagram that finds a queue full is lost, as on the network.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -59,9 +59,6 @@ impl TunnelEnd {
 
     /// The next datagram that came down the connection, if one is waiting.
     pub fn try_recv(&self) -> Option<Vec<u8>> {
-        match self.down.try_recv() {
-            Ok(d) => Some(d),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        self.down.try_recv().ok()
     }
 }
