@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Time from "connected" to the first audio, and the path taken, for each home-NAT topology of
 # tests/nat.rs (network namespaces + nftables, real server and clients; needs root).
-# Runs the NAT lab RUNS times (default 3) and prints a Markdown table: median and range per
-# topology and side.
+# Runs the NAT lab RUNS times (default 3) and prints Markdown tables: first audio per topology
+# and side, and the longest gap in received audio when something changes mid-call (the direct
+# path breaks, a side's own address moves, UDP is cut and comes back), median and range.
 #
 #   sudo scripts/nat-bench.sh        # RUNS=5 scripts/nat-bench.sh for more samples
 set -euo pipefail
@@ -34,5 +35,20 @@ print("|---|---|---|---|---|")
 for (topo, who), r in sorted(rows.items()):
     v = r["ms"]
     print(f"| {topo} | {who} | {'/'.join(sorted(r['paths']))} | {statistics.median(v):.0f} ({min(v):.0f}–{max(v):.0f}) | {len(v)} |")
+gaps = {}
+gap_pat = re.compile(r'^(.+?): (ana|bob): longest gap (\d+) ms, path "(\w+)"')
+for line in open(sys.argv[1], errors="replace"):
+    m = gap_pat.match(line.strip())
+    if m:
+        event, who, ms, path = m.group(1), m.group(2), float(m.group(3)), m.group(4)
+        gaps.setdefault((event, who), {"ms": [], "paths": set()})
+        gaps[(event, who)]["ms"].append(ms)
+        gaps[(event, who)]["paths"].add(path)
+print()
+print("| mid-call event | side | path at the end | longest gap in received audio, median (range) ms | runs |")
+print("|---|---|---|---|---|")
+for (event, who), r in sorted(gaps.items()):
+    v = r["ms"]
+    print(f"| {event} | {who} | {'/'.join(sorted(r['paths']))} | {statistics.median(v):.0f} ({min(v):.0f}–{max(v):.0f}) | {len(v)} |")
 PY
 rm -f "$LOG"

@@ -49,6 +49,20 @@ async fn pair(server: &TestServer) -> (Raw, Raw) {
     (ana, bob)
 }
 
+/// The callee accepts without a media key, at its registered address, with no candidates.
+async fn accept_in_clear(callee: &mut Raw, id: CallId) {
+    callee
+        .send(&ClientMsg::Accept {
+            call_id: id,
+            media: None,
+            key: None,
+            signature: None,
+            candidates: Vec::new(),
+            hide_address: false,
+        })
+        .await;
+}
+
 /// Sends an invite without a media key.
 async fn invite(from: &mut Raw, to: &str) {
     from.send(&ClientMsg::Invite {
@@ -142,15 +156,7 @@ async fn callee_hangs_up() {
     let server = TestServer::start(Config::default()).await;
     let (mut ana, mut bob) = pair(&server).await;
     let id = ring(&mut ana, &mut bob).await;
-    bob.send(&ClientMsg::Accept {
-        call_id: id,
-        media: None,
-        key: None,
-        signature: None,
-        candidates: Vec::new(),
-        hide_address: false,
-    })
-    .await;
+    accept_in_clear(&mut bob, id).await;
     assert!(
         matches!(ana.recv().await, ServerMsg::CallConnected { media, .. } if media.port() == 5002)
     );
@@ -182,15 +188,7 @@ async fn busy_when_callee_is_ringing_or_talking() {
     assert!(
         matches!(cris.recv().await, ServerMsg::CallEnded { reason: EndReason::Busy, peer, .. } if peer == "bob")
     );
-    bob.send(&ClientMsg::Accept {
-        call_id: id,
-        media: None,
-        key: None,
-        signature: None,
-        candidates: Vec::new(),
-        hide_address: false,
-    })
-    .await;
+    accept_in_clear(&mut bob, id).await;
     ana.recv().await;
     bob.recv().await;
     invite(&mut cris, "ana").await;
@@ -223,15 +221,7 @@ async fn caller_cancels_before_answer() {
     assert_eq!(ana.recv().await, ended(id, "bob", EndReason::Cancelled));
     assert_eq!(bob.recv().await, ended(id, "ana", EndReason::Cancelled));
     // Accepting a cancelled call is refused.
-    bob.send(&ClientMsg::Accept {
-        call_id: id,
-        media: None,
-        key: None,
-        signature: None,
-        candidates: Vec::new(),
-        hide_address: false,
-    })
-    .await;
+    accept_in_clear(&mut bob, id).await;
     expect_error(&mut bob, ErrorCode::UnknownCall).await;
     server.stop().await;
 }
@@ -264,15 +254,7 @@ async fn a_third_party_cannot_touch_a_call() {
             }
         ));
     }
-    bob.send(&ClientMsg::Accept {
-        call_id: id,
-        media: None,
-        key: None,
-        signature: None,
-        candidates: Vec::new(),
-        hide_address: false,
-    })
-    .await;
+    accept_in_clear(&mut bob, id).await;
     assert!(matches!(ana.recv().await, ServerMsg::CallConnected { .. }));
     server.stop().await;
 }
@@ -353,15 +335,7 @@ async fn peer_dropping_in_a_call_is_reported_at_once() {
     let server = TestServer::start(Config::default()).await;
     let (mut ana, mut bob) = pair(&server).await;
     let id = ring(&mut ana, &mut bob).await;
-    bob.send(&ClientMsg::Accept {
-        call_id: id,
-        media: None,
-        key: None,
-        signature: None,
-        candidates: Vec::new(),
-        hide_address: false,
-    })
-    .await;
+    accept_in_clear(&mut bob, id).await;
     ana.recv().await;
     bob.recv().await;
     let t = std::time::Instant::now();
@@ -675,15 +649,7 @@ async fn errors_name_their_request_and_shutdown_ends_calls_first() {
         other => panic!("unexpected {other:?}"),
     }
     let id = ring(&mut ana, &mut bob).await;
-    bob.send(&ClientMsg::Accept {
-        call_id: id,
-        media: None,
-        key: None,
-        signature: None,
-        candidates: Vec::new(),
-        hide_address: false,
-    })
-    .await;
+    accept_in_clear(&mut bob, id).await;
     assert!(matches!(ana.recv().await, ServerMsg::CallConnected { .. }));
     assert!(matches!(bob.recv().await, ServerMsg::CallConnected { .. }));
     server.stop().await;
@@ -711,15 +677,7 @@ async fn the_relay_forwards_between_the_legs_of_a_call_only() {
     let server = TestServer::start(Config::default()).await;
     let (mut ana, mut bob) = pair(&server).await;
     let id = ring(&mut ana, &mut bob).await;
-    bob.send(&ClientMsg::Accept {
-        call_id: id,
-        media: None,
-        key: None,
-        signature: None,
-        candidates: Vec::new(),
-        hide_address: false,
-    })
-    .await;
+    accept_in_clear(&mut bob, id).await;
     let relay_of = |m: ServerMsg| match m {
         ServerMsg::CallConnected {
             relay: Some(relay), ..
@@ -885,15 +843,7 @@ fn reset(client: Raw) {
 }
 
 async fn answer_in_clear(ana: &mut Raw, bob: &mut Raw, id: CallId) {
-    bob.send(&ClientMsg::Accept {
-        call_id: id,
-        media: None,
-        key: None,
-        signature: None,
-        candidates: Vec::new(),
-        hide_address: false,
-    })
-    .await;
+    accept_in_clear(bob, id).await;
     assert!(matches!(ana.recv().await, ServerMsg::CallConnected { .. }));
     assert!(matches!(bob.recv().await, ServerMsg::CallConnected { .. }));
 }
