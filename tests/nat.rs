@@ -180,6 +180,58 @@ impl Lab {
         lab
     }
 
+    /// Gives both homes IPv6 as well, without NAT (as most IPv6 homes have it): home `i` gets
+    /// 2001:db8:{i+1}:1::2 behind router `i`, whose stateful firewall (the `inet` table, for
+    /// both families) still drops what comes unasked from outside.
+    fn add_ipv6(&self) {
+        let p = self.public.as_str();
+        sysctl(p, "net.ipv6.conf.all.forwarding=1");
+        for i in 0..2 {
+            let (r, h) = (self.routers[i].as_str(), self.homes[i].as_str());
+            let net = i + 1;
+            let (public_side, wan) = (
+                format!("2001:db8:0:{net}::1"),
+                format!("2001:db8:0:{net}::2"),
+            );
+            let (lan, home) = (
+                format!("2001:db8:{net}:1::1"),
+                format!("2001:db8:{net}:1::2"),
+            );
+            let add = |ns: &str, addr: &str, dev: &str| {
+                ip(
+                    ns,
+                    &[
+                        "-6",
+                        "addr",
+                        "add",
+                        &format!("{addr}/64"),
+                        "dev",
+                        dev,
+                        "nodad",
+                    ],
+                );
+            };
+            add(p, &public_side, &format!("p{i}"));
+            add(r, &wan, "wan");
+            add(r, &lan, "lan");
+            add(h, &home, "eth0");
+            sysctl(r, "net.ipv6.conf.all.forwarding=1");
+            ip(r, &["-6", "route", "add", "default", "via", &public_side]);
+            ip(h, &["-6", "route", "add", "default", "via", &lan]);
+            ip(
+                p,
+                &[
+                    "-6",
+                    "route",
+                    "add",
+                    &format!("2001:db8:{net}::/48"),
+                    "via",
+                    &wan,
+                ],
+            );
+        }
+    }
+
     fn all(&self) -> impl Iterator<Item = &str> {
         [self.public.as_str(), self.server_host.as_str()]
             .into_iter()
@@ -417,6 +469,17 @@ fn homes_behind_symmetric_nats_talk_through_the_relay() {
         "symmetric both",
         "relay",
     );
+}
+
+/// Both homes behind symmetric NATs for IPv4 (a relay call), but with IPv6 too: the clients
+/// offer their IPv6 addresses, the checks open both homes' firewalls, and the call goes
+/// straight over IPv6.
+#[test]
+fn homes_with_ipv6_talk_directly_even_behind_symmetric_ipv4_nats() {
+    let mut lab = Lab::new("v6", [Nat::Symmetric, Nat::Symmetric]);
+    lab.add_ipv6();
+    let sides = call(&mut lab, "nat-v6", 6, None);
+    assert_speech_both_ways("ipv6, symmetric ipv4 both", &sides, "direct");
 }
 
 #[test]

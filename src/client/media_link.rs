@@ -6,7 +6,7 @@
 //! (which joins that thread) runs on a thread of its own. What happens later comes back as a
 //! [`LinkEvent`] on a bounded channel, with a `notify` call to wake a window.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -127,7 +127,7 @@ impl MediaLink {
         options: Option<MediaOptions>,
         notify: Option<Notify>,
     ) -> std::io::Result<(MediaLink, mpsc::Receiver<LinkEvent>)> {
-        let socket = UdpSocket::bind(("0.0.0.0", port))?;
+        let socket = bind_dual_stack(port)?;
         // Shared with discovery and the engine, which both only poll it.
         socket.set_nonblocking(true)?;
         let port = socket.local_addr()?.port();
@@ -194,8 +194,11 @@ impl MediaLink {
         }
     }
 
-    /// Our media socket's addresses the peer may try besides the registered one: every
-    /// interface's IPv4 address (not loopback) and the server-reflexive one. None with
+    /// Our media socket's addresses the peer may try besides the registered one: the
+    /// server-reflexive one, every interface's IPv4 address (not loopback), then its IPv6
+    /// addresses when the socket takes IPv6 (not loopback or link-local: a link-local address
+    /// means nothing without its interface). IPv6 often needs no NAT at all: two homes
+    /// whose IPv4 sits behind symmetric NATs may still talk straight over IPv6. None with
     /// "always relay" (the peer must not learn them) or an exact advertised address.
     pub fn candidates(&self) -> Vec<Candidate> {
         let always_relay = self.options.as_ref().is_some_and(|o| o.always_relay);
@@ -205,11 +208,27 @@ impl MediaLink {
         if always_relay || !self.offer_candidates {
             return Vec::new();
         }
-        let mut out: Vec<Candidate> = if_addrs::get_if_addrs()
+        let ipv6 = local.is_ipv6();
+        let usable = |ip: &IpAddr| match ip {
+            IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local(),
+            IpAddr::V6(v6) => {
+                ipv6 && !v6.is_loopback()
+                    && !v6.is_unicast_link_local()
+                    && !v6.is_multicast()
+                    && v6.to_ipv4_mapped().is_none()
+            }
+        };
+        let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
             .unwrap_or_default()
             .into_iter()
-            .filter(|i| !i.is_loopback() && i.ip().is_ipv4())
-            .map(|i| Candidate(SocketAddr::new(i.ip(), local.port())))
+            .map(|i| i.ip())
+            .filter(usable)
+            .collect();
+        // IPv4 first (the common case), each family in interface order.
+        ips.sort_by_key(|ip| ip.is_ipv6());
+        let mut out: Vec<Candidate> = ips
+            .into_iter()
+            .map(|ip| Candidate(SocketAddr::new(ip, local.port())))
             .collect();
         if let Some(addr) = self.reflexive.lock().ok().and_then(|r| *r) {
             out.insert(0, Candidate(addr));
@@ -407,6 +426,24 @@ impl MediaLink {
     }
 }
 
+/// Binds UDP `port` on every interface, IPv6 and IPv4 alike (one dual-stack socket, so a call
+/// can take an IPv6 path); IPv4 alone where the host has no IPv6.
+fn bind_dual_stack(port: u16) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let dual = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).and_then(|s| {
+        s.set_only_v6(false)?;
+        s.bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)).into())?;
+        Ok(s)
+    });
+    match dual {
+        Ok(socket) => Ok(socket.into()),
+        Err(e) => {
+            tracing::debug!("no dual-stack media socket ({e}); IPv4 only");
+            UdpSocket::bind(("0.0.0.0", port))
+        }
+    }
+}
+
 /// Sends STUN Binding requests from `socket` to `server` until one is answered (or
 /// [`DISCOVERY_TIME`] passes, or a call starts); the mapped address in the answer.
 fn reflexive_address(
@@ -428,7 +465,7 @@ fn reflexive_address(
             let _ = socket.send_to(&request[..len], server);
         }
         match socket.recv_from(&mut buf) {
-            Ok((n, from)) if from == server => {
+            Ok((n, from)) if crate::media::rx_time::canonical(from) == server => {
                 if let Ok(addr) = stun::binding_response_address(&buf[..n], id) {
                     return Some(addr);
                 }

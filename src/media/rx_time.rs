@@ -71,7 +71,7 @@ pub fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> {
         let (len, from) = socket.recv_from(buf)?;
         Ok(Datagram {
             len,
-            from,
+            from: canonical(from),
             arrival_realtime_ns: None,
         })
     }
@@ -140,14 +140,27 @@ fn sockaddr_to_std(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
             // SAFETY: the family says this storage holds a sockaddr_in6.
             let a: &libc::sockaddr_in6 =
                 unsafe { &*(addr as *const libc::sockaddr_storage).cast() };
-            Some(SocketAddr::V6(SocketAddrV6::new(
+            Some(canonical(SocketAddr::V6(SocketAddrV6::new(
                 Ipv6Addr::from(a.sin6_addr.s6_addr),
                 u16::from_be(a.sin6_port),
                 a.sin6_flowinfo,
                 a.sin6_scope_id,
-            )))
+            ))))
         }
         _ => None,
+    }
+}
+
+/// The address a datagram came from as the rest of the program knows it: a dual-stack
+/// socket reports IPv4 senders as IPv4-mapped IPv6 (`::ffff:a.b.c.d`), which would never
+/// equal the IPv4 addresses signaling gives.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
     }
 }
 
