@@ -30,6 +30,9 @@ pub struct RelayWay {
     tunnel: bool,
     /// When the current way was taken.
     since_us: u64,
+    /// When media last came onto the relay (from a direct path); `None` while it is not
+    /// on the relay. Silence from before counts for nothing.
+    on_relay_since_us: Option<u64>,
     /// When something authentic last came from the relay by UDP.
     udp_heard_us: Option<u64>,
     probe_every_us: u64,
@@ -47,6 +50,7 @@ impl RelayWay {
         Self {
             tunnel: udp_blocked,
             since_us: now_us,
+            on_relay_since_us: None,
             udp_heard_us: None,
             probe_every_us: FIRST_PROBE_US,
             next_probe_us: now_us + FIRST_PROBE_US,
@@ -78,11 +82,17 @@ impl RelayWay {
     /// Moves with time; `on_relay`: media goes through the relay now; `peer_heard_us`: when
     /// the peer's reports last showed it got ours.
     pub fn tick(&mut self, now_us: u64, on_relay: bool, peer_heard_us: Option<u64>) {
-        if self.tunnel || !on_relay {
+        if !on_relay {
+            self.on_relay_since_us = None;
             return;
         }
-        let heard = self.udp_heard_us.unwrap_or(0).max(self.since_us);
-        let heard_by_peer = peer_heard_us.unwrap_or(0).max(self.since_us);
+        let on_relay_since = *self.on_relay_since_us.get_or_insert(now_us);
+        if self.tunnel {
+            return;
+        }
+        let start = self.since_us.max(on_relay_since);
+        let heard = self.udp_heard_us.unwrap_or(0).max(start);
+        let heard_by_peer = peer_heard_us.unwrap_or(0).max(start);
         let deaf = now_us.saturating_sub(heard_by_peer) >= PEER_DEAF_US;
         if now_us.saturating_sub(heard) >= UDP_SILENCE_US || deaf {
             self.tunnel = true;
@@ -139,28 +149,25 @@ mod tests {
         // A direct path needs no relay, however quiet the relay is.
         way.tick(30 * S, false, None);
         assert!(!way.tunnel());
-        // On the relay and nothing by UDP for 2 s: the tunnel.
-        way.tick(30 * S + 1, true, Some(30 * S));
+        // Onto the relay, and nothing by UDP for 2 s there: the tunnel.
+        way.tick(30 * S, true, Some(30 * S));
+        assert!(!way.tunnel(), "not at once");
+        way.tick(32 * S, true, Some(32 * S));
         assert!(way.tunnel());
-        assert_eq!(way.poll_probe(31 * S, || [1; 12]), None, "not at once");
-        let id = way
-            .poll_probe(30 * S + FIRST_PROBE_US + 1, || [1; 12])
-            .unwrap();
+        assert_eq!(way.poll_probe(33 * S, || [1; 12]), None, "no probe at once");
+        let id = way.poll_probe(32 * S + FIRST_PROBE_US, || [1; 12]).unwrap();
         // An answer to another probe (or a forged one) changes nothing.
-        way.on_probe_answer(36 * S, [2; 12]);
+        way.on_probe_answer(37 * S, [2; 12]);
         assert!(way.tunnel());
-        way.on_probe_answer(36 * S, id);
+        way.on_probe_answer(37 * S, id);
         assert!(!way.tunnel());
         assert_eq!(way.changes(), 2);
         // UDP goes quiet again: the tunnel, and the probes come half as often.
-        way.tick(38 * S + 1, true, Some(38 * S));
+        way.tick(39 * S, true, Some(39 * S));
         assert!(way.tunnel());
-        assert_eq!(
-            way.poll_probe(38 * S + FIRST_PROBE_US + 2, || [3; 12]),
-            None
-        );
+        assert_eq!(way.poll_probe(39 * S + FIRST_PROBE_US, || [3; 12]), None);
         assert!(way
-            .poll_probe(38 * S + 2 * FIRST_PROBE_US + 2, || [3; 12])
+            .poll_probe(39 * S + 2 * FIRST_PROBE_US, || [3; 12])
             .is_some());
     }
 
@@ -173,6 +180,26 @@ mod tests {
             way.tick(t, true, Some(t.min(5 * S)));
         }
         assert!(way.tunnel(), "deaf for 2.5 s");
+    }
+
+    #[test]
+    fn silence_from_before_media_came_onto_the_relay_counts_for_nothing() {
+        let mut way = RelayWay::new(0, false);
+        // Direct for 10 s: the relay is quiet by UDP and the peer's echoes stopped at 5 s
+        // (our direct path broke).
+        for t in (0..10 * S).step_by(500_000) {
+            way.tick(t, false, Some(t.min(5 * S)));
+        }
+        // Onto the relay at 10 s: it gets its full time before anything counts as silent.
+        way.tick(10 * S, true, Some(5 * S));
+        way.tick(10 * S + 1_900_000, true, Some(5 * S));
+        assert!(!way.tunnel());
+        way.on_udp_heard(10 * S + 1_000_000);
+        way.tick(12 * S + 600_000, true, Some(5 * S));
+        assert!(
+            way.tunnel(),
+            "but the peer not hearing us for 2.5 s on the relay does"
+        );
     }
 
     #[test]
