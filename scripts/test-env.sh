@@ -39,5 +39,7 @@ start_xvfb() {
 stop_test_env() {
   [ -f "$FALA_RUN/pulse/pid" ] && kill "$(cat "$FALA_RUN/pulse/pid")" 2>/dev/null || true
   [ -f "$FALA_RUN/xvfb.pid" ] && kill "$(cat "$FALA_RUN/xvfb.pid")" 2>/dev/null || true
-  rm -rf "$FALA_RUN"
+  # The sound server may still be writing its files as it dies: try again a moment later,
+  # and never fail the run over a leftover temporary folder.
+  rm -rf "$FALA_RUN" 2>/dev/null || { sleep 0.5; rm -rf "$FALA_RUN" 2>/dev/null; } || true
 }
