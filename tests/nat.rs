@@ -609,8 +609,8 @@ fn a_call_moves_to_tcp_when_udp_stops_and_back_when_it_returns() {
             "udp cut for 8 s: {who}: longest gap {gap:.0} ms, path {}, {} moves to and from tcp; stats {s}",
             s["path"], s["tcp_switches"]
         );
-        assert!(gap < 4_000.0, "{who}: the call stalled for {gap} ms");
-        assert!(s["packets_received"].as_u64().unwrap() > 20 * 50 - 250);
+        assert!(gap < 5_000.0, "{who}: the call stalled for {gap} ms");
+        assert!(s["packets_received"].as_u64().unwrap() > 20 * 50 - 300);
     }
     let ana = &sides[0].stats;
     assert!(

@@ -166,13 +166,10 @@ impl State {
         user.media = media;
         let name = user.name.clone();
         let stale = user.call.filter(|c| Some(*c) != resume);
+        let call = user.call.filter(|c| Some(*c) == resume);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.user = Some(key.clone());
         }
-        if let Some(call_id) = stale {
-            self.end_call_lost(call_id, &key);
-        }
-        let call = self.users.get(&key).and_then(|u| u.call);
         tracing::debug!(conn, old, %name, ?call, "resumed");
         let stun = self.stun_for(conn);
         let registered = ServerMsg::Registered {
@@ -181,7 +178,11 @@ impl State {
             stun,
             call,
         };
+        // `registered` first: it is the answer to `register`, whatever follows.
         self.send(conn, &registered);
+        if let Some(call_id) = stale {
+            self.end_call_lost(call_id, &key);
+        }
     }
 
     /// How the user under `key` looks to others.

@@ -46,6 +46,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         ip_slot,
         path_lost: false,
         tunnel: None,
+        relay: None,
         media_budget: TokenBucket::new(MEDIA_BURST, MEDIA_PER_SECOND, std_now()),
     };
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -122,6 +123,9 @@ struct Session {
     tunnel: Option<mpsc::WeakSender<Bytes>>,
     /// `media` messages taken; beyond, they are dropped without a word (a lost datagram).
     media_budget: TokenBucket,
+    /// The relay, once a `media` message came (kept, not looked up under the hub's lock
+    /// for every datagram).
+    relay: Option<crate::relay::Relay>,
 }
 
 /// `media` messages one connection may send at once, and per second: a call's 50 packets
@@ -428,9 +432,9 @@ impl Session {
                 .get(&self.conn)
                 .and_then(|c| c.tx.as_ref())
                 .map(|tx| tx.downgrade());
+            self.relay = state.relay.as_ref().map(|(r, _)| r.clone());
         }
-        let relay = self.hub.lock().relay.as_ref().map(|(r, _)| r.clone());
-        if let (Some(relay), Some(tunnel)) = (relay, &self.tunnel) {
+        if let (Some(relay), Some(tunnel)) = (&self.relay, &self.tunnel) {
             relay.forward_from_tunnel(data, tunnel, now);
         }
     }

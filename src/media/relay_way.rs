@@ -18,7 +18,9 @@
 pub const UDP_SILENCE_US: u64 = 2_000_000;
 /// The peer's reports not echoing ours this long (while media goes through the relay):
 /// nothing of ours gets out by UDP; use the tunnel, µs.
-pub const PEER_DEAF_US: u64 = 2_500_000;
+/// (Reports go once a second each way: two lost in a row, common at a few % loss, must not
+/// move a call, so three.)
+pub const PEER_DEAF_US: u64 = 3_500_000;
 /// On the tunnel, UDP is tried this often at first, µs ...
 pub const FIRST_PROBE_US: u64 = 5_000_000;
 /// ... and at most this seldom, µs.
@@ -179,7 +181,7 @@ mod tests {
             // The peer's reports echoed ours until 5 s.
             way.tick(t, true, Some(t.min(5 * S)));
         }
-        assert!(way.tunnel(), "deaf for 2.5 s");
+        assert!(way.tunnel(), "deaf for 3.5 s");
     }
 
     #[test]
@@ -194,11 +196,11 @@ mod tests {
         way.tick(10 * S, true, Some(5 * S));
         way.tick(10 * S + 1_900_000, true, Some(5 * S));
         assert!(!way.tunnel());
-        way.on_udp_heard(10 * S + 1_000_000);
-        way.tick(12 * S + 600_000, true, Some(5 * S));
+        way.on_udp_heard(13 * S);
+        way.tick(13 * S + 600_000, true, Some(5 * S));
         assert!(
             way.tunnel(),
-            "but the peer not hearing us for 2.5 s on the relay does"
+            "but the peer not hearing us for 3.5 s on the relay does"
         );
     }
 

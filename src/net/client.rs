@@ -50,8 +50,8 @@ pub enum Command {
     /// Say goodbye and stop (the original's "0").
     Disconnect,
     /// Send this relayed datagram (`token ‖ datagram`) through the connection; dropped while
-    /// offline.
-    Media(Vec<u8>),
+    /// offline, and when it waited longer than [`MEDIA_STALE`] (queued while connecting).
+    Media(Vec<u8>, Instant),
 }
 
 /// What the signaling task reports.
@@ -125,6 +125,11 @@ const CALL_PING_EVERY: Duration = Duration::from_secs(1);
 /// ... and a server silent this long is given up for a new connection: a call waits on a
 /// dead path (a network change) no longer than this before asking the server for it back.
 const CALL_SILENCE_LIMIT: Duration = Duration::from_secs(3);
+/// A write that cannot finish in this long means a dead path: the connection is given up
+/// (a blocked write must not stall the health checks, nor a call's resume).
+const WRITE_LIMIT: Duration = Duration::from_secs(3);
+/// Media that waited longer than this in the queue is old news: dropped, not sent.
+const MEDIA_STALE: Duration = Duration::from_millis(200);
 
 /// Starts the signaling task on the current tokio runtime.
 pub fn spawn(config: SignalConfig) -> (SignalHandle, mpsc::Receiver<Event>) {
@@ -255,7 +260,7 @@ impl Task {
                     Some(Command::Send(ClientMsg::Hangup { call_id })) if self.call == Some(call_id) => {
                         self.hangup_pending = Some(call_id);
                     }
-                    Some(Command::Send(_) | Command::Media(_)) => {}
+                    Some(Command::Send(_) | Command::Media(..)) => {}
                 },
             }
         }
@@ -396,8 +401,8 @@ impl Task {
         if let Some(call_id) = self.hangup_pending.take().filter(|c| self.call == Some(*c)) {
             let hangup = ClientMsg::Hangup { call_id };
             self.note_sent(&hangup);
-            if let Err(e) = conn.send(&hangup).await {
-                return End::Lost(e.to_string());
+            if let Err(e) = send_within(conn, &hangup).await {
+                return End::Lost(e);
             }
         }
         loop {
@@ -410,16 +415,17 @@ impl Task {
                     }
                     Some(Command::Send(msg)) => {
                         self.note_sent(&msg);
-                        if let Err(e) = conn.send(&msg).await {
-                            return End::Lost(e.to_string());
+                        if let Err(e) = send_within(conn, &msg).await {
+                            return End::Lost(e);
                         }
                     }
-                    Some(Command::Media(datagram)) => {
+                    Some(Command::Media(datagram, queued)) if queued.elapsed() <= MEDIA_STALE => {
                         let media = ClientMsg::Media { data: ByteBuf::from(datagram) };
-                        if let Err(e) = conn.send(&media).await {
-                            return End::Lost(e.to_string());
+                        if let Err(e) = send_within(conn, &media).await {
+                            return End::Lost(e);
                         }
                     }
+                    Some(Command::Media(..)) => {}
                 },
                 msg = conn.recv() => match msg {
                     Ok(ServerMsg::Pong { .. }) => last_heard = Instant::now(),
@@ -455,13 +461,22 @@ impl Task {
                     if last_ping.elapsed() >= ping_every {
                         last_ping = Instant::now();
                         nonce += 1;
-                        if let Err(e) = conn.send(&ClientMsg::Ping { nonce }).await {
-                            return End::Lost(e.to_string());
+                        if let Err(e) = send_within(conn, &ClientMsg::Ping { nonce }).await {
+                            return End::Lost(e);
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// Sends one message, giving up after [`WRITE_LIMIT`]; why it failed, in words.
+async fn send_within(conn: &mut Connection, msg: &ClientMsg) -> Result<(), String> {
+    match timeout(WRITE_LIMIT, conn.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the server stopped taking what we send".into()),
     }
 }
 

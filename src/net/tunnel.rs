@@ -9,11 +9,15 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::client::Command;
 
 /// Datagrams from the server waiting for the media thread (which drains them twice a frame).
 const INBOUND_QUEUE: usize = 64;
+/// Room kept in the signaling task's command queue for what the person does (a hang-up
+/// must never find it full of media): media goes up only while more than this is free.
+const COMMAND_RESERVE: usize = 64;
 
 /// Where datagrams that came down the connection go: the running call's end, if any. Shared
 /// by the signaling task (which delivers) and the phone (which opens an end per call).
@@ -54,7 +58,11 @@ impl TunnelEnd {
     /// Sends `token ‖ datagram` to the relay through the connection; false when it could not
     /// be queued (the connection is down or busy): the datagram is lost.
     pub fn send(&self, datagram: &[u8]) -> bool {
-        self.up.try_send(Command::Media(datagram.to_vec())).is_ok()
+        self.up.capacity() > COMMAND_RESERVE
+            && self
+                .up
+                .try_send(Command::Media(datagram.to_vec(), Instant::now()))
+                .is_ok()
     }
 
     /// The next datagram that came down the connection, if one is waiting.
