@@ -207,15 +207,7 @@ async fn caller_cancels_before_answer() {
     // The callee cannot cancel, the caller cannot accept: identity is bound to the connection.
     bob.send(&ClientMsg::Cancel { call_id: id }).await;
     expect_error(&mut bob, ErrorCode::UnknownCall).await;
-    ana.send(&ClientMsg::Accept {
-        call_id: id,
-        media: None,
-        key: None,
-        signature: None,
-        candidates: Vec::new(),
-        hide_address: false,
-    })
-    .await;
+    accept_in_clear(&mut ana, id).await;
     expect_error(&mut ana, ErrorCode::UnknownCall).await;
     ana.send(&ClientMsg::Cancel { call_id: id }).await;
     assert_eq!(ana.recv().await, ended(id, "bob", EndReason::Cancelled));
