@@ -268,11 +268,8 @@ async fn serve(socket: UdpSocket, calls: Arc<Mutex<Calls>>, delay: Duration, rel
                     };
                     let datagram = &buf[..len];
                     if relay::is_relayed(datagram) {
-                        let to = relay.forward(datagram, LegAddr::Udp(from), std::time::Instant::now());
-                        if let Some(LegAddr::Tunnel(conn)) = &to {
-                            relay.send_down(datagram, conn);
-                        }
-                        if let Some(LegAddr::Udp(to)) = to {
+                        let now = std::time::Instant::now();
+                        if let Some(to) = relay.route(datagram, LegAddr::Udp(from), now) {
                             send_now(&socket, &datagram[relay::TOKEN_LEN..], to).await;
                         }
                         continue;

@@ -172,16 +172,22 @@ impl Relay {
         conn: &mpsc::WeakSender<Bytes>,
         now: Instant,
     ) {
-        let from = LegAddr::Tunnel(conn.clone());
-        match self.forward(datagram, from, now) {
-            Some(LegAddr::Udp(to)) => {
-                if let Some(socket) = self.udp.get() {
-                    // A full socket buffer loses the datagram, as the network could.
-                    let _ = socket.send_to(&datagram[TOKEN_LEN..], to);
-                }
+        let to = self.route(datagram, LegAddr::Tunnel(conn.clone()), now);
+        if let (Some(to), Some(socket)) = (to, self.udp.get()) {
+            // A full socket buffer loses the datagram, as the network could.
+            let _ = socket.send_to(&datagram[TOKEN_LEN..], to);
+        }
+    }
+
+    /// Forwards `token ‖ inner` from `from`: down the other leg's connection when that is where
+    /// it is, or returns the UDP address `inner` goes to, for the caller to send by its socket.
+    pub fn route(&self, datagram: &[u8], from: LegAddr, now: Instant) -> Option<SocketAddr> {
+        match self.forward(datagram, from, now)? {
+            LegAddr::Udp(to) => Some(to),
+            LegAddr::Tunnel(to) => {
+                self.send_down(datagram, &to);
+                None
             }
-            Some(LegAddr::Tunnel(to)) => self.send_down(datagram, &to),
-            None => {}
         }
     }
 

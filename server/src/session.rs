@@ -46,7 +46,6 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         ip_slot,
         path_lost: false,
         tunnel: None,
-        relay: None,
         media_budget: TokenBucket::new(MEDIA_BURST, MEDIA_PER_SECOND, std_now()),
     };
     let (mut rd, mut wr) = tokio::io::split(stream);
@@ -118,14 +117,12 @@ struct Session {
     /// its call is held for it to come back. A client that closes cleanly (quit, crashed:
     /// the kernel closes for it) or says `bye` left, and its peer is told at once.
     path_lost: bool,
-    /// This connection's outgoing queue, for the relay to send media down (weakly: it must
-    /// not keep the queue open), once a `media` message came.
-    tunnel: Option<mpsc::WeakSender<Bytes>>,
+    /// Once a `media` message came: the relay (kept, not looked up under the hub's lock for
+    /// every datagram) and this connection's outgoing queue, for the relay to send media down
+    /// (weakly: it must not keep the queue open).
+    tunnel: Option<(crate::relay::Relay, mpsc::WeakSender<Bytes>)>,
     /// `media` messages taken; beyond, they are dropped without a word (a lost datagram).
     media_budget: TokenBucket,
-    /// The relay, once a `media` message came (kept, not looked up under the hub's lock
-    /// for every datagram).
-    relay: Option<crate::relay::Relay>,
 }
 
 /// `media` messages one connection may send at once, and per second: a call's 50 packets
@@ -427,15 +424,12 @@ impl Session {
         }
         if self.tunnel.is_none() {
             let state = self.hub.lock();
-            self.tunnel = state
-                .conns
-                .get(&self.conn)
-                .and_then(|c| c.tx.as_ref())
-                .map(|tx| tx.downgrade());
-            self.relay = state.relay.as_ref().map(|(r, _)| r.clone());
+            let queue = state.conns.get(&self.conn).and_then(|c| c.tx.as_ref());
+            let relay = state.relay.as_ref().map(|(r, _)| r);
+            self.tunnel = relay.zip(queue).map(|(r, tx)| (r.clone(), tx.downgrade()));
         }
-        if let (Some(relay), Some(tunnel)) = (&self.relay, &self.tunnel) {
-            relay.forward_from_tunnel(data, tunnel, now);
+        if let Some((relay, queue)) = &self.tunnel {
+            relay.forward_from_tunnel(data, queue, now);
         }
     }
 

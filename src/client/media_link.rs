@@ -210,18 +210,16 @@ impl MediaLink {
         }
         let ipv6 = local.is_ipv6();
         let usable = |ip: &IpAddr| match ip {
-            IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_link_local(),
+            IpAddr::V4(v4) => !v4.is_link_local(),
             IpAddr::V6(v6) => {
-                ipv6 && !v6.is_loopback()
-                    && !v6.is_unicast_link_local()
+                ipv6 && !v6.is_unicast_link_local()
                     && !v6.is_multicast()
                     && v6.to_ipv4_mapped().is_none()
             }
         };
-        let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        let mut ips: Vec<IpAddr> = crate::net::host_addresses()
             .unwrap_or_default()
             .into_iter()
-            .map(|i| i.ip())
             .filter(usable)
             .collect();
         // IPv4 first (the common case), each family in interface order.

@@ -57,12 +57,7 @@ impl Drop for NetWatch {
 
 /// This host's addresses other than loopback, sorted; none when they cannot be read.
 fn addresses() -> Vec<IpAddr> {
-    let mut all: Vec<IpAddr> = if_addrs::get_if_addrs()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|i| !i.is_loopback())
-        .map(|i| i.ip())
-        .collect();
+    let mut all = crate::net::host_addresses().unwrap_or_default();
     all.sort();
     all.dedup();
     all

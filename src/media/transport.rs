@@ -183,6 +183,7 @@ impl Transport {
             }
         }
         let realtime_now = super::rx_time::realtime_now_ns();
+        let relay = self.session.relay().map(|r| r.addr);
         for _ in 0..MAX_READS_PER_TICK {
             let d = match super::rx_time::recv(&self.socket, &mut self.buf[..]) {
                 Ok(d) => d,
@@ -196,7 +197,6 @@ impl Transport {
                 ((realtime_now - t) / 1000).clamp(0, 1_000_000) as u64
             });
             let arrival_us = now_us.saturating_sub(ago_us);
-            let relay = self.session.relay().map(|r| r.addr);
             if let Some((_, way)) = self.tunnel.as_mut().filter(|_| relay == Some(d.from)) {
                 // The answer to our UDP probe of the relay's port, when on the tunnel.
                 let probe = way.probe_id();

@@ -170,8 +170,8 @@ impl SocketInfo {
         if self.local_ip.is_loopback() {
             return true;
         }
-        if_addrs::get_if_addrs()
-            .map(|all| all.iter().any(|i| i.ip() == self.local_ip))
+        super::host_addresses()
+            .map(|all| all.contains(&self.local_ip))
             .unwrap_or(true)
     }
 
