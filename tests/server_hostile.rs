@@ -594,3 +594,45 @@ async fn a_client_that_stops_reading_is_dropped_and_its_name_freed() {
     still_serves_named(&mut checker).await;
     server.stop().await;
 }
+
+/// The relay's way through a connection (`media`) and the comeback (`register` with
+/// `resume`) give an attacker nothing: thousands of `media` frames with made-up tokens or
+/// none are dropped without a word (no answer, no error, the connection stays usable), and
+/// another identity asking to resume someone's name is refused without touching them.
+#[tokio::test]
+async fn media_floods_and_foreign_resumes_get_nowhere() {
+    let server = TestServer::start(Config::default()).await;
+    let mut bystander = Raw::registered(server.addr, "bystander", 5000).await;
+    let mut mallory = Raw::registered(server.addr, "mallory", 5001).await;
+    for i in 0..5_000u32 {
+        let mut data = vec![0x80u8; 100];
+        if i % 2 == 0 {
+            // A relayed datagram's shape: a token (first byte 64–79) no call has.
+            data[0] = 0x40 | (i % 16) as u8;
+            data[1..5].copy_from_slice(&i.to_be_bytes());
+        }
+        mallory
+            .send(&ClientMsg::Media {
+                data: serde_bytes::ByteBuf::from(data),
+            })
+            .await;
+    }
+    // Nothing came back for any of it: the next message is the answer to this ping.
+    mallory.send(&ClientMsg::Ping { nonce: 9 }).await;
+    assert_eq!(mallory.recv().await, ServerMsg::Pong { nonce: 9 });
+    still_serves(&mut bystander, 1).await;
+
+    // Another identity cannot take the bystander's name by claiming to come back.
+    let mut thief = Raw::hello(server.addr).await;
+    let mut register = thief.register_msg("bystander", support::media(5002));
+    if let ClientMsg::Register { resume, .. } = &mut register {
+        *resume = Some(fala_proto::CallId(1));
+    }
+    thief.send(&register).await;
+    assert_eq!(
+        first_error(&[thief.recv().await]),
+        Some(ErrorCode::NameOwned)
+    );
+    still_serves(&mut bystander, 2).await;
+    server.stop().await;
+}
